@@ -1,0 +1,53 @@
+"""Isotonic calibration by pool-adjacent-violators, stored as a piecewise-linear map.
+
+>>> cal = fit_isotonic([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
+>>> [round(v, 3) for v in apply_calibration(cal, [0.1, 0.4])]
+[0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from schemas.cards import Calibration
+
+
+def fit_isotonic(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> Calibration:
+    """Fit a non-decreasing map raw score -> P(label=1).
+
+    Blocks of the PAV solution become knots at their mean raw score; between
+    knots the map interpolates linearly, so nearby customers get distinct
+    probabilities instead of a handful of steps.
+    """
+    x = np.asarray(raw, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if x.shape != y.shape or x.size == 0:
+        msg = f"fit_isotonic needs equal, non-empty arrays, got {x.shape} and {y.shape}"
+        raise ValueError(msg)
+    # Equal raw scores are one block from the start, so ties get their pooled rate.
+    ux, inv = np.unique(x, return_inverse=True)
+    counts_u = np.bincount(inv).astype(np.float64)
+    sums_u = np.bincount(inv, weights=y)
+    # Pool adjacent violators over blocks: (sum_y, count, sum_x).
+    sums: list[float] = []
+    counts: list[float] = []
+    xs: list[float] = []
+    for xi, si, ci in zip(ux, sums_u, counts_u, strict=True):
+        sums.append(float(si))
+        counts.append(float(ci))
+        xs.append(float(xi) * ci)
+        while len(sums) > 1 and sums[-2] / counts[-2] >= sums[-1] / counts[-1]:
+            s, c, sx = sums.pop(), counts.pop(), xs.pop()
+            sums[-1] += s
+            counts[-1] += c
+            xs[-1] += sx
+    knots_x = [sx / c for sx, c in zip(xs, counts, strict=True)]
+    knots_y = [s / c for s, c in zip(sums, counts, strict=True)]
+    return Calibration(method="isotonic", x=tuple(knots_x), y=tuple(knots_y))
+
+
+def apply_calibration(cal: Calibration, raw: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Map raw scores to calibrated probabilities (clamped at the end knots)."""
+    return np.interp(np.asarray(raw, dtype=np.float64), cal.x, cal.y)

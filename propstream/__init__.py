@@ -1,0 +1,1 @@
+"""propstream: streaming propensity scoring (application layer: CLI and demo)."""

@@ -1,0 +1,197 @@
+"""Composition root: builds the packages' objects from Settings and runs them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from models.registry import ModelRegistry
+from models.scorer import ProductionModels
+from offline_train.dataset import build_examples
+from offline_train.train import TrainPlan, train_all
+from schemas.cards import ModelCard
+from schemas.ddl import DATABASE
+from schemas.events import EventRecord
+from schemas.features import FeatureSpec
+from schemas.groups import GroupCatalog, load_groups
+from schemas.mapping import ColumnMapping
+from schemas.settings import Settings
+from stream.dataflow import FlowConfig, build_dataflow
+from stream.parse import EventParser
+from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
+from stream.sinks.clickhouse import create_schema
+from stream.sources import FileReplaySource, read_records
+from stream.state import StateConfig
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+class AppError(Exception):
+    """A user-facing error of the application layer (bad flags, missing inputs)."""
+
+
+def load_catalog(settings: Settings) -> GroupCatalog:
+    """Product groups resolved over the catalog file (items without a catalog row join only ``all``)."""
+    groups = load_groups(settings.groups_file)
+    path = settings.catalog_file
+    if path is None:
+        return GroupCatalog.build(groups, [])
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if not Path(path).is_file():
+        msg = f"catalog file {path} does not exist"
+        raise AppError(msg)
+    table = pq.read_table(path) if str(path).endswith(".parquet") else pcsv.read_csv(path)
+    if "item_id" not in table.column_names:
+        msg = f"catalog file {path} needs an item_id column; it has {table.column_names}"
+        raise AppError(msg)
+    return GroupCatalog.build(groups, table.to_pylist())
+
+
+def feature_spec(catalog: GroupCatalog) -> FeatureSpec:
+    """The feature layout for the configured groups."""
+    return FeatureSpec(groups=catalog.names)
+
+
+def client_for(settings: Settings) -> Any:
+    """The ClickHouse client with the schema in place."""
+    pw = settings.clickhouse.password
+    client = open_client(settings.dsn, settings.clickhouse.user, pw.get_secret_value() if pw else None)
+    create_schema(client, settings.clickhouse.database)
+    return client
+
+
+def run_stream(
+    settings: Settings,
+    inputs: list[Path],
+    mapping: ColumnMapping,
+    progress: Progress | None = print,
+    with_models: bool = True,
+) -> RunStats:
+    """Replay files through the dataflow into ClickHouse; returns the run's counters."""
+    from bytewax.run import cli_main
+
+    catalog = load_catalog(settings)
+    spec = feature_spec(catalog)
+    cfg = StateConfig.build(spec)
+    models = None
+    if with_models:
+        models = ProductionModels(spec, ModelRegistry(settings.models_dir), settings.stream.model_poll_seconds)
+        if not models.scorers and progress:
+            progress("no production models yet: features only (run `propstream train`)")
+    client = client_for(settings)
+    stats = RunStats()
+    sink = ClickHouseSink(
+        ClickHouseWriter(client, settings.clickhouse.database),
+        stats,
+        report=(lambda s: progress(s.line())) if progress else None,
+        report_every_s=settings.stream.progress_seconds,
+    )
+    flow = build_dataflow(
+        FileReplaySource(inputs, settings.stream.batch_size),
+        EventParser(mapping),
+        cfg,
+        catalog,
+        models,
+        sink,
+        FlowConfig(settings.stream.n_shards, int(settings.stream.allowed_lateness_hours * 3_600_000)),
+        stats,
+    )
+    stats.started = __import__("time").perf_counter()
+    cli_main(flow, workers_per_process=1)
+    return stats
+
+
+def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[EventRecord], int]:
+    """Valid events of files (through the stream's own parser) and the number rejected."""
+    parser = EventParser(mapping)
+    records: list[EventRecord] = []
+    rejected = 0
+    for p in paths:
+        for source, payload in read_records(p):
+            rec = parser.parse_one(source, payload)
+            if isinstance(rec, str):
+                rejected += 1
+            else:
+                records.append(rec)
+    return records, rejected
+
+
+def read_archive(settings: Settings) -> list[EventRecord]:
+    """Every archived event (``events FINAL``) as records, for training from the archive."""
+    from schemas.events import TYPE_INDEX
+
+    client = client_for(settings)
+    db = settings.clickhouse.database
+    q = client.query(
+        f"SELECT user_id, item_id, type, toUnixTimestamp64Milli(ts), event_id, quantity, value, source "
+        f"FROM {db}.events FINAL ORDER BY ts, user_id, event_id"
+    )
+    return [
+        EventRecord(u, i, TYPE_INDEX[t], int(ts), e, float(q_), round(v * 100), s)
+        for u, i, t, ts, e, q_, v, s in q.result_rows
+    ]
+
+
+def default_plan(last_label_close: datetime = datetime(2017, 12, 1, tzinfo=UTC)) -> TrainPlan:
+    """Train Feb..(close-2 months), calibrate at close-30d, test at the close."""
+    calibrate = (last_label_close - timedelta(days=30)).replace(day=1)
+    return TrainPlan.monthly(datetime(2017, 2, 1, tzinfo=UTC), calibrate, last_label_close)
+
+
+def train(
+    settings: Settings,
+    records: list[EventRecord],
+    groups: list[str] | None = None,
+    plan: TrainPlan | None = None,
+    progress: Progress = print,
+) -> list[ModelCard]:
+    """Build point-in-time examples by replay, train and promote one model per group."""
+    catalog = load_catalog(settings)
+    spec = feature_spec(catalog)
+    cfg = StateConfig.build(spec)
+    plan = plan or default_plan()
+    unknown = sorted(set(groups or []) - set(spec.groups))
+    if unknown:
+        msg = f"unknown group(s) {unknown}; configured groups are {list(spec.groups)}"
+        raise AppError(msg)
+    progress(f"building point-in-time examples at {len(plan.all_cutoffs())} cutoffs from {len(records):,} events")
+    ex = build_examples(records, cfg, catalog, plan.all_cutoffs())
+    progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
+    registry = ModelRegistry(settings.models_dir)
+    cards = train_all(spec, ex, plan, registry, groups, progress=progress)
+    write_cards(settings, registry, cards)
+    return cards
+
+
+def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCard]) -> None:
+    """Mirror model cards into the ``models`` table."""
+    client = client_for(settings)
+    now = datetime.now(tz=UTC)
+    rows = [
+        [c.group_id, c.version, registry.stage(c.group_id, c.version).value, json.dumps(c.metrics),
+         c.model_dump_json(), c.created_at, now]
+        for c in cards
+    ]
+    if rows:
+        client.insert(
+            f"{settings.clickhouse.database}.models",
+            rows,
+            column_names=["group_id", "version", "stage", "metrics", "card", "created_at", "updated_at"],
+        )
+
+
+def segment_sql(group: str, min_score: float | None, top: int | None, database: str = DATABASE) -> str:
+    """The marketing query behind ``propstream segment``."""
+    where = f"group_id = {group!r}" + (f" AND score >= {float(min_score)!r}" if min_score is not None else "")
+    limit = f" LIMIT {int(top)}" if top is not None else ""
+    return (
+        f"SELECT user_id, score, model_version, as_of FROM {database}.scores FINAL "
+        f"WHERE {where} ORDER BY score DESC, user_id{limit}"
+    )

@@ -1,0 +1,96 @@
+"""ClickHouse schema of database ``propstream`` (idempotent DDL).
+
+Table and column names are a contract with dashboards and marketing's SQL
+(see DESIGN.md). Upserted tables are ReplacingMergeTree with a deterministic
+``version`` (event time, then per-customer sequence): read them with FINAL.
+The events archive and dead letters are ReplacingMergeTree too, keyed by
+event id and source position, so a replay after a crash does not duplicate
+them.
+"""
+
+from __future__ import annotations
+
+DATABASE = "propstream"
+
+TABLES: dict[str, str] = {
+    "events": """
+CREATE TABLE IF NOT EXISTS {db}.events (
+    user_id String,
+    item_id String,
+    type LowCardinality(String),
+    ts DateTime64(3, 'UTC'),
+    event_id String,
+    quantity Float64,
+    value Float64,
+    source String
+) ENGINE = ReplacingMergeTree ORDER BY (user_id, ts, event_id)""",
+    "customer_features": """
+CREATE TABLE IF NOT EXISTS {db}.customer_features (
+    user_id String,
+    as_of DateTime64(3, 'UTC'),
+    features Map(LowCardinality(String), Float64),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version) ORDER BY user_id""",
+    "scores": """
+CREATE TABLE IF NOT EXISTS {db}.scores (
+    user_id String,
+    group_id LowCardinality(String),
+    score Float64,
+    model_version UInt32,
+    as_of DateTime64(3, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version) ORDER BY (group_id, user_id)""",
+    "score_history": """
+CREATE TABLE IF NOT EXISTS {db}.score_history (
+    user_id String,
+    group_id LowCardinality(String),
+    score Float64,
+    model_version UInt32,
+    as_of DateTime64(3, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version) ORDER BY (group_id, user_id, as_of, model_version)""",
+    "models": """
+CREATE TABLE IF NOT EXISTS {db}.models (
+    group_id LowCardinality(String),
+    version UInt32,
+    stage LowCardinality(String),
+    metrics String,
+    card String,
+    created_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (group_id, version)""",
+    "dead_letters": """
+CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+    reason String,
+    payload String,
+    source String,
+    received_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree ORDER BY (source, reason)""",
+    "item_activity": """
+CREATE TABLE IF NOT EXISTS {db}.item_activity (
+    hour DateTime('UTC'),
+    item_id String,
+    type LowCardinality(String),
+    shard UInt16,
+    events UInt64,
+    quantity Float64,
+    value Float64
+) ENGINE = ReplacingMergeTree(events) ORDER BY (hour, item_id, type, shard)""",
+}
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": ("user_id", "item_id", "type", "ts", "event_id", "quantity", "value", "source"),
+    "customer_features": ("user_id", "as_of", "features", "version"),
+    "scores": ("user_id", "group_id", "score", "model_version", "as_of", "version"),
+    "score_history": ("user_id", "group_id", "score", "model_version", "as_of", "version"),
+    "models": ("group_id", "version", "stage", "metrics", "card", "created_at", "updated_at"),
+    "dead_letters": ("reason", "payload", "source", "received_at"),
+    "item_activity": ("hour", "item_id", "type", "shard", "events", "quantity", "value"),
+}
+
+
+def ddl_statements(database: str = DATABASE) -> list[str]:
+    """CREATE statements for the database and every table, safe to run twice."""
+    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [
+        sql.format(db=database).strip() for sql in TABLES.values()
+    ]

@@ -1,0 +1,172 @@
+"""The event contract: what producers send and what the stream accepts.
+
+An event says that a customer (``user_id``) did something (``type``) with an
+item (``item_id``) at a moment (``timestamp``). Timestamps are normalised to
+timezone-aware UTC: an offset-carrying timestamp is converted, a naive one is
+taken as UTC, and epoch numbers are read in the unit the mapping names
+(milliseconds by default for raw JSON numbers).
+
+>>> e = Event.model_validate(
+...     {"user_id": "u1", "item_id": "42", "type": "purchase",
+...      "timestamp": "2017-03-01T10:00:00+01:00", "value": 2.5})
+>>> e.timestamp.isoformat()
+'2017-03-01T09:00:00+00:00'
+>>> e.to_record("file.csv:2").value_cents
+250
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_ID_LENGTH = 128
+MAX_EVENT_ID_LENGTH = 128
+MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_QUANTITY = 1_000_000.0
+MAX_VALUE = 1_000_000_000.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+class EventType(StrEnum):
+    """Kinds of interaction. The order is the feature layout order."""
+
+    VIEW = "view"
+    CART = "cart"
+    PURCHASE = "purchase"
+
+
+EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
+TYPE_INDEX: dict[str, int] = {t.value: i for i, t in enumerate(EVENT_TYPES)}
+
+
+class EventRecord(NamedTuple):
+    """A validated event in the compact form the hot path uses."""
+
+    user_id: str
+    item_id: str
+    type_index: int
+    ts_ms: int
+    event_id: str
+    quantity: float
+    value_cents: int
+    source: str
+
+
+def _timestamp_from_number(x: float, unit: str) -> datetime:
+    scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+    return datetime.fromtimestamp(x / scale, tz=UTC)
+
+
+class Event(BaseModel):
+    """One customer interaction, validated.
+
+    Limits reject absurd input with a reason: ids must be 1..128 characters,
+    the timestamp must fall in [2000-01-01, 2100-01-01), numbers must be finite
+    and within bounds, and the type must be one of :class:`EventType`.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    type: EventType
+    timestamp: datetime
+    event_id: str | None = Field(default=None, min_length=1, max_length=MAX_EVENT_ID_LENGTH)
+    quantity: float = Field(default=1.0, ge=0.0, le=MAX_QUANTITY, allow_inf_nan=False)
+    value: float = Field(default=0.0, ge=-MAX_VALUE, le=MAX_VALUE, allow_inf_nan=False)
+
+    @field_validator("user_id", "item_id", "event_id", mode="before")
+    @classmethod
+    def _ids_are_text(cls, v: Any) -> Any:
+        # Integer ids from CSV/Parquet exports are fine; floats, bools and
+        # containers are not (1.0 vs "1" would silently split a customer).
+        if isinstance(v, bool):
+            msg = "id must be a string or integer, got bool"
+            raise ValueError(msg)
+        if isinstance(v, float):
+            if not (math.isfinite(v) and v.is_integer()):
+                msg = f"id must be a string or integer, got float {v!r}"
+                raise ValueError(msg)
+            return str(int(v))
+        if isinstance(v, int):
+            return str(v)
+        return v
+
+    @field_validator("quantity", "value", mode="before")
+    @classmethod
+    def _numbers_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            msg = "must be a number, got bool"
+            raise ValueError(msg)
+        return v
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _parse_timestamp(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            msg = "timestamp must be an ISO-8601 string, a datetime or epoch milliseconds"
+            raise ValueError(msg)
+        if isinstance(v, int | float):
+            if not math.isfinite(v):
+                msg = "timestamp is not a finite number"
+                raise ValueError(msg)
+            try:
+                return _timestamp_from_number(float(v), "ms")
+            except (OverflowError, OSError, ValueError) as exc:
+                msg = f"timestamp {v!r} is out of range as epoch milliseconds"
+                raise ValueError(msg) from exc
+        return v
+
+    @field_validator("timestamp", mode="after")
+    @classmethod
+    def _normalise_timestamp(cls, v: datetime) -> datetime:
+        v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        if not MIN_TIMESTAMP <= v < MAX_TIMESTAMP:
+            msg = f"timestamp {v.isoformat()} is outside [{MIN_TIMESTAMP.date()}, {MAX_TIMESTAMP.date()})"
+            raise ValueError(msg)
+        return v
+
+    def content_id(self) -> str:
+        """A deterministic id for events sent without one (same content, same id)."""
+        key = f"{self.user_id}\x1f{self.item_id}\x1f{self.type.value}\x1f{self.ts_ms}\x1f{self.quantity!r}\x1f{self.value!r}"
+        return "h:" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+
+    @property
+    def ts_ms(self) -> int:
+        """Event time as integer epoch milliseconds."""
+        return (self.timestamp - _EPOCH) // _ONE_MS
+
+    def to_record(self, source: str) -> EventRecord:
+        """The compact hot-path form; ``value`` becomes integer cents so sums are exact."""
+        return EventRecord(
+            self.user_id,
+            self.item_id,
+            TYPE_INDEX[self.type.value],
+            self.ts_ms,
+            self.event_id or self.content_id(),
+            self.quantity,
+            round(self.value * 100),
+            source,
+        )
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad field and why, for the dead-letter ``reason``."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid event: " + "; ".join(parts)
+
+
+def event_json_schema() -> dict[str, Any]:
+    """The contract as JSON Schema, for producers (``propstream schema``)."""
+    return Event.model_json_schema()

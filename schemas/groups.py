@@ -1,0 +1,117 @@
+"""Product groups: named sets of items defined by rules over a catalog.
+
+A product belongs to a group when it matches any listed department,
+product_category or product_type, or is listed in ``items``; ``brand``, where
+given, further restricts membership. Groups may overlap.
+
+>>> g = ProductGroup(name="coffee_tea", categories=["COFFEE"])
+>>> g.matches({"department": "GROCERY", "product_category": "COFFEE", "brand": "National"})
+True
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+ALL_GROUP = "all"
+
+
+class GroupsFileError(ValueError):
+    """The product-groups file is missing or invalid; the message names the file."""
+
+
+class ProductGroup(BaseModel):
+    """Membership rules of one product group."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    departments: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    product_types: tuple[str, ...] = ()
+    items: tuple[str, ...] = ()
+    brand: tuple[str, ...] = ()
+    base_rate_30d: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str) -> str:
+        if v == ALL_GROUP or not GROUP_NAME.match(v):
+            msg = f"group name {v!r} must match {GROUP_NAME.pattern} and not be {ALL_GROUP!r}"
+            raise ValueError(msg)
+        return v
+
+    @field_validator("brand", mode="before")
+    @classmethod
+    def _brand_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+    def matches(self, product: Mapping[str, Any]) -> bool:
+        """Whether a catalog row (department, product_category, product_type, brand) is in the group."""
+        if self.brand and product.get("brand") not in self.brand:
+            return False
+        return (
+            product.get("department") in self.departments
+            or product.get("product_category") in self.categories
+            or product.get("product_type") in self.product_types
+            or str(product.get("item_id")) in self.items
+        )
+
+
+def load_groups(path: str | Path) -> tuple[ProductGroup, ...]:
+    """Read ``[groups.NAME]`` tables from a TOML file, in file order."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        msg = f"{path}: cannot read product groups: {exc}"
+        raise GroupsFileError(msg) from exc
+    tables = raw.get("groups")
+    if not isinstance(tables, dict) or not tables:
+        msg = f"{path}: expected one or more [groups.NAME] tables"
+        raise GroupsFileError(msg)
+    try:
+        return tuple(ProductGroup(name=name, **body) for name, body in tables.items())
+    except (ValidationError, TypeError) as exc:
+        msg = f"{path}: invalid product group: {exc}"
+        raise GroupsFileError(msg) from exc
+
+
+class GroupCatalog:
+    """Resolves item ids to the indices of the groups they belong to.
+
+    Built once from the catalog rows; the hot path does one dict lookup per
+    event. Index ``len(groups)`` is the ``all`` pseudo-group every event joins.
+    """
+
+    def __init__(self, groups: tuple[ProductGroup, ...], item_groups: dict[str, tuple[int, ...]]):
+        self.groups = groups
+        self.names: tuple[str, ...] = tuple(g.name for g in groups)
+        self.all_index = len(groups)
+        self._item_groups = item_groups
+        self._only_all = (self.all_index,)
+
+    @classmethod
+    def build(cls, groups: tuple[ProductGroup, ...], products: Iterable[Mapping[str, Any]]) -> GroupCatalog:
+        """Evaluate every group's rules against every catalog row once."""
+        all_index = len(groups)
+        item_groups: dict[str, tuple[int, ...]] = {}
+        for row in products:
+            member = tuple(i for i, g in enumerate(groups) if g.matches(row))
+            if member:
+                item_groups[str(row["item_id"])] = (*member, all_index)
+        return cls(groups, item_groups)
+
+    def groups_of(self, item_id: str) -> tuple[int, ...]:
+        """Group indices of an item, always ending with the ``all`` index."""
+        return self._item_groups.get(item_id, self._only_all)
+
+    def __len__(self) -> int:
+        return len(self._item_groups)

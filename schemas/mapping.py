@@ -1,0 +1,96 @@
+"""Column mappings: how a file's columns become the event contract.
+
+Any CSV / JSONL / Parquet export can be replayed once a mapping names which of
+its columns holds user_id, item_id, type and timestamp (and the timestamp's
+unit). Missing optional fields fall back to constants or contract defaults.
+
+>>> m = ColumnMapping(user_id="household_id", item_id="product_id",
+...                   timestamp="ts", timestamp_unit="s", type_value="purchase")
+>>> m.apply({"household_id": 7, "product_id": 9, "ts": 1488362400})["timestamp"].isoformat()
+'2017-03-01T10:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+TimestampUnit = Literal["iso", "s", "ms", "us", "ns"]
+_SCALE = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+class MappingFileError(ValueError):
+    """A mapping file is unreadable or invalid; the message names the file."""
+
+
+class ColumnMapping(BaseModel):
+    """Source column names for each contract field (identity by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    type: str | None = "type"
+    type_value: str | None = None  # a constant type when the file has no type column
+    timestamp: str = "timestamp"
+    timestamp_unit: TimestampUnit = "iso"
+    event_id: tuple[str, ...] | str | None = "event_id"  # several columns are joined with ':'
+    quantity: str | None = "quantity"
+    value: str | None = "value"
+
+    @model_validator(mode="after")
+    def _type_source(self) -> ColumnMapping:
+        if self.type_value is None and self.type is None:
+            msg = "a mapping needs either a `type` column or a constant `type_value`"
+            raise ValueError(msg)
+        return self
+
+    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Rename one raw row to contract field names (values are validated later)."""
+        out: dict[str, Any] = {
+            "user_id": row.get(self.user_id),
+            "item_id": row.get(self.item_id),
+            "type": self.type_value if self.type_value is not None else row.get(self.type or ""),
+            "timestamp": self._timestamp(row.get(self.timestamp)),
+        }
+        eid = self.event_id
+        if isinstance(eid, tuple):
+            parts = [row.get(c) for c in eid]
+            if all(p is not None and p != "" for p in parts):
+                out["event_id"] = ":".join(str(p) for p in parts)
+        elif eid is not None and row.get(eid) not in (None, ""):
+            out["event_id"] = row[eid]
+        for name in ("quantity", "value"):
+            col = getattr(self, name)
+            if col is not None and row.get(col) not in (None, ""):
+                out[name] = row[col]
+        return out
+
+    def _timestamp(self, v: Any) -> Any:
+        if self.timestamp_unit == "iso" or v is None or isinstance(v, datetime):
+            return v
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            return v  # left for the contract to reject with a reason
+        try:
+            return datetime.fromtimestamp(x / _SCALE[self.timestamp_unit], tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return f"out of range: {v!r} {self.timestamp_unit}"
+
+
+def load_mapping(path: str | Path) -> ColumnMapping:
+    """Read a mapping from a TOML file (keys as the ColumnMapping fields)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+        if isinstance(raw.get("event_id"), list):
+            raw["event_id"] = tuple(raw["event_id"])
+        return ColumnMapping(**raw)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
+        msg = f"{path}: invalid column mapping: {exc}"
+        raise MappingFileError(msg) from exc

@@ -1,0 +1,92 @@
+"""Settings: one TOML file plus ``PROPSTREAM_*`` environment variables.
+
+Precedence, highest first: explicit arguments (CLI flags), environment
+variables (``PROPSTREAM_DATA_DIR``, ``PROPSTREAM_CLICKHOUSE_DSN``, nested keys
+with ``__`` such as ``PROPSTREAM_STREAM__N_SHARDS``), the TOML file named by
+``PROPSTREAM_CONFIG`` (or ``--config``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("propstream-data")
+PACKAGED_GROUPS = Path(__file__).resolve().parent.parent / "propstream" / "data" / "completejourney_groups.toml"
+
+
+class StreamSettings(BaseModel):
+    """Tuning of the dataflow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_shards: int = Field(default=4, ge=1, le=4096)
+    batch_size: int = Field(default=20_000, ge=1, le=1_000_000)
+    allowed_lateness_hours: float = Field(default=24.0, ge=0.0, le=24.0 * 90)
+    model_poll_seconds: float = Field(default=5.0, gt=0.0)
+    progress_seconds: float = Field(default=5.0, gt=0.0)
+
+
+class ClickHouseSettings(BaseModel):
+    """Where scores go. ``dsn`` empty means embedded chDB under the data dir."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn: str = ""
+    database: str = "propstream"
+    user: str | None = None
+    password: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything configurable, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROPSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    clickhouse_dsn: str = ""
+    groups_file: Path = PACKAGED_GROUPS
+    catalog_file: Path | None = None
+    stream: StreamSettings = StreamSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then env, then the TOML file named by PROPSTREAM_CONFIG."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("PROPSTREAM_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @property
+    def dsn(self) -> str:
+        """The ClickHouse DSN: explicit, or embedded chDB inside the data dir."""
+        return self.clickhouse_dsn or self.clickhouse.dsn or f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Root of the model registry."""
+        return self.data_dir / "models"
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for logs: secrets stay masked."""
+        return self.model_dump(mode="json")

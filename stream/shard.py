@@ -1,0 +1,267 @@
+"""A shard of customers: state, expiry index, scoring of affected groups.
+
+The dataflow keys batches by shard (``zlib.crc32(user_id) % n_shards``), so a
+shard holds many customers. That lets one clock tick reach exactly the
+customers whose windows expire (a heap ordered by their next change time), and
+lets every group's model score a whole batch in one ``inplace_predict`` call.
+
+Processing one ``ShardInput``:
+
+1. events in arrival order: late (older than the shard clock minus the
+   allowed lateness) and duplicate (event_id seen) events become dead
+   letters; the rest are applied to their customer's state;
+2. the clock moves to the batch's tick; customers due in the expiry heap and
+   every touched customer advance to it;
+3. changed customers' feature vectors are rebuilt, and every group whose
+   model inputs changed is rescored in one call per group; a group whose
+   production model changed is rescored for every customer of the shard;
+4. everything that changed leaves as one ``ShardOutput`` for the sinks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.events import EVENT_TYPES, EventRecord
+from schemas.groups import GroupCatalog
+from stream.state import CustomerState, StateConfig
+
+STATE_VERSION = 1
+VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
+
+
+def shard_of(user_id: str, n_shards: int) -> int:
+    """Stable shard of a customer (never Python's salted ``hash``)."""
+    return zlib.crc32(user_id.encode()) % n_shards
+
+
+def row_version(as_of_ms: int, seq: int) -> int:
+    """Deterministic ReplacingMergeTree version: event time, then per-customer sequence."""
+    return (as_of_ms << VERSION_SHIFT) | (seq & ((1 << VERSION_SHIFT) - 1))
+
+
+def record_payload(rec: EventRecord) -> str:
+    """A validated event as JSON, for dead letters raised after parsing."""
+    return json.dumps(
+        {
+            "user_id": rec.user_id,
+            "item_id": rec.item_id,
+            "type": EVENT_TYPES[rec.type_index].value,
+            "timestamp_ms": rec.ts_ms,
+            "event_id": rec.event_id,
+            "quantity": rec.quantity,
+            "value": rec.value_cents / 100,
+        }
+    )
+
+
+@dataclass
+class ShardInput:
+    """Events for one shard plus the clock tick they bring (ms)."""
+
+    shard: int
+    events: list[EventRecord]
+    tick_ms: int | None
+
+
+@dataclass
+class ShardOutput:
+    """Rows for the sinks, column-oriented per table."""
+
+    shard: int
+    applied: list[EventRecord] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # reason, payload, source
+    features: list[tuple[str, int, int, dict[str, float]]] = field(default_factory=list)
+    scores: list[tuple[str, str, float, int, int, int]] = field(default_factory=list)
+    item_activity: list[tuple[int, str, str, int, int, float, int]] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """Nothing to write."""
+        return not (self.applied or self.dead_letters or self.features or self.scores or self.item_activity)
+
+
+class CustomerShard:
+    """Customers of one shard; the state Bytewax snapshots for recovery."""
+
+    def __init__(self, shard: int):
+        self.version = STATE_VERSION
+        self.shard = shard
+        self.clock: int | None = None
+        self.customers: dict[str, CustomerState] = {}
+        self.due: dict[str, int] = {}  # user -> next change time in the heap
+        self.heap: list[tuple[int, str]] = []
+        self.scores: dict[str, np.ndarray] = {}  # user -> last written score per group
+        self.model_versions: dict[int, int] = {}  # group -> version last used for the shard
+        self.items: dict[tuple[int, str, int], list] = {}  # (hour_ms, item, type) -> [n, qty, cents]
+
+
+class ShardProcessor:
+    """The logic run on a ``CustomerShard``; holds config and models, not state."""
+
+    def __init__(self, cfg: StateConfig, catalog: GroupCatalog, models, allowed_lateness_ms: int):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.models = models  # ProductionModels or None (features only)
+        self.lateness = allowed_lateness_ms
+        spec = cfg.spec
+        self.group_names = spec.groups
+        self.feature_names = spec.names
+        self.n_groups = len(spec.groups)
+
+    def process(self, sh: CustomerShard, inp: ShardInput) -> ShardOutput:
+        """Apply a batch to the shard and return what changed."""
+        cfg = self.cfg
+        sh.shard = inp.shard
+        out = ShardOutput(shard=sh.shard)
+        dirty: dict[str, set[int]] = {}
+        customers = sh.customers
+        items = sh.items
+        clock = sh.clock
+        for rec in inp.events:
+            if clock is not None and rec.ts_ms < clock - self.lateness:
+                out.dead_letters.append(
+                    (
+                        f"late: event time is {(clock - rec.ts_ms) / 3_600_000:.1f} h before the "
+                        f"stream clock; allowed lateness is {self.lateness / 3_600_000:.1f} h",
+                        record_payload(rec),
+                        rec.source,
+                    )
+                )
+                continue
+            state = customers.get(rec.user_id)
+            if state is None:
+                state = customers[rec.user_id] = CustomerState()
+            elif state.is_duplicate(rec.event_id):
+                out.dead_letters.append(
+                    (f"duplicate: event_id {rec.event_id!r} was already applied", record_payload(rec), rec.source)
+                )
+                continue
+            groups = self.catalog.groups_of(rec.item_id)
+            changed = state.apply(cfg, rec.ts_ms, rec.type_index, groups, rec.value_cents, rec.event_id)
+            dirty.setdefault(rec.user_id, set()).update(changed)
+            out.applied.append(rec)
+            hour = rec.ts_ms - rec.ts_ms % 3_600_000
+            cell = items.get((hour, rec.item_id, rec.type_index))
+            if cell is None:
+                items[(hour, rec.item_id, rec.type_index)] = [1, rec.quantity, rec.value_cents]
+            else:
+                cell[0] += 1
+                cell[1] += rec.quantity
+                cell[2] += rec.value_cents
+            if clock is None or rec.ts_ms > clock:
+                clock = rec.ts_ms
+        if inp.tick_ms is not None and (clock is None or inp.tick_ms > clock):
+            clock = inp.tick_ms
+        sh.clock = clock
+        if clock is None:
+            return out
+        self._item_rows(sh, out, {(r.ts_ms - r.ts_ms % 3_600_000, r.item_id, r.type_index) for r in out.applied})
+        # Customers whose windows or recency changed by the clock alone.
+        heap = sh.heap
+        while heap and heap[0][0] <= clock:
+            due, user = heapq.heappop(heap)
+            if sh.due.get(user) == due:
+                del sh.due[user]
+                dirty.setdefault(user, set())
+        for user, changed in dirty.items():
+            state = customers[user]
+            changed.update(state.advance(cfg, clock))
+            state.forget_seen_before(clock - self.lateness)
+        self._refresh(sh, out, dirty, clock)
+        return out
+
+    def _item_rows(self, sh: CustomerShard, out: ShardOutput, touched: set) -> None:
+        for key in touched:
+            n, qty, cents = sh.items[key]
+            out.item_activity.append((key[0], key[1], EVENT_TYPES[key[2]].value, n, qty, cents / 100, sh.shard))
+        horizon = (sh.clock or 0) - self.lateness - 3_600_000
+        if sh.items and min(k[0] for k in sh.items) < horizon:
+            sh.items = {k: v for k, v in sh.items.items() if k[0] >= horizon}
+
+    def _refresh(self, sh: CustomerShard, out: ShardOutput, dirty: dict[str, set[int]], clock: int) -> None:
+        """Rebuild changed feature vectors, rescore affected groups, schedule next changes."""
+        cfg = self.cfg
+        # Groups whose production model differs from the one this shard last used.
+        swapped: set[int] = set()
+        if self.models is not None:
+            self.models.refresh()
+            for gi, v in self.models.versions().items():
+                if sh.model_versions.get(gi) != v:
+                    swapped.add(gi)
+                    sh.model_versions[gi] = v
+        users = [u for u, ch in dirty.items() if ch]
+        if swapped:
+            seen = set(users)
+            users += [u for u in sh.customers if u not in seen]
+            users += [u for u in sh.scores if u not in seen and u not in sh.customers]
+        n = len(users)
+        rows = np.empty((n, cfg.n_features), dtype=np.float64)
+        changed = np.zeros((n, cfg.n_keys // cfg.n_types), dtype=bool)
+        seqs = [0] * n
+        blank = cfg.new_row()
+        names = self.feature_names
+        rec_off = cfg.recency_offset
+        for i, user in enumerate(users):
+            state = sh.customers.get(user)
+            row = rows[i]
+            row[:] = blank
+            if state is not None:
+                state.write_features(cfg, row)
+                seqs[i] = state.seq
+            groups = dirty.get(user)
+            if groups:
+                changed[i, list(groups)] = True
+                nz = np.flatnonzero(row[:rec_off])
+                feats = {names[j]: float(row[j]) for j in nz}
+                for j in range(rec_off, cfg.n_features):
+                    feats[names[j]] = float(row[j])
+                out.features.append((user, clock, row_version(clock, seqs[i]), feats))
+        if self.models is not None and n:
+            self._score(sh, out, users, rows, changed, seqs, swapped, clock)
+        for user in dirty:
+            state = sh.customers[user]
+            if state.is_empty():
+                del sh.customers[user]
+                sh.due.pop(user, None)
+                continue
+            due = state.next_change(cfg)
+            if due is not None and sh.due.get(user) != due:
+                sh.due[user] = due
+                heapq.heappush(sh.heap, (due, user))
+
+    def _score(
+        self,
+        sh: CustomerShard,
+        out: ShardOutput,
+        users: list[str],
+        rows: np.ndarray,
+        changed: np.ndarray,
+        seqs: list[int],
+        swapped: set[int],
+        clock: int,
+    ) -> None:
+        """One ``inplace_predict`` per affected group; keep only scores that moved."""
+        for gi, scorer in self.models.scorers.items():
+            if gi in swapped:
+                idx = np.arange(len(users))
+            else:
+                idx = np.flatnonzero(changed[:, scorer.input_groups].any(axis=1))
+            if idx.size == 0:
+                continue
+            probs = scorer.score(rows[idx])
+            group = self.group_names[gi]
+            force = gi in swapped
+            for i, p in zip(idx.tolist(), probs.tolist(), strict=True):
+                user = users[i]
+                last = sh.scores.get(user)
+                if last is None:
+                    last = sh.scores[user] = np.full(self.n_groups, np.nan)
+                if last[gi] == p and not force:
+                    continue
+                last[gi] = p
+                out.scores.append((user, group, p, scorer.version, clock, row_version(clock, seqs[i])))

@@ -1,0 +1,112 @@
+"""ClickHouse sink: embedded chDB (``chdb:///path``) or a server (``http://host:8123``).
+
+The same clickhouse-connect client API serves both; only one process may
+open a chDB path, so clients are cached per DSN within a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import clickhouse_connect
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from schemas.ddl import DATABASE, ddl_statements
+from stream.shard import ShardOutput
+from stream.sinks.base import RunStats, TableWriter, table_rows
+
+log = logging.getLogger(__name__)
+_clients: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def open_client(dsn: str, user: str | None = None, password: str | None = None) -> Any:
+    """A clickhouse-connect client for a chDB path or a server URL (cached per DSN)."""
+    with _lock:
+        client = _clients.get(dsn)
+        if client is None:
+            if dsn.startswith("chdb://"):
+                client = clickhouse_connect.get_client(dsn=dsn)
+            else:
+                kwargs: dict[str, Any] = {"dsn": dsn}
+                if user:
+                    kwargs["username"] = user
+                if password:
+                    kwargs["password"] = password
+                client = clickhouse_connect.get_client(**kwargs)
+            _clients[dsn] = client
+        return client
+
+
+def close_client(dsn: str) -> None:
+    """Close and forget a cached client (lets another process open a chDB path)."""
+    with _lock:
+        client = _clients.pop(dsn, None)
+    if client is not None:
+        client.close()
+
+
+def create_schema(client: Any, database: str = DATABASE) -> None:
+    """Create the database and tables; idempotent."""
+    for sql in ddl_statements(database):
+        client.command(sql)
+
+
+class ClickHouseWriter(TableWriter):
+    """Column-oriented inserts into ``database``; serialised by a lock (chDB is one engine)."""
+
+    def __init__(self, client: Any, database: str = DATABASE):
+        self.client = client
+        self.database = database
+        self._lock = threading.Lock()
+
+    def insert(self, table: str, columns: dict[str, list]) -> None:
+        """Insert rows given as columns."""
+        names = list(columns)
+        with self._lock:
+            self.client.insert(
+                f"{self.database}.{table}",
+                [columns[n] for n in names],
+                column_names=names,
+                column_oriented=True,
+            )
+
+
+class _Partition(StatelessSinkPartition[ShardOutput]):
+    def __init__(self, writer: TableWriter, stats: RunStats, report: Callable[[RunStats], None] | None, every: float):
+        self.writer = writer
+        self.stats = stats
+        self.report = report
+        self.every = every
+
+    def write_batch(self, items: list[ShardOutput]) -> None:
+        for table, columns in table_rows(items, datetime.now(tz=UTC)).items():
+            self.writer.insert(table, columns)
+        self.stats.add(items)
+        if self.report is not None and time.perf_counter() - self.stats.last_report >= self.every:
+            self.stats.last_report = time.perf_counter()
+            self.report(self.stats)
+
+
+class ClickHouseSink(DynamicSink[ShardOutput]):
+    """Writes every table of a ShardOutput batch; one insert per table per batch."""
+
+    def __init__(
+        self,
+        writer: TableWriter,
+        stats: RunStats | None = None,
+        report: Callable[[RunStats], None] | None = None,
+        report_every_s: float = 5.0,
+    ):
+        self.writer = writer
+        self.stats = stats or RunStats()
+        self.report = report
+        self.every = report_every_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        return _Partition(self.writer, self.stats, self.report, self.every)

@@ -1,0 +1,262 @@
+"""The customer state machine: the single definition of every feature.
+
+Pure and picklable, no I/O. The stream runs it live; offline training replays
+the archived events through it, so training and serving cannot disagree.
+
+Counters are bucketed by event time (hourly buckets for the 1d window, daily
+for the others). Each window keeps running sums that are updated when an
+event lands inside it and when a bucket leaves it as the clock advances.
+Values are integer cents, so every sum is exact and the result does not depend
+on the order events arrive in.
+
+>>> from schemas.features import FeatureSpec
+>>> cfg = StateConfig.build(FeatureSpec(groups=("coffee_tea",)))
+>>> s = CustomerState()
+>>> s.apply(cfg, 1_000 * 3600 * 24 * 17_000, type_index=2, groups=(0, 1), value_cents=499)
+frozenset({0, 1})
+>>> row = cfg.new_row(); s.write_features(cfg, row)
+>>> float(row[cfg.spec.index["grp=coffee_tea|type=purchase|stat=value|win=7d"]])
+4.99
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.features import DAY_MS, FeatureSpec
+
+NO_CHANGE: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Everything the state machine needs to know, resolved once from a FeatureSpec."""
+
+    spec: FeatureSpec
+    n_types: int
+    n_keys: int  # (group incl. all) x type
+    resolutions_ms: tuple[int, ...]  # distinct bucket sizes
+    window_res: tuple[int, ...]  # window -> resolution index
+    window_n: tuple[int, ...]  # window -> number of buckets
+    windows_of_res: tuple[tuple[int, ...], ...]  # resolution -> window indices
+    bases: tuple[tuple[int, ...], ...]  # window -> key -> index of its count stat
+    recency_edges: tuple[int, ...]
+    recency_offset: int
+    n_features: int
+
+    @classmethod
+    def build(cls, spec: FeatureSpec) -> StateConfig:
+        """Resolve the layout of ``spec`` into flat lookup tables."""
+        res = sorted({w.bucket_seconds * 1000 for w in spec.windows})
+        window_res = tuple(res.index(w.bucket_seconds * 1000) for w in spec.windows)
+        n_types = len(spec.types)
+        n_keys = len(spec.all_groups) * n_types
+        bases = tuple(
+            tuple(spec.counter_index(k // n_types, k % n_types, wi) for k in range(n_keys))
+            for wi in range(len(spec.windows))
+        )
+        return cls(
+            spec=spec,
+            n_types=n_types,
+            n_keys=n_keys,
+            resolutions_ms=tuple(res),
+            window_res=window_res,
+            window_n=tuple(w.n_buckets for w in spec.windows),
+            windows_of_res=tuple(
+                tuple(wi for wi, r in enumerate(window_res) if r == ri) for ri in range(len(res))
+            ),
+            bases=bases,
+            recency_edges=spec.recency_edges_days,
+            recency_offset=spec.recency_offset,
+            n_features=len(spec.names),
+        )
+
+    def new_row(self) -> np.ndarray:
+        """A feature vector of a customer with no history."""
+        row = np.zeros(self.n_features, dtype=np.float64)
+        row[self.recency_offset :] = self.recency_edges[-1]
+        return row
+
+    def recency_bin(self, days: int) -> int:
+        """Round whole days down to a bin edge; the last edge caps."""
+        return self.recency_edges[bisect_right(self.recency_edges, days) - 1]
+
+
+class CustomerState:
+    """Windowed counters of one customer. Small, picklable, versioned by ``seq``.
+
+    ``apply`` and ``advance`` return the indices of the groups (``all`` is the
+    last index) whose features changed, so only affected models rescore.
+    """
+
+    __slots__ = ("buckets", "clock", "last_ts", "lo", "seen", "seq", "win")
+
+    def __init__(self) -> None:
+        self.clock: int | None = None  # ms; features are as of this time
+        self.buckets: list[dict[int, dict[int, list[int]]]] = []  # res -> bucket -> key -> [n, cents]
+        self.win: list[dict[int, list[int]]] = []  # window -> key -> [n, cents, active]
+        self.lo: list[int] = []  # window -> oldest bucket index still inside it
+        self.last_ts: dict[int, int] = {}  # group -> ms of its last event
+        self.seen: dict[str, int] = {}  # event_id -> ts, for duplicate delivery
+        self.seq = 0  # per-customer update sequence (versions in ClickHouse)
+
+    def __getstate__(self) -> tuple:
+        return (self.clock, self.buckets, self.win, self.lo, self.last_ts, self.seen, self.seq)
+
+    def __setstate__(self, st: tuple) -> None:
+        self.clock, self.buckets, self.win, self.lo, self.last_ts, self.seen, self.seq = st
+
+    def _start(self, cfg: StateConfig, ts: int) -> None:
+        self.clock = ts
+        self.buckets = [{} for _ in cfg.resolutions_ms]
+        self.win = [{} for _ in cfg.window_n]
+        self.lo = [ts // cfg.resolutions_ms[r] - n + 1 for r, n in zip(cfg.window_res, cfg.window_n, strict=True)]
+
+    def is_duplicate(self, event_id: str) -> bool:
+        """Whether an event with this id was already applied (within the dedupe horizon)."""
+        return event_id in self.seen
+
+    def apply(
+        self,
+        cfg: StateConfig,
+        ts: int,
+        type_index: int,
+        groups: tuple[int, ...],
+        value_cents: int,
+        event_id: str | None = None,
+    ) -> frozenset[int]:
+        """Count one event; returns the groups whose features changed."""
+        if self.clock is None:
+            self._start(cfg, ts)
+            changed: set[int] = set()
+        else:
+            changed = set(self.advance(cfg, ts))
+        if event_id is not None:
+            self.seen[event_id] = ts
+        n_types = cfg.n_types
+        for ri, res in enumerate(cfg.resolutions_ms):
+            b = ts // res
+            windows = [wi for wi in cfg.windows_of_res[ri] if b >= self.lo[wi]]
+            if not windows:
+                continue  # older than every window of this resolution: nothing to keep
+            bucket = self.buckets[ri].get(b)
+            if bucket is None:
+                bucket = self.buckets[ri][b] = {}
+            for g in groups:
+                key = g * n_types + type_index
+                cell = bucket.get(key)
+                fresh = cell is None
+                if cell is None:
+                    bucket[key] = [1, value_cents]
+                else:
+                    cell[0] += 1
+                    cell[1] += value_cents
+                for wi in windows:
+                    s = self.win[wi].get(key)
+                    if s is None:
+                        self.win[wi][key] = [1, value_cents, 1]
+                    else:
+                        s[0] += 1
+                        s[1] += value_cents
+                        if fresh:
+                            s[2] += 1
+                changed.add(g)
+        for g in groups:
+            last = self.last_ts.get(g)
+            if last is None or ts > last:
+                if last is None or cfg.recency_bin((self.clock - ts) // DAY_MS) != cfg.recency_bin(
+                    (self.clock - last) // DAY_MS
+                ):
+                    changed.add(g)
+                self.last_ts[g] = ts
+        self.seq += 1
+        return frozenset(changed)
+
+    def advance(self, cfg: StateConfig, now: int) -> frozenset[int]:
+        """Move the clock forward to ``now``; expire buckets; return changed groups."""
+        clock = self.clock
+        if clock is None or now <= clock:
+            return NO_CHANGE
+        changed: set[int] = set()
+        n_types = cfg.n_types
+        for wi, ri in enumerate(cfg.window_res):
+            new_lo = now // cfg.resolutions_ms[ri] - cfg.window_n[wi] + 1
+            old_lo = self.lo[wi]
+            if new_lo <= old_lo:
+                continue
+            sums = self.win[wi]
+            for b, bucket in self.buckets[ri].items():
+                if old_lo <= b < new_lo:
+                    for key, (n, cents) in bucket.items():
+                        s = sums[key]
+                        if s[0] == n:
+                            del sums[key]
+                        else:
+                            s[0] -= n
+                            s[1] -= cents
+                            s[2] -= 1
+                        changed.add(key // n_types)
+            self.lo[wi] = new_lo
+        for ri, buckets in enumerate(self.buckets):
+            keep_from = min(self.lo[wi] for wi in cfg.windows_of_res[ri])
+            for b in [b for b in buckets if b < keep_from]:
+                del buckets[b]
+        cap = cfg.recency_edges[-1]
+        for g, last in list(self.last_ts.items()):
+            before = cfg.recency_bin((clock - last) // DAY_MS)
+            after = cfg.recency_bin((now - last) // DAY_MS)
+            if before != after:
+                changed.add(g)
+            if after >= cap:
+                del self.last_ts[g]  # capped recency equals "never": forget it
+        self.clock = now
+        if changed:
+            self.seq += 1
+        return frozenset(changed)
+
+    def forget_seen_before(self, ts: int) -> None:
+        """Drop duplicate-detection ids of events older than ``ts`` (past allowed lateness)."""
+        if self.seen:
+            self.seen = {k: v for k, v in self.seen.items() if v >= ts}
+
+    def is_empty(self) -> bool:
+        """True when the state equals a customer with no history (safe to drop)."""
+        return not self.last_ts and not self.seen and not any(self.buckets)
+
+    def next_change(self, cfg: StateConfig) -> int | None:
+        """Earliest clock time at which a feature changes without a new event."""
+        clock = self.clock
+        if clock is None:
+            return None
+        best: int | None = None
+        for wi, ri in enumerate(cfg.window_res):
+            lo = self.lo[wi]
+            live = [b for b in self.buckets[ri] if b >= lo]
+            if live:
+                t = (min(live) + cfg.window_n[wi]) * cfg.resolutions_ms[ri]
+                best = t if best is None or t < best else best
+        edges = cfg.recency_edges
+        for last in self.last_ts.values():
+            days = (clock - last) // DAY_MS
+            i = bisect_right(edges, days)
+            if i < len(edges):
+                t = last + edges[i] * DAY_MS
+                best = t if best is None or t < best else best
+        return best
+
+    def write_features(self, cfg: StateConfig, row: np.ndarray) -> None:
+        """Fill a vector from ``cfg.new_row()`` with this customer's features as of ``clock``."""
+        for wi, sums in enumerate(self.win):
+            bases = cfg.bases[wi]
+            for key, (n, cents, active) in sums.items():
+                i = bases[key]
+                row[i] = n
+                row[i + 1] = cents / 100
+                row[i + 2] = active
+        if self.clock is not None:
+            off = cfg.recency_offset
+            for g, last in self.last_ts.items():
+                row[off + g] = cfg.recency_bin((self.clock - last) // DAY_MS)

@@ -1,0 +1,433 @@
+"""Property tests of CustomerState against a brute-force oracle.
+
+The oracle computes every feature straight from its definition (see
+schemas/features.py): for an as-of time T, window w covers the buckets
+``T//res - n + 1 .. T//res`` with ``res = bucket_seconds * 1000``.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.features import DAY_MS, STATS, FeatureSpec, feature_name
+from stream.state import CustomerState, StateConfig
+
+HOUR_MS = 3_600_000
+SPEC = FeatureSpec(groups=("a", "b"))
+CFG = StateConfig.build(SPEC)
+N_GROUPS = len(SPEC.all_groups)  # a, b, all
+N_TYPES = len(SPEC.types)
+BASE = 1_483_228_800_000  # 2017-01-01T00:00:00Z, a day (and hour) boundary
+MAX_SPAN = 200 * DAY_MS
+GROUP_OF_INDEX = [SPEC.all_groups.index(SPEC.group_of_feature(n)) for n in SPEC.names]
+
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+FEW = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def oracle(events: list[tuple[int, int, tuple[int, ...], int]], T: int) -> np.ndarray:
+    """Every feature as of T, computed directly from its definition."""
+    assert all(ts <= T for ts, *_ in events)
+    row = np.full(len(SPEC.names), np.nan)
+    for w in SPEC.windows:
+        res = w.bucket_seconds * 1000
+        hi = T // res
+        lo = hi - w.n_buckets + 1
+        for gi, g in enumerate(SPEC.all_groups):
+            for ti, t in enumerate(SPEC.types):
+                sel = [
+                    (ts, c)
+                    for ts, typ, gs, c in events
+                    if typ == ti and gi in gs and lo <= ts // res <= hi
+                ]
+                row[SPEC.index[feature_name(g, t, "count", w.name)]] = len(sel)
+                row[SPEC.index[feature_name(g, t, "value", w.name)]] = sum(c for _, c in sel) / 100
+                row[SPEC.index[feature_name(g, t, "active", w.name)]] = len(
+                    {ts // res for ts, _ in sel}
+                )
+    edges = SPEC.recency_edges_days
+    cap = edges[-1]
+    for gi, g in enumerate(SPEC.all_groups):
+        lasts = [ts for ts, _, gs, _ in events if gi in gs]
+        if not lasts:
+            rec = cap
+        else:
+            days = (T - max(lasts)) // DAY_MS
+            rec = max(e for e in edges if e <= days) if days < cap else cap
+        row[SPEC.index[SPEC.recency_name(g)]] = rec
+    assert not np.isnan(row).any()  # every feature was defined exactly once
+    return row
+
+
+def vec(s: CustomerState) -> np.ndarray:
+    row = CFG.new_row()
+    s.write_features(CFG, row)
+    return row
+
+
+def groups_changed(before: np.ndarray, after: np.ndarray) -> set[int]:
+    return {GROUP_OF_INDEX[i] for i in np.flatnonzero(before != after)}
+
+
+# --------------------------------------------------------------------------- strategies
+
+group_sets = st.sets(st.integers(0, N_GROUPS - 1), min_size=1).map(lambda s: tuple(sorted(s)))
+cents = st.one_of(st.integers(-100_000, 100_000), st.sampled_from([0, 1, -1, 499, 10**11]))
+
+
+@st.composite
+def offsets(draw, span: int) -> int:
+    """Offsets within span; half of the time exactly on / next to an hour edge."""
+    if draw(st.booleans()):
+        return draw(st.integers(0, span))
+    hour = draw(st.integers(0, span // HOUR_MS))
+    return min(span, hour * HOUR_MS + draw(st.sampled_from([0, 1, HOUR_MS - 1])))
+
+
+@st.composite
+def event_lists(draw, max_size: int = 25):
+    span = draw(st.sampled_from([2 * DAY_MS, 10 * DAY_MS, 40 * DAY_MS, MAX_SPAN]))
+    n = draw(st.integers(0, max_size))
+    return [
+        (
+            BASE + draw(offsets(span)),
+            draw(st.integers(0, N_TYPES - 1)),
+            draw(group_sets),
+            draw(cents),
+        )
+        for _ in range(n)
+    ]
+
+
+@st.composite
+def as_of(draw, events) -> int:
+    """An as-of time T >= every event, often exactly on an expiry edge."""
+    last = max((ts for ts, *_ in events), default=BASE)
+    kind = draw(st.sampled_from(["same", "any", "edge"]))
+    if kind == "same" or not events:
+        return last + (draw(st.integers(0, 2 * DAY_MS)) if kind != "same" else 0)
+    if kind == "any":
+        return last + draw(st.integers(0, 100 * DAY_MS))
+    ts = draw(st.sampled_from([ts for ts, *_ in events]))
+    w = draw(st.sampled_from(SPEC.windows))
+    res = w.bucket_seconds * 1000
+    edge = (ts // res + w.n_buckets) * res + draw(st.sampled_from([-1, 0, 1]))
+    return max(last, edge)
+
+
+@st.composite
+def scenario(draw, max_size: int = 25):
+    events = draw(event_lists(max_size))
+    T = draw(as_of(events))
+    return events, T
+
+
+def build(cfg, ops) -> CustomerState:
+    s = CustomerState()
+    for op in ops:
+        run(s, cfg, op)
+    return s
+
+
+def run(s: CustomerState, cfg, op) -> frozenset[int]:
+    if op[0] == "apply":
+        _, (ts, ti, gs, c), eid = op
+        return s.apply(cfg, ts, ti, gs, c, event_id=eid)
+    return s.advance(cfg, op[1])
+
+
+@st.composite
+def shuffled_ops(draw, events, T, with_ids: bool = False):
+    """The events in any order, with random clock advances (<= T) in between: late events."""
+    perm = draw(st.permutations(events))
+    ops = []
+    for k, ev in enumerate(perm):
+        if draw(st.integers(0, 3)) == 0:
+            ops.append(("advance", draw(st.integers(min(ev[0], T), T))))
+        ops.append(("apply", ev, f"e{k}" if with_ids else None))
+    ops.append(("advance", T))
+    return ops
+
+
+# --------------------------------------------------------------------------- (a) oracle
+
+
+@SETTINGS
+@given(scenario())
+def test_sorted_apply_then_advance_matches_oracle(sc):
+    events, T = sc
+    s = CustomerState()
+    for ts, ti, gs, c in sorted(events, key=lambda e: e[0]):
+        s.apply(CFG, ts, ti, gs, c)
+    s.advance(CFG, T)
+    expected = oracle(events, T)
+    got = vec(s)
+    assert np.array_equal(got, expected), _diff(got, expected)
+
+
+def _diff(got, expected) -> str:
+    idx = np.flatnonzero(got != expected)
+    return "; ".join(f"{SPEC.names[i]}: got {got[i]} want {expected[i]}" for i in idx[:10])
+
+
+def test_oracle_agrees_with_module_doctest_example():
+    s = CustomerState()
+    ts = 1_000 * 3600 * 24 * 17_000
+    assert s.apply(CFG, ts, type_index=2, groups=(0, 2), value_cents=499) == frozenset({0, 2})
+    row = vec(s)
+    assert row[SPEC.index["grp=a|type=purchase|stat=value|win=7d"]] == 4.99
+    assert row[SPEC.index["grp=b|type=purchase|stat=value|win=7d"]] == 0
+    assert np.array_equal(row, oracle([(ts, 2, (0, 2), 499)], ts))
+
+
+def test_hourly_window_expires_exactly_at_bucket_edge():
+    ts = BASE + 5 * HOUR_MS + 123
+    s = CustomerState()
+    s.apply(CFG, ts, 0, (2,), 100)
+    i = SPEC.index[feature_name("all", "view", "count", "1d")]
+    j = SPEC.index[feature_name("all", "view", "count", "7d")]
+    expire = (ts // HOUR_MS + 24) * HOUR_MS
+    s.advance(CFG, expire - 1)
+    assert vec(s)[i] == 1
+    s.advance(CFG, expire)
+    assert vec(s)[i] == 0
+    assert vec(s)[j] == 1
+
+
+# --------------------------------------------------------------------------- (b) order invariance
+
+
+@SETTINGS
+@given(st.data())
+def test_any_arrival_order_gives_same_features(data):
+    events, T = data.draw(scenario())
+    s_sorted = CustomerState()
+    for ts, ti, gs, c in sorted(events, key=lambda e: e[0]):
+        s_sorted.apply(CFG, ts, ti, gs, c)
+    s_sorted.advance(CFG, T)
+
+    ops = data.draw(shuffled_ops(events, T))
+    s = build(CFG, ops)
+    assert s.clock == s_sorted.clock or not events
+    got, want = vec(s), vec(s_sorted)
+    assert np.array_equal(got, want), _diff(got, want)
+    assert np.array_equal(got, oracle(events, T)), _diff(got, oracle(events, T))
+
+
+def test_late_event_outside_short_window_counts_only_in_long_ones():
+    s = CustomerState()
+    s.apply(CFG, BASE + 20 * DAY_MS, 0, (2,), 100)
+    late = BASE + 10 * DAY_MS  # 10 days late: outside 1d and 7d, inside 30d and 90d
+    s.apply(CFG, late, 0, (2,), 250)
+    row = vec(s)
+    assert row[SPEC.index[feature_name("all", "view", "count", "7d")]] == 1
+    assert row[SPEC.index[feature_name("all", "view", "count", "30d")]] == 2
+    assert row[SPEC.index[feature_name("all", "view", "value", "30d")]] == 3.5
+    assert row[SPEC.index[feature_name("all", "view", "active", "30d")]] == 2
+    assert row[SPEC.index[SPEC.recency_name("all")]] == 0
+
+
+# --------------------------------------------------------------------------- (c) stepwise advance
+
+
+@SETTINGS
+@given(st.data())
+def test_advancing_in_steps_equals_advancing_at_once(data):
+    events, T = data.draw(scenario())
+    s = CustomerState()
+    for ts, ti, gs, c in events:
+        s.apply(CFG, ts, ti, gs, c)
+    end = T + data.draw(st.integers(0, 120 * DAY_MS))
+    stepped = copy.deepcopy(s)
+    start = s.clock if s.clock is not None else BASE
+    steps = sorted(data.draw(st.lists(st.integers(start, end), max_size=8)))
+    for t in steps:
+        stepped.advance(CFG, t)
+    stepped.advance(CFG, end)
+    s.advance(CFG, end)
+    assert stepped.clock == s.clock
+    assert np.array_equal(vec(stepped), vec(s)), _diff(vec(stepped), vec(s))
+    if events:
+        assert np.array_equal(vec(s), oracle(events, end))
+
+
+# --------------------------------------------------------------------------- (d) changed groups
+
+
+@SETTINGS
+@given(st.data())
+def test_reported_changed_groups_cover_actual_changes(data):
+    events, T = data.draw(scenario())
+    ops = data.draw(shuffled_ops(events, T))
+    ops += [("advance", T + data.draw(st.integers(0, 120 * DAY_MS)))]
+    s = CustomerState()
+    for op in ops:
+        before = vec(s)
+        changed = run(s, CFG, op)
+        actual = groups_changed(before, vec(s))
+        assert actual <= set(changed), (op, actual, changed)
+        assert all(0 <= g < N_GROUPS for g in changed)
+
+
+def test_advance_backwards_or_before_start_is_a_no_op():
+    s = CustomerState()
+    assert s.advance(CFG, BASE) == frozenset()
+    assert s.clock is None
+    s.apply(CFG, BASE + DAY_MS, 1, (0, 2), 10)
+    before = vec(s)
+    assert s.advance(CFG, BASE) == frozenset()
+    assert s.clock == BASE + DAY_MS
+    assert np.array_equal(vec(s), before)
+
+
+# --------------------------------------------------------------------------- (e) next_change
+
+
+@FEW
+@given(st.data())
+def test_features_constant_until_next_change(data):
+    events, T = data.draw(scenario(max_size=12))
+    s = build(CFG, data.draw(shuffled_ops(events, T)))
+    if not events:
+        assert s.next_change(CFG) is None
+        return
+    walked = 0
+    while True:
+        clock, nc = s.clock, s.next_change(CFG)
+        here = vec(s)
+        horizon = nc if nc is not None else clock + 400 * DAY_MS + 1
+        assert horizon > clock
+        probes = {
+            clock + 1,
+            horizon - 1,
+            data.draw(st.integers(clock + 1, max(clock + 1, horizon - 1))),
+        }
+        for t in probes:
+            if clock < t < horizon:
+                c = copy.deepcopy(s)
+                c.advance(CFG, t)
+                assert np.array_equal(vec(c), here), (clock, t, nc, _diff(vec(c), here))
+        if nc is None:
+            break
+        s.advance(CFG, nc)
+        # something must change exactly at next_change
+        assert not np.array_equal(vec(s), here), (clock, nc)
+        walked += 1
+        assert walked < 1000
+    # no more changes pending: the customer looks like one without history
+    assert np.array_equal(vec(s), CFG.new_row())
+
+
+# --------------------------------------------------------------------------- (f) forgetting
+
+
+@FEW
+@given(st.data())
+def test_long_inactivity_empties_state(data):
+    events, T = data.draw(scenario())
+    if not events:
+        events = [(BASE, 0, (2,), 1)]
+    ops = data.draw(shuffled_ops(events, T, with_ids=True))
+    s = build(CFG, ops)
+    assert not s.is_empty()
+    assert all(s.is_duplicate(f"e{k}") for k in range(len(events)))
+    last = max(ts for ts, *_ in events)
+    s.advance(CFG, max(s.clock, last + 200 * DAY_MS))
+    assert not s.is_empty()  # the dedupe ids are still kept
+    s.forget_seen_before(s.clock)
+    assert s.is_empty()
+    assert not s.is_duplicate("e0")
+    assert np.array_equal(vec(s), CFG.new_row())
+    assert s.next_change(CFG) is None
+
+
+def test_new_state_is_empty_and_writes_new_row():
+    s = CustomerState()
+    assert s.is_empty()
+    assert s.next_change(CFG) is None
+    assert np.array_equal(vec(s), CFG.new_row())
+    row = CFG.new_row()
+    assert (row[: CFG.recency_offset] == 0).all()
+    assert (row[CFG.recency_offset :] == SPEC.recency_cap_days).all()
+
+
+def test_forget_seen_before_keeps_recent_ids():
+    s = CustomerState()
+    s.apply(CFG, BASE, 0, (2,), 0, event_id="old")
+    s.apply(CFG, BASE + DAY_MS, 0, (2,), 0, event_id="new")
+    s.forget_seen_before(BASE + 1)
+    assert not s.is_duplicate("old")
+    assert s.is_duplicate("new")
+
+
+# --------------------------------------------------------------------------- (g) pickling
+
+
+@FEW
+@given(st.data())
+def test_pickle_round_trip_preserves_state_and_behaviour(data):
+    events, T = data.draw(scenario())
+    split = data.draw(st.integers(0, len(events)))
+    s = CustomerState()
+    for k, (ts, ti, gs, c) in enumerate(events[:split]):
+        s.apply(CFG, ts, ti, gs, c, event_id=f"e{k}")
+    r = pickle.loads(pickle.dumps(s))
+    assert r.clock == s.clock and r.seq == s.seq
+    assert np.array_equal(vec(r), vec(s))
+    assert r.next_change(CFG) == s.next_change(CFG)
+    assert r.is_empty() == s.is_empty()
+    assert all(r.is_duplicate(f"e{k}") for k in range(split))
+    for ts, ti, gs, c in events[split:]:
+        assert r.apply(CFG, ts, ti, gs, c) == s.apply(CFG, ts, ti, gs, c)
+    assert r.advance(CFG, T) == s.advance(CFG, T)
+    assert r.seq == s.seq
+    assert r.next_change(CFG) == s.next_change(CFG)
+    assert np.array_equal(vec(r), vec(s))
+    if events:
+        assert np.array_equal(vec(r), oracle(events, T))
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_state_config_layout_matches_feature_names():
+    assert CFG.n_features == len(SPEC.names)
+    assert CFG.resolutions_ms == (HOUR_MS, DAY_MS)
+    assert CFG.window_n == tuple(w.n_buckets for w in SPEC.windows)
+    for wi, w in enumerate(SPEC.windows):
+        for key in range(CFG.n_keys):
+            g, t = divmod(key, CFG.n_types)
+            i = CFG.bases[wi][key]
+            for k, stat in enumerate(STATS):
+                assert SPEC.names[i + k] == feature_name(
+                    SPEC.all_groups[g], SPEC.types[t], stat, w.name
+                )
+    for g, name in enumerate(SPEC.all_groups):
+        assert SPEC.names[CFG.recency_offset + g] == SPEC.recency_name(name)
+
+
+def test_recency_bin_rounds_down_and_caps():
+    edges = SPEC.recency_edges_days
+    assert CFG.recency_bin(0) == 0
+    assert CFG.recency_bin(4) == 3
+    assert CFG.recency_bin(89) == 60
+    assert CFG.recency_bin(90) == 90
+    assert CFG.recency_bin(10_000) == edges[-1]
+    for d in range(0, 120):
+        assert CFG.recency_bin(d) == max(e for e in edges if e <= d)
