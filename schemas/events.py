@@ -88,16 +88,19 @@ class Event(BaseModel):
     def _ids_are_text(cls, v: Any) -> Any:
         # Integer ids from CSV/Parquet exports are fine; floats, bools and
         # containers are not (1.0 vs "1" would silently split a customer).
-        if isinstance(v, bool):
-            msg = "id must be a string or integer, got bool"
-            raise ValueError(msg)
-        if isinstance(v, float):
+        cls_ = v.__class__
+        if cls_ is str:
+            return v
+        if cls_ is int:
+            return str(v)
+        if cls_ is float:
             if not (math.isfinite(v) and v.is_integer()):
                 msg = f"id must be a string or integer, got float {v!r}"
                 raise ValueError(msg)
             return str(int(v))
-        if isinstance(v, int):
-            return str(v)
+        if isinstance(v, bool):
+            msg = "id must be a string or integer, got bool"
+            raise ValueError(msg)
         return v
 
     @field_validator("quantity", "value", mode="before")
@@ -111,6 +114,8 @@ class Event(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _parse_timestamp(cls, v: Any) -> Any:
+        if v.__class__ is datetime or v.__class__ is str:
+            return v
         if isinstance(v, bool):
             msg = "timestamp must be an ISO-8601 string, a datetime or epoch milliseconds"
             raise ValueError(msg)
@@ -128,7 +133,11 @@ class Event(BaseModel):
     @field_validator("timestamp", mode="after")
     @classmethod
     def _normalise_timestamp(cls, v: datetime) -> datetime:
-        v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        tz = v.tzinfo
+        if tz is None:
+            v = v.replace(tzinfo=UTC)
+        elif tz is not UTC:
+            v = v.astimezone(UTC)
         if not MIN_TIMESTAMP <= v < MAX_TIMESTAMP:
             msg = f"timestamp {v.isoformat()} is outside [{MIN_TIMESTAMP.date()}, {MAX_TIMESTAMP.date()})"
             raise ValueError(msg)

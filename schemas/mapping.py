@@ -51,23 +51,30 @@ class ColumnMapping(BaseModel):
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         """Rename one raw row to contract field names (values are validated later)."""
+        get = row.get
         out: dict[str, Any] = {
-            "user_id": row.get(self.user_id),
-            "item_id": row.get(self.item_id),
-            "type": self.type_value if self.type_value is not None else row.get(self.type or ""),
-            "timestamp": self._timestamp(row.get(self.timestamp)),
+            "user_id": get(self.user_id),
+            "item_id": get(self.item_id),
+            "type": self.type_value if self.type_value is not None else get(self.type or ""),
+            "timestamp": self._timestamp(get(self.timestamp)),
         }
         eid = self.event_id
-        if isinstance(eid, tuple):
-            parts = [row.get(c) for c in eid]
+        if eid.__class__ is tuple:
+            parts = [get(c) for c in eid]
             if all(p is not None and p != "" for p in parts):
-                out["event_id"] = ":".join(str(p) for p in parts)
-        elif eid is not None and row.get(eid) not in (None, ""):
-            out["event_id"] = row[eid]
-        for name in ("quantity", "value"):
-            col = getattr(self, name)
-            if col is not None and row.get(col) not in (None, ""):
-                out[name] = row[col]
+                out["event_id"] = ":".join([str(p) for p in parts])
+        elif eid is not None:
+            v = get(eid)
+            if v is not None and v != "":
+                out["event_id"] = v
+        if self.quantity is not None:
+            v = get(self.quantity)
+            if v is not None and v != "":
+                out["quantity"] = v
+        if self.value is not None:
+            v = get(self.value)
+            if v is not None and v != "":
+                out["value"] = v
         return out
 
     def _timestamp(self, v: Any) -> Any:

@@ -70,6 +70,21 @@ class ShardInput:
 
 
 @dataclass
+class ScoreColumns:
+    """Score rows, column-oriented (one as-of per shard output)."""
+
+    as_of: int = 0
+    user_id: list[str] = field(default_factory=list)
+    group_id: list[str] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    model_version: list[int] = field(default_factory=list)
+    version: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+@dataclass
 class ShardOutput:
     """Rows for the sinks, column-oriented per table."""
 
@@ -77,12 +92,12 @@ class ShardOutput:
     applied: list[EventRecord] = field(default_factory=list)
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # reason, payload, source
     features: list[tuple[str, int, int, dict[str, float]]] = field(default_factory=list)
-    scores: list[tuple[str, str, float, int, int, int]] = field(default_factory=list)
+    scores: ScoreColumns = field(default_factory=lambda: ScoreColumns())
     item_activity: list[tuple[int, str, str, int, int, float, int]] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         """Nothing to write."""
-        return not (self.applied or self.dead_letters or self.features or self.scores or self.item_activity)
+        return not (self.applied or self.dead_letters or self.features or len(self.scores) or self.item_activity)
 
 
 class CustomerShard:
@@ -216,10 +231,9 @@ class ShardProcessor:
             groups = dirty.get(user)
             if groups:
                 changed[i, list(groups)] = True
-                nz = np.flatnonzero(row[:rec_off])
-                feats = {names[j]: float(row[j]) for j in nz}
-                for j in range(rec_off, cfg.n_features):
-                    feats[names[j]] = float(row[j])
+                values = row.tolist()
+                feats = {names[j]: values[j] for j in np.flatnonzero(row[:rec_off]).tolist()}
+                feats.update(zip(names[rec_off:], values[rec_off:], strict=True))
                 out.features.append((user, clock, row_version(clock, seqs[i]), feats))
         if self.models is not None and n:
             self._score(sh, out, users, rows, changed, seqs, swapped, clock)
@@ -246,22 +260,30 @@ class ShardProcessor:
         clock: int,
     ) -> None:
         """One ``inplace_predict`` per affected group; keep only scores that moved."""
+        nan_row = np.full(self.n_groups, np.nan)
+        last = np.vstack([sh.scores.get(u, nan_row) for u in users])
+        versions = [row_version(clock, q) for q in seqs]
+        cols = out.scores
+        cols.as_of = clock
         for gi, scorer in self.models.scorers.items():
-            if gi in swapped:
+            force = gi in swapped
+            if force:
                 idx = np.arange(len(users))
             else:
                 idx = np.flatnonzero(changed[:, scorer.input_groups].any(axis=1))
             if idx.size == 0:
                 continue
             probs = scorer.score(rows[idx])
+            if not force:
+                moved = probs != last[idx, gi]
+                idx, probs = idx[moved], probs[moved]
+            last[idx, gi] = probs
             group = self.group_names[gi]
-            force = gi in swapped
-            for i, p in zip(idx.tolist(), probs.tolist(), strict=True):
-                user = users[i]
-                last = sh.scores.get(user)
-                if last is None:
-                    last = sh.scores[user] = np.full(self.n_groups, np.nan)
-                if last[gi] == p and not force:
-                    continue
-                last[gi] = p
-                out.scores.append((user, group, p, scorer.version, clock, row_version(clock, seqs[i])))
+            ii = idx.tolist()
+            cols.user_id += [users[i] for i in ii]
+            cols.group_id += [group] * len(ii)
+            cols.score += probs.tolist()
+            cols.model_version += [scorer.version] * len(ii)
+            cols.version += [versions[i] for i in ii]
+        for i, u in enumerate(users):
+            sh.scores[u] = last[i]

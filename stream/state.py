@@ -46,6 +46,7 @@ class StateConfig:
     recency_edges: tuple[int, ...]
     recency_offset: int
     n_features: int
+    recency_table: tuple[int, ...]  # whole days -> bin edge, up to the cap
 
     @classmethod
     def build(cls, spec: FeatureSpec) -> StateConfig:
@@ -72,6 +73,10 @@ class StateConfig:
             recency_edges=spec.recency_edges_days,
             recency_offset=spec.recency_offset,
             n_features=len(spec.names),
+            recency_table=tuple(
+                spec.recency_edges_days[bisect_right(spec.recency_edges_days, d) - 1]
+                for d in range(spec.recency_edges_days[-1] + 1)
+            ),
         )
 
     def new_row(self) -> np.ndarray:
@@ -82,7 +87,8 @@ class StateConfig:
 
     def recency_bin(self, days: int) -> int:
         """Round whole days down to a bin edge; the last edge caps."""
-        return self.recency_edges[bisect_right(self.recency_edges, days) - 1]
+        table = self.recency_table
+        return table[days] if days < len(table) else table[-1]
 
 
 class CustomerState:
@@ -127,53 +133,65 @@ class CustomerState:
         groups: tuple[int, ...],
         value_cents: int,
         event_id: str | None = None,
-    ) -> frozenset[int]:
+    ) -> set[int] | frozenset[int]:
         """Count one event; returns the groups whose features changed."""
         if self.clock is None:
             self._start(cfg, ts)
             changed: set[int] = set()
-        else:
+        elif ts > self.clock:
             changed = set(self.advance(cfg, ts))
+        else:
+            changed = set()
         if event_id is not None:
             self.seen[event_id] = ts
         n_types = cfg.n_types
+        lo = self.lo
+        in_window = False
         for ri, res in enumerate(cfg.resolutions_ms):
             b = ts // res
-            windows = [wi for wi in cfg.windows_of_res[ri] if b >= self.lo[wi]]
+            windows = [wi for wi in cfg.windows_of_res[ri] if b >= lo[wi]]
             if not windows:
                 continue  # older than every window of this resolution: nothing to keep
+            in_window = True
             bucket = self.buckets[ri].get(b)
             if bucket is None:
                 bucket = self.buckets[ri][b] = {}
             for g in groups:
                 key = g * n_types + type_index
                 cell = bucket.get(key)
-                fresh = cell is None
                 if cell is None:
                     bucket[key] = [1, value_cents]
+                    for wi in windows:
+                        sums = self.win[wi]
+                        s = sums.get(key)
+                        if s is None:
+                            sums[key] = [1, value_cents, 1]
+                        else:
+                            s[0] += 1
+                            s[1] += value_cents
+                            s[2] += 1
                 else:
                     cell[0] += 1
                     cell[1] += value_cents
-                for wi in windows:
-                    s = self.win[wi].get(key)
-                    if s is None:
-                        self.win[wi][key] = [1, value_cents, 1]
-                    else:
+                    for wi in windows:
+                        s = self.win[wi][key]
                         s[0] += 1
                         s[1] += value_cents
-                        if fresh:
-                            s[2] += 1
-                changed.add(g)
+        if in_window:
+            changed.update(groups)
+        last_ts = self.last_ts
+        clock = self.clock
         for g in groups:
-            last = self.last_ts.get(g)
+            last = last_ts.get(g)
             if last is None or ts > last:
-                if last is None or cfg.recency_bin((self.clock - ts) // DAY_MS) != cfg.recency_bin(
-                    (self.clock - last) // DAY_MS
+                if not in_window and (
+                    last is None
+                    or cfg.recency_bin((clock - ts) // DAY_MS) != cfg.recency_bin((clock - last) // DAY_MS)
                 ):
                     changed.add(g)
-                self.last_ts[g] = ts
+                last_ts[g] = ts
         self.seq += 1
-        return frozenset(changed)
+        return changed  # type: ignore[return-value]
 
     def advance(self, cfg: StateConfig, now: int) -> frozenset[int]:
         """Move the clock forward to ``now``; expire buckets; return changed groups."""
@@ -188,17 +206,21 @@ class CustomerState:
             if new_lo <= old_lo:
                 continue
             sums = self.win[wi]
-            for b, bucket in self.buckets[ri].items():
-                if old_lo <= b < new_lo:
-                    for key, (n, cents) in bucket.items():
-                        s = sums[key]
-                        if s[0] == n:
-                            del sums[key]
-                        else:
-                            s[0] -= n
-                            s[1] -= cents
-                            s[2] -= 1
-                        changed.add(key // n_types)
+            buckets = self.buckets[ri]
+            if new_lo - old_lo < len(buckets):
+                leaving = [buckets[b] for b in range(old_lo, new_lo) if b in buckets]
+            else:
+                leaving = [bk for b, bk in buckets.items() if old_lo <= b < new_lo]
+            for bucket in leaving:
+                for key, (n, cents) in bucket.items():
+                    s = sums[key]
+                    if s[0] == n:
+                        del sums[key]
+                    else:
+                        s[0] -= n
+                        s[1] -= cents
+                        s[2] -= 1
+                    changed.add(key // n_types)
             self.lo[wi] = new_lo
         for ri, buckets in enumerate(self.buckets):
             keep_from = min(self.lo[wi] for wi in cfg.windows_of_res[ri])
@@ -206,9 +228,11 @@ class CustomerState:
                 del buckets[b]
         cap = cfg.recency_edges[-1]
         for g, last in list(self.last_ts.items()):
-            before = cfg.recency_bin((clock - last) // DAY_MS)
-            after = cfg.recency_bin((now - last) // DAY_MS)
-            if before != after:
+            d0, d1 = (clock - last) // DAY_MS, (now - last) // DAY_MS
+            if d0 == d1:
+                continue
+            after = cfg.recency_bin(d1)
+            if cfg.recency_bin(d0) != after:
                 changed.add(g)
             if after >= cap:
                 del self.last_ts[g]  # capped recency equals "never": forget it

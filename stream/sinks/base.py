@@ -62,18 +62,18 @@ def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
                 asof.append(as_of)
                 feats.append(f)
                 ver.append(version)
-        if out.scores:
+        sc = out.scores
+        if len(sc):
             for table in ("scores", "score_history"):
                 u, g, s, mv, asof, ver = cols(
                     table, "user_id", "group_id", "score", "model_version", "as_of", "version"
                 )
-                for user, group, score, model_version, as_of, version in out.scores:
-                    u.append(user)
-                    g.append(group)
-                    s.append(score)
-                    mv.append(model_version)
-                    asof.append(as_of)
-                    ver.append(version)
+                u += sc.user_id
+                g += sc.group_id
+                s += sc.score
+                mv += sc.model_version
+                asof += [sc.as_of] * len(sc)
+                ver += sc.version
         if out.item_activity:
             h, it, ty, sh, n, q, v = cols(
                 "item_activity", "hour", "item_id", "type", "shard", "events", "quantity", "value"

@@ -1,0 +1,65 @@
+"""Integration fixtures: one embedded chDB per test session, a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from offline_train.train import TrainPlan
+from propstream import app
+from schemas.settings import Settings, StreamSettings
+from tests.synthetic import World, make_world
+
+PLAN = TrainPlan(
+    train=(datetime(2017, 2, 1, tzinfo=UTC), datetime(2017, 2, 15, tzinfo=UTC), datetime(2017, 3, 1, tzinfo=UTC)),
+    calibrate=(datetime(2017, 4, 1, tzinfo=UTC),),
+    test=datetime(2017, 5, 1, tzinfo=UTC),
+)
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Only one chDB path may be open per process: every test shares it."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory, world: World, chdb_dsn: str) -> Path:
+    """A data dir whose registry holds production models for every synthetic group."""
+    data_dir = tmp_path_factory.mktemp("trained")
+    settings = make_settings(data_dir, world, chdb_dsn)
+    records, rejected = app.read_file_records([write_events(data_dir / "train.jsonl", world.events)], _mapping())
+    assert rejected == 0
+    app.train(settings, records, plan=PLAN, progress=lambda _: None)
+    return data_dir
+
+
+def _mapping():
+    from schemas.mapping import ColumnMapping
+
+    return ColumnMapping()
+
+
+def write_events(path: Path, rows: list) -> Path:
+    from tests.synthetic import write_jsonl
+
+    return write_jsonl(path, rows)
+
+
+def make_settings(data_dir: Path, world: World, dsn: str, **stream: object) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        clickhouse_dsn=dsn,
+        groups_file=world.groups_file,
+        catalog_file=world.catalog_file,
+        stream=StreamSettings(**{"batch_size": 500, "n_shards": 3, "progress_seconds": 3600, **stream}),
+        clickhouse={"database": f"t_{uuid.uuid4().hex[:10]}"},
+    )
