@@ -46,7 +46,9 @@ def brier(labels: np.ndarray | list, probs: np.ndarray | list) -> float:
     return float(np.mean((p - y) ** 2))
 
 
-def calibration_curve(labels: np.ndarray | list, probs: np.ndarray | list, n_bins: int = 10) -> list[tuple[float, float, int]]:
+def calibration_curve(
+    labels: np.ndarray | list, probs: np.ndarray | list, n_bins: int = 10
+) -> list[tuple[float, float, int]]:
     """Per equal-width bin: (mean predicted, observed rate, count); empty bins omitted."""
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)

@@ -1,5 +1,7 @@
-"""Per-group training: XGBoost on earlier cutoffs, isotonic calibration on a later one,
-evaluation on the last, registration and promotion.
+"""Per-group training, calibration, evaluation, registration and promotion.
+
+XGBoost learns on earlier cutoffs, isotonic calibration fits on a later one,
+and the metrics on the card come from the last (test) cutoff.
 """
 
 from __future__ import annotations

@@ -175,8 +175,15 @@ def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCa
     client = client_for(settings)
     now = datetime.now(tz=UTC)
     rows = [
-        [c.group_id, c.version, registry.stage(c.group_id, c.version).value, json.dumps(c.metrics),
-         c.model_dump_json(), c.created_at, now]
+        [
+            c.group_id,
+            c.version,
+            registry.stage(c.group_id, c.version).value,
+            json.dumps(c.metrics),
+            c.model_dump_json(),
+            c.created_at,
+            now,
+        ]
         for c in cards
     ]
     if rows:

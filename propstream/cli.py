@@ -20,12 +20,12 @@ def _env(name: str, default: str | None = None) -> str | None:
 def _settings(args: argparse.Namespace):
     from schemas.settings import Settings
 
-    overrides = {}
+    overrides: dict[str, object] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "clickhouse", None):
         overrides["clickhouse_dsn"] = args.clickhouse
-    return Settings(**overrides)
+    return Settings(**overrides)  # type: ignore[arg-type]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -49,8 +49,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"catalog_file": Path(args.catalog)})
     mapping = load_mapping(args.mapping) if args.mapping else ColumnMapping()
     stats = app.run_stream(settings, [Path(p) for p in args.input.split(",")], mapping)
-    result = {"events_in": stats.events_in, "applied": stats.applied, "dead_letters": stats.dead_letters,
-              "score_rows": stats.score_rows, "seconds": round(stats.elapsed, 2)}
+    result = {
+        "events_in": stats.events_in,
+        "applied": stats.applied,
+        "dead_letters": stats.dead_letters,
+        "score_rows": stats.score_rows,
+        "seconds": round(stats.elapsed, 2),
+    }
     print(json.dumps(result) if args.json else stats.line())
     return 0
 
@@ -118,11 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--data-dir", default=_env("PROPSTREAM_DATA_DIR"),
-                        help="data directory (env PROPSTREAM_DATA_DIR, default ./propstream-data)")
-        sp.add_argument("--clickhouse", default=_env("PROPSTREAM_CLICKHOUSE_DSN"),
-                        help="ClickHouse DSN, chdb:///path or http://host:8123 "
-                             "(env PROPSTREAM_CLICKHOUSE_DSN, default chDB inside the data dir)")
+        sp.add_argument(
+            "--data-dir",
+            default=_env("PROPSTREAM_DATA_DIR"),
+            help="data directory (env PROPSTREAM_DATA_DIR, default ./propstream-data)",
+        )
+        sp.add_argument(
+            "--clickhouse",
+            default=_env("PROPSTREAM_CLICKHOUSE_DSN"),
+            help="ClickHouse DSN, chdb:///path or http://host:8123 "
+            "(env PROPSTREAM_CLICKHOUSE_DSN, default chDB inside the data dir)",
+        )
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = sub.add_parser("demo", help="The Complete Journey end to end on embedded defaults")
@@ -131,21 +142,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run the stream over files (CSV / JSONL / Parquet)")
     common(sp)
-    sp.add_argument("--input", required=True, default=_env("PROPSTREAM_INPUT"),
-                    help="comma-separated files (env PROPSTREAM_INPUT)")
-    sp.add_argument("--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)")
-    sp.add_argument("--catalog", default=_env("PROPSTREAM_CATALOG_FILE"),
-                    help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)")
+    sp.add_argument(
+        "--input", required=True, default=_env("PROPSTREAM_INPUT"), help="comma-separated files (env PROPSTREAM_INPUT)"
+    )
+    sp.add_argument(
+        "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
+    )
+    sp.add_argument(
+        "--catalog",
+        default=_env("PROPSTREAM_CATALOG_FILE"),
+        help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)",
+    )
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("train", help="train, calibrate, evaluate and promote one model per group")
     common(sp)
     sp.add_argument("--group", action="append", help="only these groups (repeatable)")
-    sp.add_argument("--input", default=_env("PROPSTREAM_TRAIN_INPUT"),
-                    help="train from files instead of the events archive (env PROPSTREAM_TRAIN_INPUT)")
-    sp.add_argument("--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)")
-    sp.add_argument("--catalog", default=_env("PROPSTREAM_CATALOG_FILE"),
-                    help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)")
+    sp.add_argument(
+        "--input",
+        default=_env("PROPSTREAM_TRAIN_INPUT"),
+        help="train from files instead of the events archive (env PROPSTREAM_TRAIN_INPUT)",
+    )
+    sp.add_argument(
+        "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
+    )
+    sp.add_argument(
+        "--catalog",
+        default=_env("PROPSTREAM_CATALOG_FILE"),
+        help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)",
+    )
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("init", help="create the ClickHouse schema (idempotent)")
@@ -167,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``propstream`` console script."""
-    logging.basicConfig(level=os.environ.get("PROPSTREAM_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("PROPSTREAM_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     args = build_parser().parse_args(argv)
     from propstream.app import AppError
     from schemas.groups import GroupsFileError

@@ -32,6 +32,7 @@ def run(settings: Settings, log=print) -> dict:
     mapping = load_mapping(completejourney.MAPPING_FILE)
     log("[2/4] training one calibrated XGBoost model per product group")
     records, rejected = app.read_file_records([events], mapping)
+    log(f"  {len(records):,} events read for training ({rejected:,} rejected by the event contract)")
     cards = app.train(settings, records, progress=log)
     del records
     log(f"[3/4] replaying {events.name} through the dataflow into ClickHouse ({settings.dsn})")
@@ -59,8 +60,10 @@ def run(settings: Settings, log=print) -> dict:
     log(f"  dead letters        {summary['dead_letters']:,}")
     log(f"  customers           {summary['customers']:,}")
     log(f"  score rows (FINAL)  {summary['score_rows']:,}  ({len(cards)} groups)")
-    log(f"  dataflow throughput {summary['events_per_second']:,} events/s "
-        f"({stats.events_in:,} events in {flow_s:.1f} s, 1 worker)")
+    log(
+        f"  dataflow throughput {summary['events_per_second']:,} events/s "
+        f"({stats.events_in:,} events in {flow_s:.1f} s, 1 worker)"
+    )
     log(f"  total time          {summary['total_seconds']} s")
     log("\nTry these in ClickHouse (chDB path above, or a server):\n" + EXAMPLE_QUERIES)
     return summary

@@ -91,6 +91,4 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 def ddl_statements(database: str = DATABASE) -> list[str]:
     """CREATE statements for the database and every table, safe to run twice."""
-    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [
-        sql.format(db=database).strip() for sql in TABLES.values()
-    ]
+    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [sql.format(db=database).strip() for sql in TABLES.values()]

@@ -145,7 +145,8 @@ class Event(BaseModel):
 
     def content_id(self) -> str:
         """A deterministic id for events sent without one (same content, same id)."""
-        key = f"{self.user_id}\x1f{self.item_id}\x1f{self.type.value}\x1f{self.ts_ms}\x1f{self.quantity!r}\x1f{self.value!r}"
+        parts = (self.user_id, self.item_id, self.type.value, self.ts_ms, repr(self.quantity), repr(self.value))
+        key = "\x1f".join(str(p) for p in parts)
         return "h:" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
     @property

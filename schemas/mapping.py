@@ -59,7 +59,7 @@ class ColumnMapping(BaseModel):
             "timestamp": self._timestamp(get(self.timestamp)),
         }
         eid = self.event_id
-        if eid.__class__ is tuple:
+        if isinstance(eid, tuple):
             parts = [get(c) for c in eid]
             if all(p is not None and p != "" for p in parts):
                 out["event_id"] = ":".join([str(p) for p in parts])

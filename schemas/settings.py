@@ -50,9 +50,7 @@ class ClickHouseSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything configurable, validated once."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PROPSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PROPSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     data_dir: Path = DEFAULT_DATA_DIR
     clickhouse_dsn: str = ""

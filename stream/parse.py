@@ -66,15 +66,20 @@ class EventParser:
     def parse_batch(self, batch: list[RawRecord]) -> ParsedBatch:
         """Validate a batch of raw records."""
         out = ParsedBatch(n_in=len(batch))
-        limit = int((self.wall_clock() * 1000)) + FUTURE_TOLERANCE_MS
+        limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
         tick = None
         for source, payload in batch:
             rec = self.parse_one(source, payload)
             if isinstance(rec, str):
                 out.dead.append((rec, _payload_text(payload), source))
             elif rec.ts_ms > limit:
-                out.dead.append(("in the future: timestamp is more than 24 h ahead of the wall clock",
-                                 _payload_text(payload), source))
+                out.dead.append(
+                    (
+                        "in the future: timestamp is more than 24 h ahead of the wall clock",
+                        _payload_text(payload),
+                        source,
+                    )
+                )
             else:
                 out.records.append(rec)
                 if tick is None or rec.ts_ms > tick:

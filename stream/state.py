@@ -12,8 +12,8 @@ on the order events arrive in.
 >>> from schemas.features import FeatureSpec
 >>> cfg = StateConfig.build(FeatureSpec(groups=("coffee_tea",)))
 >>> s = CustomerState()
->>> s.apply(cfg, 1_000 * 3600 * 24 * 17_000, type_index=2, groups=(0, 1), value_cents=499)
-frozenset({0, 1})
+>>> sorted(s.apply(cfg, 1_000 * 3600 * 24 * 17_000, type_index=2, groups=(0, 1), value_cents=499))
+[0, 1]
 >>> row = cfg.new_row(); s.write_features(cfg, row)
 >>> float(row[cfg.spec.index["grp=coffee_tea|type=purchase|stat=value|win=7d"]])
 4.99
@@ -66,9 +66,7 @@ class StateConfig:
             resolutions_ms=tuple(res),
             window_res=window_res,
             window_n=tuple(w.n_buckets for w in spec.windows),
-            windows_of_res=tuple(
-                tuple(wi for wi, r in enumerate(window_res) if r == ri) for ri in range(len(res))
-            ),
+            windows_of_res=tuple(tuple(wi for wi, r in enumerate(window_res) if r == ri) for ri in range(len(res))),
             bases=bases,
             recency_edges=spec.recency_edges_days,
             recency_offset=spec.recency_offset,
@@ -180,13 +178,12 @@ class CustomerState:
         if in_window:
             changed.update(groups)
         last_ts = self.last_ts
-        clock = self.clock
+        clock: int = self.clock  # type: ignore[assignment]  # set by _start/advance above
         for g in groups:
             last = last_ts.get(g)
             if last is None or ts > last:
                 if not in_window and (
-                    last is None
-                    or cfg.recency_bin((clock - ts) // DAY_MS) != cfg.recency_bin((clock - last) // DAY_MS)
+                    last is None or cfg.recency_bin((clock - ts) // DAY_MS) != cfg.recency_bin((clock - last) // DAY_MS)
                 ):
                     changed.add(g)
                 last_ts[g] = ts

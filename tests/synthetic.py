@@ -46,13 +46,22 @@ def make_world(root: Path, n_users: int = 60, n_events: int = 6000, days: int = 
     items = []
     for i in range(40):
         cat = CATEGORIES[i % len(CATEGORIES)]
-        items.append({"item_id": f"i{i}", "department": "GROCERY" if cat != "SOAP" else "HOME",
-                      "product_category": cat, "product_type": f"{cat}-T", "brand": rng.choice(["National", "Private"])})
+        items.append(
+            {
+                "item_id": f"i{i}",
+                "department": "GROCERY" if cat != "SOAP" else "HOME",
+                "product_category": cat,
+                "product_type": f"{cat}-T",
+                "brand": rng.choice(["National", "Private"]),
+            }
+        )
     catalog_file = root / "catalog.csv"
     with catalog_file.open("w") as f:
         f.write("item_id,department,product_category,product_type,brand\n")
         for it in items:
-            f.write(",".join(it[k] for k in ("item_id", "department", "product_category", "product_type", "brand")) + "\n")
+            f.write(
+                ",".join(it[k] for k in ("item_id", "department", "product_category", "product_type", "brand")) + "\n"
+            )
     prefs = {f"u{u}": rng.sample(range(40), 6) for u in range(n_users)}
     active = {u: rng.uniform(0.2, 1.0) for u in prefs}
     events = []
@@ -62,9 +71,17 @@ def make_world(root: Path, n_users: int = 60, n_events: int = 6000, days: int = 
         ts = START_MS + rng.randrange(days * DAY_MS)
         kind = rng.choices(["view", "cart", "purchase"], weights=[5, 2, 3])[0]
         value = round(rng.uniform(0.5, 20.0), 2) if kind != "view" else 0.0
-        events.append({"user_id": user, "item_id": item, "type": kind, "event_id": f"e{n}",
-                       "timestamp": datetime.fromtimestamp(ts / 1000, tz=UTC).isoformat(timespec="milliseconds"),
-                       "value": value, "quantity": 1})
+        events.append(
+            {
+                "user_id": user,
+                "item_id": item,
+                "type": kind,
+                "event_id": f"e{n}",
+                "timestamp": datetime.fromtimestamp(ts / 1000, tz=UTC).isoformat(timespec="milliseconds"),
+                "value": value,
+                "quantity": 1,
+            }
+        )
     events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
     return World(groups_file, catalog_file, events)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,7 +156,9 @@ BAD_LINES = [
     json.dumps({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "1970-01-01T00:00:00Z"}),
     json.dumps({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2999-01-01T00:00:00Z"}),
     json.dumps({"user_id": "u1", "item_id": "i1", "type": "teleport", "timestamp": "2017-02-01T00:00:00Z"}),
-    json.dumps({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2017-02-01T00:00:00Z", "quantity": "lots"}),
+    json.dumps(
+        {"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2017-02-01T00:00:00Z", "quantity": "lots"}
+    ),
 ]
 
 

@@ -67,9 +67,7 @@ def test_already_monotone_labels_are_reproduced():
     cal = fit_isotonic([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1])
     assert cal.y == (0.0, 1.0)
     assert cal.x == pytest.approx((0.15, 0.35))
-    np.testing.assert_allclose(
-        apply_calibration(cal, [0.0, 0.15, 0.25, 0.35, 1.0]), [0, 0, 0.5, 1, 1]
-    )
+    np.testing.assert_allclose(apply_calibration(cal, [0.0, 0.15, 0.25, 0.35, 1.0]), [0, 0, 0.5, 1, 1])
 
 
 def test_decreasing_labels_pool_to_the_mean():

@@ -65,9 +65,7 @@ def test_timestamps_normalise_to_utc(ts, iso):
 
 
 def test_to_record_fields_and_ts_ms():
-    r = parse(
-        json.dumps(ev(timestamp="2017-03-01T11:00:00+01:00", value=2.5, quantity=3, event_id="x-1"))
-    )
+    r = parse(json.dumps(ev(timestamp="2017-03-01T11:00:00+01:00", value=2.5, quantity=3, event_id="x-1")))
     assert isinstance(r, EventRecord)
     assert r == EventRecord("u1", "i1", TYPE_INDEX["purchase"], T0_MS, "x-1", 3.0, 250, "src:1")
 
@@ -103,9 +101,7 @@ def test_bad_json_text_is_rejected(text):
     assert "JSON" in reason(text)
 
 
-@pytest.mark.parametrize(
-    ("text", "kind"), [("[1, 2]", "list"), ("42", "int"), ('"a string"', "str"), ("null", "None")]
-)
+@pytest.mark.parametrize(("text", "kind"), [("[1, 2]", "list"), ("42", "int"), ('"a string"', "str"), ("null", "None")])
 def test_json_value_that_is_not_an_object_is_rejected(text, kind):
     r = reason(text)
     assert "object" in r
@@ -222,9 +218,7 @@ def test_timestamp_outside_2000_2100_is_rejected(ts):
     assert "timestamp" in reason(json.dumps(ev(timestamp=ts)))
 
 
-@pytest.mark.parametrize(
-    "ts", ["2000-01-01T00:00:00Z", "2099-12-31T23:59:59.999Z", MIN_MS, MAX_MS - 1]
-)
+@pytest.mark.parametrize("ts", ["2000-01-01T00:00:00Z", "2099-12-31T23:59:59.999Z", MIN_MS, MAX_MS - 1])
 def test_timestamp_range_bounds_are_inclusive_exclusive(ts):
     assert isinstance(parse(json.dumps(ev(timestamp=ts))), EventRecord)
 
@@ -252,9 +246,7 @@ def test_payload_limit_counts_bytes_not_characters():
     text = json.dumps(ev(pad="\u20ac" * 30_000), ensure_ascii=False)
     assert len(text) <= MAX_PAYLOAD_BYTES < len(text.encode("utf-8"))
     r = parse(text)
-    assert isinstance(r, str) and "too large" in r, (
-        f"{len(text.encode())}-byte payload accepted: {r!r}"
-    )
+    assert isinstance(r, str) and "too large" in r, f"{len(text.encode())}-byte payload accepted: {r!r}"
 
 
 # --------------------------------------------------------------------------- ids and cents
@@ -371,12 +363,8 @@ def test_parse_one_accepts_dict_rows_with_mapping():
         type_value="purchase",
         value="sales",
     )
-    r = EventParser(m).parse_one(
-        "f.csv:2", {"hh": "7", "prod": "9", "ts": "1488362400", "sales": "3.99"}
-    )
-    assert r == EventRecord(
-        "7", "9", TYPE_INDEX["purchase"], T0_MS, r.event_id, 1.0, 399, "f.csv:2"
-    )
+    r = EventParser(m).parse_one("f.csv:2", {"hh": "7", "prod": "9", "ts": "1488362400", "sales": "3.99"})
+    assert r == EventRecord("7", "9", TYPE_INDEX["purchase"], T0_MS, r.event_id, 1.0, 399, "f.csv:2")
 
 
 def test_content_ids_of_events_one_ms_apart_differ():

@@ -18,9 +18,7 @@ from schemas.features import (
 )
 from schemas.groups import ALL_GROUP, GroupCatalog, GroupsFileError, ProductGroup, load_groups
 
-GROUPS_FILE = (
-    Path(__file__).resolve().parents[2] / "propstream" / "data" / "completejourney_groups.toml"
-)
+GROUPS_FILE = Path(__file__).resolve().parents[2] / "propstream" / "data" / "completejourney_groups.toml"
 
 SPECS = [
     FeatureSpec(groups=("coffee_tea",)),
@@ -63,11 +61,7 @@ def test_counter_index_layout_matches_names(spec):
                     seen.add(base + s)
     assert seen == set(range(spec.recency_offset))
     for gi, g in enumerate(spec.all_groups):
-        assert (
-            spec.names[spec.recency_offset + gi]
-            == spec.recency_name(g)
-            == f"grp={g}|stat=recency_days"
-        )
+        assert spec.names[spec.recency_offset + gi] == spec.recency_name(g) == f"grp={g}|stat=recency_days"
     assert len(spec.names) == spec.recency_offset + len(spec.all_groups)
 
 

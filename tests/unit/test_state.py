@@ -51,16 +51,10 @@ def oracle(events: list[tuple[int, int, tuple[int, ...], int]], T: int) -> np.nd
         lo = hi - w.n_buckets + 1
         for gi, g in enumerate(SPEC.all_groups):
             for ti, t in enumerate(SPEC.types):
-                sel = [
-                    (ts, c)
-                    for ts, typ, gs, c in events
-                    if typ == ti and gi in gs and lo <= ts // res <= hi
-                ]
+                sel = [(ts, c) for ts, typ, gs, c in events if typ == ti and gi in gs and lo <= ts // res <= hi]
                 row[SPEC.index[feature_name(g, t, "count", w.name)]] = len(sel)
                 row[SPEC.index[feature_name(g, t, "value", w.name)]] = sum(c for _, c in sel) / 100
-                row[SPEC.index[feature_name(g, t, "active", w.name)]] = len(
-                    {ts // res for ts, _ in sel}
-                )
+                row[SPEC.index[feature_name(g, t, "active", w.name)]] = len({ts // res for ts, _ in sel})
     edges = SPEC.recency_edges_days
     cap = edges[-1]
     for gi, g in enumerate(SPEC.all_groups):
@@ -415,9 +409,7 @@ def test_state_config_layout_matches_feature_names():
             g, t = divmod(key, CFG.n_types)
             i = CFG.bases[wi][key]
             for k, stat in enumerate(STATS):
-                assert SPEC.names[i + k] == feature_name(
-                    SPEC.all_groups[g], SPEC.types[t], stat, w.name
-                )
+                assert SPEC.names[i + k] == feature_name(SPEC.all_groups[g], SPEC.types[t], stat, w.name)
     for g, name in enumerate(SPEC.all_groups):
         assert SPEC.names[CFG.recency_offset + g] == SPEC.recency_name(name)
 
