@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,6 +78,7 @@ def run_stream(
     """Replay files through the dataflow into ClickHouse; returns the run's counters."""
     from bytewax.run import cli_main
 
+    source = FileReplaySource(inputs, settings.stream.batch_size)  # fails fast on a missing file
     catalog = load_catalog(settings)
     spec = feature_spec(catalog)
     cfg = StateConfig.build(spec)
@@ -94,7 +96,7 @@ def run_stream(
         report_every_s=settings.stream.progress_seconds,
     )
     flow = build_dataflow(
-        FileReplaySource(inputs, settings.stream.batch_size),
+        source,
         EventParser(mapping),
         cfg,
         catalog,
@@ -103,7 +105,7 @@ def run_stream(
         FlowConfig(settings.stream.n_shards, int(settings.stream.allowed_lateness_hours * 3_600_000)),
         stats,
     )
-    stats.started = __import__("time").perf_counter()
+    stats.started = time.perf_counter()
     cli_main(flow, workers_per_process=1)
     return stats
 

@@ -1,0 +1,53 @@
+"""The command line: the contract producers and marketing use."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from propstream.cli import main
+from tests.integration.conftest import make_settings, write_events
+from tests.integration.helpers import query, stored_scores
+
+pytestmark = pytest.mark.integration
+
+
+def test_schema_prints_the_event_contract(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["required"]) == {"user_id", "item_id", "type", "timestamp"}
+    assert schema["$defs"]["EventType"]["enum"] == ["view", "cart", "purchase"]
+
+
+def test_run_then_segment_by_threshold_and_top(world, trained_dir, tmp_path, chdb_dsn, capsys, monkeypatch):
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    monkeypatch.setenv("PROPSTREAM_CLICKHOUSE__DATABASE", settings.clickhouse.database)
+    monkeypatch.setenv("PROPSTREAM_GROUPS_FILE", str(world.groups_file))
+    common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn]
+    assert main(["init", *common]) == 0
+    assert main(["init", *common]) == 0  # idempotent
+    events = write_events(tmp_path / "ev.jsonl", world.events[:3000])
+    assert main(["run", *common, "--input", str(events), "--catalog", str(world.catalog_file), "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(out)["events_in"] == 3000
+    scores = {u: s for (u, g), (s, _) in stored_scores(settings).items() if g == "coffee"}
+    threshold = sorted(scores.values())[len(scores) // 2]
+    assert main(["segment", *common, "--group", "coffee", "--min-score", str(threshold)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["user_id"] for r in rows} == {u for u, s in scores.items() if s >= threshold}
+    assert main(["segment", *common, "--group", "coffee", "--top", "5", "--format", "json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert [t["score"] for t in top] == sorted(scores.values(), reverse=True)[:5]
+    assert query(settings, "SELECT count() FROM {db}.events FINAL")[0][0] == 3000
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["run", "--data-dir", str(tmp_path), "--input", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv does not exist" in capsys.readouterr().err
+    assert main(["segment", "--data-dir", str(tmp_path), "--group", "g"]) == 2
+    assert "exactly one of --min-score or --top" in capsys.readouterr().err
