@@ -43,7 +43,8 @@ def main() -> None:
         stream=StreamSettings(batch_size=args.batch_size, n_shards=args.shards),
         clickhouse={"database": db},
     )
-    stats = app.run_stream(settings, [events], load_mapping(completejourney.MAPPING_FILE), progress=None)
+    source = app.build_source(settings, [events])
+    stats = app.run_stream(settings, source, load_mapping(completejourney.MAPPING_FILE), progress=None)
     client = app.client_for(settings)
     n_models = len([p for p in settings.models_dir.glob("*/PRODUCTION")]) if settings.models_dir.exists() else 0
     result = {

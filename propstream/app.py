@@ -6,9 +6,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bytewax.inputs import Source
 
 from models.registry import ModelRegistry
 from models.scorer import ProductionModels
@@ -68,17 +71,58 @@ def client_for(settings: Settings) -> Any:
     return client
 
 
+def kafka_from_url(settings: Settings, url: str) -> Settings:
+    """Apply ``kafka://HOST:PORT[,HOST:PORT]/TOPIC`` to the Kafka settings."""
+    rest = url.removeprefix("kafka://")
+    bootstrap, _, topic = rest.partition("/")
+    if not bootstrap:
+        msg = f"bad Kafka URL {url!r}: expected kafka://HOST:PORT/TOPIC"
+        raise AppError(msg)
+    update = {"bootstrap_servers": bootstrap} | ({"topic": topic} if topic else {})
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=update)})
+
+
+def build_source(settings: Settings, inputs: list[Path] | None, exit_when_idle: float | None = None) -> Source:
+    """Files to replay, or (``inputs`` None) the Kafka topic of the settings."""
+    if inputs is not None:
+        return FileReplaySource(inputs, settings.stream.batch_size)  # fails fast on a missing file
+    from stream.sources.kafka import KafkaSource
+
+    k = settings.kafka
+    return KafkaSource(
+        k.bootstrap_servers,
+        k.topic,
+        extra_config={kk: v for kk, v in k.client_config().items() if kk != "bootstrap.servers"},
+        batch_size=k.batch_size,
+        wall_clock=k.clock == "wall",
+        tick_seconds=k.tick_seconds,
+        exit_when_idle=exit_when_idle,
+    )
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the dataflow runs: recovery and scale-out (Bytewax ``-r -s`` and ``-i -a``)."""
+
+    recovery_dir: Path | None = None
+    snapshot_seconds: float = 10.0
+    process_id: int | None = None
+    addresses: tuple[str, ...] = ()
+
+
 def run_stream(
     settings: Settings,
-    inputs: list[Path],
+    source: Source,
     mapping: ColumnMapping,
     progress: Progress | None = print,
     with_models: bool = True,
+    execution: Execution = Execution(),
+    dead_letters_to_kafka: bool = False,
 ) -> RunStats:
-    """Replay files through the dataflow into ClickHouse; returns the run's counters."""
+    """Run the dataflow from ``source`` into ClickHouse; returns the run's counters."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
-    source = FileReplaySource(inputs, settings.stream.batch_size)  # fails fast on a missing file
     catalog = load_catalog(settings)
     spec = feature_spec(catalog)
     cfg = StateConfig.build(spec)
@@ -95,6 +139,11 @@ def run_stream(
         report=(lambda s: progress(s.line())) if progress else None,
         report_every_s=settings.stream.progress_seconds,
     )
+    dead_sink = None
+    if dead_letters_to_kafka:
+        from stream.sinks.kafka import DeadLetterTopicSink
+
+        dead_sink = DeadLetterTopicSink(settings.kafka.client_config(), settings.kafka.dead_letter_topic)
     flow = build_dataflow(
         source,
         EventParser(mapping),
@@ -104,9 +153,24 @@ def run_stream(
         sink,
         FlowConfig(settings.stream.n_shards, int(settings.stream.allowed_lateness_hours * 3_600_000)),
         stats,
+        dead_letter_sink=dead_sink,
     )
+    recovery = None
+    if execution.recovery_dir is not None:
+        n_parts = max(1, len(execution.addresses))
+        if not any(execution.recovery_dir.glob("part-*.sqlite3")):
+            execution.recovery_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(execution.recovery_dir, n_parts)
+        recovery = RecoveryConfig(execution.recovery_dir)
     stats.started = time.perf_counter()
-    cli_main(flow, workers_per_process=1)
+    cli_main(
+        flow,
+        workers_per_process=1,
+        process_id=execution.process_id,
+        addresses=list(execution.addresses) or None,
+        epoch_interval=timedelta(seconds=execution.snapshot_seconds),
+        recovery_config=recovery,
+    )
     return stats
 
 

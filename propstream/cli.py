@@ -41,14 +41,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from propstream import app
     from schemas.mapping import ColumnMapping, load_mapping
 
-    if args.input.startswith("kafka://"):
-        print("propstream run: Kafka input is not available yet; pass files with --input", file=sys.stderr)
-        return 2
     settings = _settings(args)
     if args.catalog:
         settings = settings.model_copy(update={"catalog_file": Path(args.catalog)})
+    live = args.input.startswith("kafka://")
+    if live:
+        settings = app.kafka_from_url(settings, args.input)
+        if args.clock:
+            settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"clock": args.clock})})
     mapping = load_mapping(args.mapping) if args.mapping else ColumnMapping()
-    stats = app.run_stream(settings, [Path(p) for p in args.input.split(",")], mapping)
+    inputs = None if live else [Path(p) for p in args.input.split(",")]
+    execution = app.Execution(
+        recovery_dir=Path(args.recovery_dir) if args.recovery_dir else None,
+        snapshot_seconds=args.snapshot_seconds,
+        process_id=args.process_id,
+        addresses=tuple(a for a in (args.addresses or "").split(",") if a),
+    )
+    source = app.build_source(settings, inputs, exit_when_idle=args.exit_when_idle)
+    stats = app.run_stream(settings, source, mapping, execution=execution, dead_letters_to_kafka=live)
     result = {
         "events_in": stats.events_in,
         "applied": stats.applied,
@@ -57,6 +67,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seconds": round(stats.elapsed, 2),
     }
     print(json.dumps(result) if args.json else stats.line())
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from propstream import app
+    from schemas.mapping import ColumnMapping, load_mapping
+    from stream.parse import EventParser
+    from stream.producer import produce
+    from stream.sources import read_records
+
+    settings = app.kafka_from_url(_settings(args), args.kafka) if args.kafka else _settings(args)
+    mapping = load_mapping(args.mapping) if args.mapping else ColumnMapping()
+    paths = [Path(p) for p in args.input.split(",")]
+    for p in paths:
+        if not p.is_file():
+            print(f"propstream produce: input file {p} does not exist", file=sys.stderr)
+            return 2
+    records = (r for p in paths for r in read_records(p))
+
+    def show(rep) -> None:
+        print(f"  {rep.read:,} read, {rep.sent:,} acknowledged, {len(rep.rejected):,} rejected", file=sys.stderr)
+
+    report = produce(records, EventParser(mapping), settings.kafka.client_config(), settings.kafka.topic, show)
+    for source, reason in report.rejected[:20]:
+        print(f"rejected {source}: {reason}", file=sys.stderr)
+    if args.rejects:
+        with open(args.rejects, "w") as f:
+            for source, reason in report.rejected:
+                f.write(json.dumps({"source": source, "reason": reason}) + "\n")
+    summary = {
+        "read": report.read,
+        "sent": report.sent,
+        "rejected": len(report.rejected),
+        "topic": settings.kafka.topic,
+    }
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"sent {report.sent:,} events to {settings.kafka.topic}, rejected {len(report.rejected):,}"
+    )
     return 0
 
 
@@ -89,6 +139,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     app.client_for(settings)
     print(f"ClickHouse schema ready: database {settings.clickhouse.database} at {settings.dsn}")
+    if args.kafka:
+        from stream.topics import create_topics
+
+        settings = app.kafka_from_url(settings, args.kafka)
+        if args.partitions:
+            settings = settings.model_copy(
+                update={"kafka": settings.kafka.model_copy(update={"partitions": args.partitions})}
+            )
+        for topic, state in create_topics(settings.kafka).items():
+            print(f"Kafka topic {topic}: {state}")
     return 0
 
 
@@ -140,10 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("run", help="run the stream over files (CSV / JSONL / Parquet)")
+    sp = sub.add_parser("run", help="run the stream over files (CSV / JSONL / Parquet) or a Kafka topic")
     common(sp)
     sp.add_argument(
-        "--input", required=True, default=_env("PROPSTREAM_INPUT"), help="comma-separated files (env PROPSTREAM_INPUT)"
+        "--input",
+        required=_env("PROPSTREAM_INPUT") is None,
+        default=_env("PROPSTREAM_INPUT"),
+        help="comma-separated files, or kafka://HOST:PORT/TOPIC (env PROPSTREAM_INPUT)",
     )
     sp.add_argument(
         "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
@@ -153,7 +216,56 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("PROPSTREAM_CATALOG_FILE"),
         help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)",
     )
+    sp.add_argument(
+        "--clock",
+        choices=["wall", "event"],
+        default=_env("PROPSTREAM_KAFKA__CLOCK"),
+        help="Kafka input: expire windows by wall clock (live) or event time (backfill) "
+        "(env PROPSTREAM_KAFKA__CLOCK, default wall)",
+    )
+    sp.add_argument(
+        "--recovery-dir",
+        default=_env("PROPSTREAM_RECOVERY_DIR"),
+        help="Bytewax recovery directory: resume from its snapshots (env PROPSTREAM_RECOVERY_DIR)",
+    )
+    sp.add_argument(
+        "--snapshot-seconds",
+        type=float,
+        default=float(_env("PROPSTREAM_SNAPSHOT_SECONDS") or 10),
+        help="epoch length between recovery snapshots (env PROPSTREAM_SNAPSHOT_SECONDS, default 10)",
+    )
+    sp.add_argument(
+        "--process-id",
+        type=int,
+        default=_env("PROPSTREAM_PROCESS_ID"),
+        help="this process's index in --addresses (env PROPSTREAM_PROCESS_ID)",
+    )
+    sp.add_argument(
+        "--addresses",
+        default=_env("PROPSTREAM_ADDRESSES"),
+        help="comma-separated host:port of every process (env PROPSTREAM_ADDRESSES)",
+    )
+    sp.add_argument(
+        "--exit-when-idle",
+        type=float,
+        default=None,
+        help="Kafka input: stop after this many seconds without a message (backfills, tests)",
+    )
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("produce", help="validate events from files and send them to Kafka")
+    common(sp)
+    sp.add_argument("--input", required=True, help="comma-separated CSV / JSONL / Parquet files")
+    sp.add_argument(
+        "--kafka",
+        default=_env("PROPSTREAM_KAFKA_URL"),
+        help="kafka://HOST:PORT/TOPIC (env PROPSTREAM_KAFKA_URL; else the kafka settings)",
+    )
+    sp.add_argument(
+        "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
+    )
+    sp.add_argument("--rejects", help="write rejected rows (source, reason) to this JSONL file")
+    sp.set_defaults(func=cmd_produce)
 
     sp = sub.add_parser("train", help="train, calibrate, evaluate and promote one model per group")
     common(sp)
@@ -173,8 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("init", help="create the ClickHouse schema (idempotent)")
+    sp = sub.add_parser("init", help="create the ClickHouse schema and, with --kafka, the topics (idempotent)")
     common(sp)
+    sp.add_argument(
+        "--kafka",
+        default=_env("PROPSTREAM_KAFKA_URL"),
+        help="kafka://HOST:PORT/TOPIC: also create the events and dead-letter topics (env PROPSTREAM_KAFKA_URL)",
+    )
+    sp.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions per topic (env PROPSTREAM_KAFKA__PARTITIONS, default 4)",
+    )
     sp.set_defaults(func=cmd_init)
 
     sp = sub.add_parser("schema", help="print the event contract as JSON Schema")
@@ -200,11 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     from propstream.app import AppError
     from schemas.groups import GroupsFileError
     from schemas.mapping import MappingFileError
+    from stream.producer import DeliveryError
     from stream.sources import SourceError
 
     try:
         return int(args.func(args))
-    except (AppError, GroupsFileError, MappingFileError, SourceError, ValidationError) as exc:
+    except (AppError, GroupsFileError, MappingFileError, SourceError, ValidationError, DeliveryError) as exc:
         print(f"propstream {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,8 @@ def run(settings: Settings, log=print) -> dict:
     cards = app.train(settings, records, progress=log)
     del records
     log(f"[3/4] replaying {events.name} through the dataflow into ClickHouse ({settings.dsn})")
-    stats = app.run_stream(settings, [Path(events)], mapping, progress=lambda s: log("  " + s))
+    source = app.build_source(settings, [Path(events)])
+    stats = app.run_stream(settings, source, mapping, progress=lambda s: log("  " + s))
     flow_s = stats.elapsed
     client = app.client_for(settings)
     db = settings.clickhouse.database

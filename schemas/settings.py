@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -36,6 +36,35 @@ class StreamSettings(BaseModel):
     progress_seconds: float = Field(default=5.0, gt=0.0)
 
 
+class KafkaSettings(BaseModel):
+    """Where events come from when live.
+
+    ``config`` passes librdkafka settings through (``security.protocol``,
+    ``sasl.mechanism``, ``ssl.ca.location``, ...); the SASL password is a
+    secret, merged in only when a client is built and never logged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "interactions"
+    dead_letter_topic: str = "interactions-dead-letters"
+    partitions: int = Field(default=4, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    config: dict[str, str | int | float | bool] = {}
+    sasl_password: SecretStr | None = None
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    clock: Literal["wall", "event"] = "wall"
+    tick_seconds: float = Field(default=1.0, gt=0.0)
+
+    def client_config(self) -> dict[str, Any]:
+        """Librdkafka settings for a client, secrets included (do not log)."""
+        cfg: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, **self.config}
+        if self.sasl_password is not None:
+            cfg["sasl.password"] = self.sasl_password.get_secret_value()
+        return cfg
+
+
 class ClickHouseSettings(BaseModel):
     """Where scores go. ``dsn`` empty means embedded chDB under the data dir."""
 
@@ -58,6 +87,7 @@ class Settings(BaseSettings):
     catalog_file: Path | None = None
     stream: StreamSettings = StreamSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
+    kafka: KafkaSettings = KafkaSettings()
 
     @classmethod
     def settings_customise_sources(

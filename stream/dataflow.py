@@ -2,11 +2,12 @@
 
 ::
 
-    read (batches of raw records)
+    read (SourceBatch: raw records from files or Kafka, plus a clock tick)
       -> parse: validate; bad records become dead letters
       -> route: split each batch by shard (crc32 of user_id), broadcast the clock tick
       -> customers: stateful per shard (state, expiry heap, scoring)
       -> clickhouse: one column-oriented insert per table per batch
+      -> dead_letter_topic (optional): dead letters also go to Kafka
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
+from bytewax.outputs import DynamicSink
 
 from schemas.events import EventRecord
 from schemas.groups import GroupCatalog
@@ -26,6 +28,7 @@ from stream.parse import EventParser, ParsedBatch
 from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor, shard_of
 from stream.sinks.base import RunStats
 from stream.sinks.clickhouse import ClickHouseSink
+from stream.sources.base import SourceBatch
 from stream.state import StateConfig
 
 
@@ -72,12 +75,13 @@ def build_dataflow(
     flow_cfg: FlowConfig,
     stats: RunStats | None = None,
     flow_id: str = "propstream",
+    dead_letter_sink: DynamicSink | None = None,
 ) -> Dataflow:
     """Wire the dataflow; no I/O happens until it runs."""
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
     n_shards = flow_cfg.n_shards
 
-    def parse(batch: list) -> ParsedBatch:
+    def parse(batch: SourceBatch) -> ParsedBatch:
         pb = parser.parse_batch(batch)
         if stats is not None:
             stats.events_in += pb.n_in
@@ -99,5 +103,9 @@ def build_dataflow(
 
     keyed_out = op.stateful("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])
-    op.output("clickhouse", op.merge("all_outputs", outs, rejected), sink)
+    merged = op.merge("all_outputs", outs, rejected)
+    op.output("clickhouse", merged, sink)
+    if dead_letter_sink is not None:
+        dead = op.filter("has_dead_letters", merged, lambda o: bool(o.dead_letters))
+        op.output("dead_letter_topic", dead, dead_letter_sink)
     return flow

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from schemas.events import Event, EventRecord, describe_validation_error
 from schemas.mapping import ColumnMapping
-from stream.sources import RawRecord
+from stream.sources.base import SourceBatch
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 FUTURE_TOLERANCE_MS = 24 * 3_600_000
@@ -31,6 +31,8 @@ class ParsedBatch:
 def _payload_text(payload: Any) -> str:
     if isinstance(payload, str):
         return payload
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", errors="replace")
     return json.dumps(payload, default=str, ensure_ascii=False)
 
 
@@ -48,6 +50,13 @@ class EventParser:
 
     def parse_one(self, source: str, payload: Any) -> EventRecord | str:
         """An EventRecord, or the reason it is not one."""
+        if isinstance(payload, bytes):
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                return f"payload too large: {len(payload):,} bytes > {MAX_PAYLOAD_BYTES:,}"
+            try:
+                payload = payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"bad JSON: not UTF-8 ({exc})"
         if isinstance(payload, str):
             if len(payload) * 4 > MAX_PAYLOAD_BYTES and len(payload.encode()) > MAX_PAYLOAD_BYTES:
                 return f"payload too large: {len(payload.encode()):,} bytes > {MAX_PAYLOAD_BYTES:,}"
@@ -63,12 +72,12 @@ class EventParser:
             return describe_validation_error(exc)
         return event.to_record(source)
 
-    def parse_batch(self, batch: list[RawRecord]) -> ParsedBatch:
-        """Validate a batch of raw records."""
-        out = ParsedBatch(n_in=len(batch))
+    def parse_batch(self, batch: SourceBatch) -> ParsedBatch:
+        """Validate a batch; its tick is the later of the source's tick and its events' times."""
+        out = ParsedBatch(n_in=len(batch.records))
         limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
-        tick = None
-        for source, payload in batch:
+        tick = batch.tick_ms
+        for source, payload in batch.records:
             rec = self.parse_one(source, payload)
             if isinstance(rec, str):
                 out.dead.append((rec, _payload_text(payload), source))

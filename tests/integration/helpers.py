@@ -15,7 +15,7 @@ from stream.state import StateConfig
 
 
 def run(settings: Settings, files: list[Path]) -> RunStats:
-    return app.run_stream(settings, files, ColumnMapping(), progress=None)
+    return app.run_stream(settings, app.build_source(settings, files), ColumnMapping(), progress=None)
 
 
 def state_config(settings: Settings) -> StateConfig:

@@ -43,7 +43,8 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
     assert new_version == 2
     tick = proc.process(shard, ShardInput(0, [], shard.clock))
     rescored = [
-        (u, v) for u, g, v in zip(tick.scores.user_id, tick.scores.group_id, tick.scores.model_version, strict=True)
+        (u, v)
+        for u, g, v in zip(tick.scores.user_id, tick.scores.group_id, tick.scores.model_version, strict=True)
         if g == "coffee"
     ]
     assert {u for u, _ in rescored} == users

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from schemas.events import MAX_ID_LENGTH, TYPE_INDEX, Event, EventRecord
 from schemas.mapping import ColumnMapping
 from stream.parse import FUTURE_TOLERANCE_MS, MAX_PAYLOAD_BYTES, EventParser
+from stream.sources.base import SourceBatch
 
 BASE = {"user_id": "u1", "item_id": "i1", "type": "purchase", "timestamp": "2017-03-01T10:00:00Z"}
 T0_MS = 1_488_362_400_000  # 2017-03-01T10:00:00Z
@@ -328,7 +329,7 @@ def test_parse_batch_rejects_events_more_than_a_day_in_the_future():
         ("f:4", ev(timestamp=now_ms + 400 * 86_400_000)),  # a dict payload (CSV row)
         ("f:5", "{bad"),
     ]
-    out = p.parse_batch(batch)
+    out = p.parse_batch(SourceBatch(batch))
     assert out.n_in == 5
     assert [r.source for r in out.records] == ["f:1", "f:2"]
     assert out.tick_ms == limit  # the clock never moves to a rejected time
@@ -343,14 +344,30 @@ def test_parse_batch_uses_the_injected_clock_each_call():
     clock = {"now": T0_MS / 1000}
     p = EventParser(ColumnMapping(), wall_clock=lambda: clock["now"])
     payload = json.dumps(ev(timestamp=T0_MS + 2 * 86_400_000))
-    assert p.parse_batch([("a", payload)]).dead
+    assert p.parse_batch(SourceBatch([("a", payload)])).dead
     clock["now"] += 2 * 86_400
-    out = p.parse_batch([("a", payload)])
+    out = p.parse_batch(SourceBatch([("a", payload)]))
     assert not out.dead and out.tick_ms == T0_MS + 2 * 86_400_000
 
 
+def test_parse_batch_tick_is_the_later_of_source_and_events():
+    p = EventParser(ColumnMapping(), wall_clock=lambda: T0_MS / 1000)
+    payload = json.dumps(ev(timestamp=T0_MS - 60_000))
+    assert p.parse_batch(SourceBatch([("a", payload)], tick_ms=T0_MS)).tick_ms == T0_MS
+    assert p.parse_batch(SourceBatch([("a", payload)], tick_ms=T0_MS - 3_600_000)).tick_ms == T0_MS - 60_000
+    assert p.parse_batch(SourceBatch([], tick_ms=T0_MS)).tick_ms == T0_MS
+
+
+def test_parse_one_takes_kafka_bytes():
+    p = EventParser(ColumnMapping(), wall_clock=lambda: T0_MS / 1000)
+    rec = p.parse_one("kafka:t/0/5", json.dumps(ev(timestamp=T0_MS)).encode())
+    assert not isinstance(rec, str) and rec.source == "kafka:t/0/5"
+    assert "UTF-8" in p.parse_one("k", b"\xff\xfe{")
+    assert "too large" in p.parse_one("k", b"x" * (MAX_PAYLOAD_BYTES + 1))
+
+
 def test_parse_batch_empty():
-    out = EventParser(ColumnMapping(), wall_clock=lambda: 0.0).parse_batch([])
+    out = EventParser(ColumnMapping(), wall_clock=lambda: 0.0).parse_batch(SourceBatch([]))
     assert out.records == [] and out.dead == [] and out.tick_ms is None and out.n_in == 0
 
 

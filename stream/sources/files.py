@@ -2,7 +2,7 @@
 
 Each file is one Bytewax partition; its resume state is the number of records
 already emitted, so a resumed run continues where the snapshot left off.
-Records leave as ``(source position, payload)`` where the payload is the raw
+Records leave in ``SourceBatch`` items as ``(source position, payload)`` where the payload is the raw
 text line (JSONL) or the row as a dict (CSV, Parquet): parsing and validation
 happen downstream, so a bad row becomes a dead letter instead of an error here.
 """
@@ -13,16 +13,12 @@ import csv
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-RawRecord = tuple[str, Any]  # (source position, payload)
+from stream.sources.base import RawRecord, SourceBatch, SourceError
+
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-
-
-class SourceError(ValueError):
-    """An input file cannot be read at all (missing, unknown format)."""
 
 
 def file_format(path: Path) -> str:
@@ -64,24 +60,24 @@ def read_records(path: Path, skip: int = 0) -> Iterator[RawRecord]:
                     yield f"{name}:row{n}", row
 
 
-class _FilePartition(StatefulSourcePartition[list[RawRecord], int]):
+class _FilePartition(StatefulSourcePartition[SourceBatch, int]):
     def __init__(self, path: Path, batch_size: int, resume: int | None):
         self._emitted = resume or 0
         self._records = read_records(path, self._emitted)
         self._batch_size = batch_size
 
-    def next_batch(self) -> list[list[RawRecord]]:
+    def next_batch(self) -> list[SourceBatch]:
         batch = list(itertools.islice(self._records, self._batch_size))
         if not batch:
             raise StopIteration
         self._emitted += len(batch)
-        return [batch]
+        return [SourceBatch(batch)]
 
     def snapshot(self) -> int:
         return self._emitted
 
 
-class FileReplaySource(FixedPartitionedSource[list[RawRecord], int]):
+class FileReplaySource(FixedPartitionedSource[SourceBatch, int]):
     """Replays files in their order; each item is a batch of raw records."""
 
     def __init__(self, paths: list[Path], batch_size: int = 20_000):

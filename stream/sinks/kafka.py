@@ -1,0 +1,47 @@
+"""Dead letters to a Kafka topic (beside the ``dead_letters`` table), for producers to watch."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
+
+from stream.shard import ShardOutput
+
+
+class _Partition(StatelessSinkPartition[ShardOutput]):
+    def __init__(self, config: dict[str, Any], topic: str):
+        self.topic = topic
+        self.producer = Producer({"linger.ms": 5, "enable.idempotence": True, **config})
+        self.errors: list[str] = []
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(err.str())
+
+    def write_batch(self, items: list[ShardOutput]) -> None:
+        now = datetime.now(tz=UTC).isoformat()
+        for out in items:
+            for reason, payload, source in out.dead_letters:
+                value = json.dumps({"reason": reason, "payload": payload, "source": source, "received_at": now})
+                self.producer.produce(self.topic, value.encode(), key=source.encode(), on_delivery=self._delivered)
+        if self.producer.flush(30) or self.errors:
+            msg = f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'}"
+            raise RuntimeError(msg)
+
+    def close(self) -> None:
+        self.producer.flush(30)
+
+
+class DeadLetterTopicSink(DynamicSink[ShardOutput]):
+    """Publishes every dead letter (reason, raw payload, source position) to a topic."""
+
+    def __init__(self, config: dict[str, Any], topic: str):
+        self.config = config
+        self.topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        return _Partition(self.config, self.topic)

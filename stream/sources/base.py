@@ -1,0 +1,24 @@
+"""What every source emits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RawRecord = tuple[str, Any]  # (source position, payload: text, bytes or a row dict)
+
+
+class SourceError(ValueError):
+    """An input cannot be read at all (missing file, unknown format, lost Kafka offsets)."""
+
+
+@dataclass
+class SourceBatch:
+    """Raw records in arrival order, and the clock tick they bring (ms), if any.
+
+    Replay sources leave ``tick_ms`` None: event time drives the clock. A live
+    source sets it to the wall clock, so expiry happens without new events.
+    """
+
+    records: list[RawRecord]
+    tick_ms: int | None = None
