@@ -60,9 +60,12 @@ def route(n_shards: int, batch: ParsedBatch) -> list[tuple[str, ShardInput]]:
     parts: list[list[EventRecord]] = [[] for _ in range(n_shards)]
     for rec in batch.records:
         parts[shard_of(rec.user_id, n_shards)].append(rec)
-    if batch.tick_ms is None:
-        return [(str(s), ShardInput(s, p, None)) for s, p in enumerate(parts) if p]
-    return [(str(s), ShardInput(s, p, batch.tick_ms)) for s, p in enumerate(parts)]
+    broadcast = batch.tick_ms is not None or batch.final
+    return [
+        (str(s), ShardInput(s, p, batch.tick_ms, batch.part, batch.n_parts, batch.final))
+        for s, p in enumerate(parts)
+        if p or broadcast
+    ]
 
 
 def build_dataflow(

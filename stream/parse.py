@@ -26,6 +26,9 @@ class ParsedBatch:
     dead: list[tuple[str, str, str]] = field(default_factory=list)
     tick_ms: int | None = None
     n_in: int = 0
+    part: str = ""
+    n_parts: int = 1
+    final: bool = False
 
 
 def _payload_text(payload: Any) -> str:
@@ -74,7 +77,7 @@ class EventParser:
 
     def parse_batch(self, batch: SourceBatch) -> ParsedBatch:
         """Validate a batch; its tick is the later of the source's tick and its events' times."""
-        out = ParsedBatch(n_in=len(batch.records))
+        out = ParsedBatch(n_in=len(batch.records), part=batch.part, n_parts=batch.n_parts, final=batch.final)
         limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
         tick = batch.tick_ms
         for source, payload in batch.records:

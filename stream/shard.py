@@ -67,6 +67,9 @@ class ShardInput:
     shard: int
     events: list[EventRecord]
     tick_ms: int | None
+    part: str = ""  # source partition the batch came from
+    n_parts: int = 1  # partitions of the source in all
+    final: bool = False  # the partition has ended
 
 
 @dataclass
@@ -113,6 +116,27 @@ class CustomerShard:
         self.scores: dict[str, np.ndarray] = {}  # user -> last written score per group
         self.model_versions: dict[int, int] = {}  # group -> version last used for the shard
         self.items: dict[tuple[int, str, int], list] = {}  # (hour_ms, item, type) -> [n, qty, cents]
+        self.watermarks: dict[str, int] = {}  # source partition -> latest event time or tick
+        self.ended: set[str] = set()  # source partitions that reached their end
+        self.pending: dict[str, set[int]] = {}  # changed before the clock was known
+
+    def advance_watermark(self, part: str, n_parts: int, t: int | None, final: bool) -> None:
+        """The clock is the slowest live partition's watermark (the fastest once all ended).
+
+        Until every partition has reported, the clock stays unknown, so a fast
+        partition cannot make a slow one's events late.
+        """
+        wm = self.watermarks
+        if t is not None and t > wm.get(part, t - 1):
+            wm[part] = t
+        if final:
+            self.ended.add(part)
+        if len(wm) < n_parts and not final:
+            return
+        live = [v for p, v in wm.items() if p not in self.ended]
+        clock = min(live) if live else max(wm.values(), default=None)
+        if clock is not None and (self.clock is None or clock > self.clock):
+            self.clock = clock
 
 
 class ShardProcessor:
@@ -133,11 +157,13 @@ class ShardProcessor:
         cfg = self.cfg
         sh.shard = inp.shard
         out = ShardOutput(shard=sh.shard)
-        dirty: dict[str, set[int]] = {}
+        dirty: dict[str, set[int]] = sh.pending
+        sh.pending = {}
         customers = sh.customers
         items = sh.items
-        clock = sh.clock
+        single = inp.n_parts == 1
         for rec in inp.events:
+            clock = sh.clock
             if clock is not None and rec.ts_ms < clock - self.lateness:
                 out.dead_letters.append(
                     (
@@ -168,12 +194,14 @@ class ShardProcessor:
                 cell[0] += 1
                 cell[1] += rec.quantity
                 cell[2] += rec.value_cents
-            if clock is None or rec.ts_ms > clock:
-                clock = rec.ts_ms
-        if inp.tick_ms is not None and (clock is None or inp.tick_ms > clock):
-            clock = inp.tick_ms
-        sh.clock = clock
+            if single and (clock is None or rec.ts_ms > clock):
+                sh.advance_watermark(inp.part, 1, rec.ts_ms, False)
+        last = max((r.ts_ms for r in inp.events), default=None)
+        tick = inp.tick_ms if last is None or (inp.tick_ms is not None and inp.tick_ms > last) else last
+        sh.advance_watermark(inp.part, inp.n_parts, tick, inp.final)
+        clock = sh.clock
         if clock is None:
+            sh.pending = dirty  # applied, but nothing can be scored before the clock is known
             return out
         self._item_rows(sh, out, {(r.ts_ms - r.ts_ms % 3_600_000, r.item_id, r.type_index) for r in out.applied})
         # Customers whose windows or recency changed by the clock alone.

@@ -22,3 +22,6 @@ class SourceBatch:
 
     records: list[RawRecord]
     tick_ms: int | None = None
+    part: str = ""  # the source partition (file or topic partition)
+    n_parts: int = 1  # how many partitions the source has
+    final: bool = False  # the last batch of its partition

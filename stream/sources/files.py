@@ -61,17 +61,21 @@ def read_records(path: Path, skip: int = 0) -> Iterator[RawRecord]:
 
 
 class _FilePartition(StatefulSourcePartition[SourceBatch, int]):
-    def __init__(self, path: Path, batch_size: int, resume: int | None):
+    def __init__(self, path: Path, batch_size: int, resume: int | None, n_parts: int):
         self._emitted = resume or 0
         self._records = read_records(path, self._emitted)
         self._batch_size = batch_size
+        self._part = str(path)
+        self._n_parts = n_parts
+        self._done = False
 
     def next_batch(self) -> list[SourceBatch]:
-        batch = list(itertools.islice(self._records, self._batch_size))
-        if not batch:
+        if self._done:
             raise StopIteration
+        batch = list(itertools.islice(self._records, self._batch_size))
         self._emitted += len(batch)
-        return [SourceBatch(batch)]
+        self._done = len(batch) < self._batch_size
+        return [SourceBatch(batch, None, self._part, self._n_parts, final=self._done)]
 
     def snapshot(self) -> int:
         return self._emitted
@@ -93,4 +97,4 @@ class FileReplaySource(FixedPartitionedSource[SourceBatch, int]):
         return [str(p) for p in self.paths]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(Path(for_part), self.batch_size, resume_state)
+        return _FilePartition(Path(for_part), self.batch_size, resume_state, len(self.paths))

@@ -51,8 +51,11 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         tick_seconds: float,
         exit_when_idle: float | None,
         clock: Clock,
+        n_parts: int,
     ):
         self._topic, self._partition = topic, partition
+        self._n_parts = n_parts
+        self._ended = False
         self._next = resume if resume is not None else OFFSET_BEGINNING
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, self._next)])
@@ -65,6 +68,8 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._last_emit = 0.0
 
     def next_batch(self) -> list[SourceBatch]:
+        if self._ended:
+            raise StopIteration
         msgs = self._consumer.consume(self._batch_size, 0.05)
         records = []
         for m in msgs:
@@ -88,11 +93,12 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         if records:
             self._last_message = now
         elif self._exit_when_idle is not None and now - self._last_message >= self._exit_when_idle:
-            raise StopIteration
+            self._ended = True
         tick = int(now * 1000) if self._wall_clock else None
-        if records or (tick is not None and now - self._last_emit >= self._tick_s):
+        if records or self._ended or (tick is not None and now - self._last_emit >= self._tick_s):
             self._last_emit = now
-            return [SourceBatch(records, tick)]
+            part = f"{self._topic}/{self._partition}"
+            return [SourceBatch(records, tick, part, self._n_parts, final=self._ended)]
         return []
 
     def snapshot(self) -> int:
@@ -123,6 +129,7 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         self.tick_seconds = tick_seconds
         self.exit_when_idle = exit_when_idle
         self.clock = clock
+        self._n_parts = 0
 
     def list_parts(self) -> list[str]:
         consumer = Consumer(self.config)
@@ -135,7 +142,9 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             why = topic.error.str() if topic is not None and topic.error is not None else "not found"
             msg = f"kafka topic {self.topic!r}: {why} (create it with `propstream init`)"
             raise SourceError(msg)
-        return [str(p) for p in sorted(topic.partitions)]
+        parts = [str(p) for p in sorted(topic.partitions)]
+        self._n_parts = len(parts)
+        return parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
         return _KafkaPartition(
@@ -148,4 +157,5 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             self.tick_seconds,
             self.exit_when_idle,
             self.clock,
+            self._n_parts or len(self.list_parts()),
         )
