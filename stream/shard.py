@@ -131,7 +131,7 @@ class CustomerShard:
             wm[part] = t
         if final:
             self.ended.add(part)
-        if len(wm.keys() | self.ended) < n_parts and not final:
+        if len(wm.keys() | self.ended) < n_parts:
             return
         live = [v for p, v in wm.items() if p not in self.ended]
         clock = min(live) if live else max(wm.values(), default=None)
