@@ -1,0 +1,13 @@
+# propstream: the stream, the trainer and the CLI in one image.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas schemas
+COPY stream stream
+COPY models models
+COPY offline_train offline_train
+COPY propstream propstream
+RUN pip install --no-cache-dir .
+ENV PROPSTREAM_DATA_DIR=/data
+VOLUME ["/data"]
+ENTRYPOINT ["propstream"]

@@ -1,0 +1,55 @@
+"""docker-compose.yml cannot be run here (no Docker engine): check what can be checked."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_of_the_deployment():
+    assert set(COMPOSE["services"]) == {"kafka", "clickhouse", "init", "stream", "trainer"}
+
+
+def test_environment_keys_are_settings_the_app_reads(monkeypatch: pytest.MonkeyPatch):
+    env = COMPOSE["x-propstream-env"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
+    s = Settings()  # extra="forbid" rejects unknown nested keys
+    assert s.dsn == "http://clickhouse:8123"
+    assert s.clickhouse.user == "propstream" and s.clickhouse.password is not None
+    assert "propstream" not in repr(s.clickhouse.password)  # a secret stays masked
+    assert s.kafka.bootstrap_servers == "kafka:9092" and s.kafka.partitions == 4
+    for key in env:
+        parts = key.removeprefix("PROPSTREAM_").lower().split("__")
+        assert parts[0] in Settings.model_fields, key
+
+
+def test_services_talk_to_each_other_on_the_published_ports():
+    svc = COMPOSE["services"]
+    env = COMPOSE["x-propstream-env"]
+    assert "9092:9092" in svc["kafka"]["ports"]
+    assert svc["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].endswith(
+        env["PROPSTREAM_KAFKA__BOOTSTRAP_SERVERS"]
+    )
+    assert "8123:8123" in svc["clickhouse"]["ports"]
+    assert env["PROPSTREAM_CLICKHOUSE_DSN"].endswith(":8123")
+    stream_cmd = svc["stream"]["command"]
+    assert stream_cmd[0] == "run" and stream_cmd[stream_cmd.index("--input") + 1].startswith(
+        f"kafka://{env['PROPSTREAM_KAFKA__BOOTSTRAP_SERVERS']}/{env['PROPSTREAM_KAFKA__TOPIC']}"
+    )
+    assert "--recovery-dir" in stream_cmd
+
+
+def test_image_installs_every_package():
+    docker = (ROOT / "Dockerfile").read_text()
+    for pkg in ("schemas", "stream", "models", "offline_train", "propstream"):
+        assert f"COPY {pkg} {pkg}" in docker
+    assert 'ENTRYPOINT ["propstream"]' in docker
