@@ -39,6 +39,13 @@ class AppError(Exception):
     """A user-facing error of the application layer (bad flags, missing inputs)."""
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause: Bytewax wraps errors raised inside the dataflow."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def load_catalog(settings: Settings) -> GroupCatalog:
     """Product groups resolved over the catalog file (items without a catalog row join only ``all``)."""
     groups = load_groups(settings.groups_file)

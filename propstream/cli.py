@@ -320,17 +320,24 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     args = build_parser().parse_args(argv)
-    from propstream.app import AppError
+    from propstream.app import AppError, root_cause
     from schemas.groups import GroupsFileError
     from schemas.mapping import MappingFileError
     from stream.producer import DeliveryError
     from stream.sources import SourceError
 
+    user_errors = (AppError, GroupsFileError, MappingFileError, SourceError, ValidationError, DeliveryError)
     try:
         return int(args.func(args))
-    except (AppError, GroupsFileError, MappingFileError, SourceError, ValidationError, DeliveryError) as exc:
+    except user_errors as exc:
         print(f"propstream {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        cause = root_cause(exc)
+        if isinstance(cause, user_errors):  # raised inside the dataflow, wrapped by Bytewax
+            print(f"propstream {args.command}: {cause}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

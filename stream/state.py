@@ -42,6 +42,7 @@ class StateConfig:
     window_res: tuple[int, ...]  # window -> resolution index
     window_n: tuple[int, ...]  # window -> number of buckets
     windows_of_res: tuple[tuple[int, ...], ...]  # resolution -> window indices
+    shortest_of_res: tuple[int, ...]  # resolution -> its window with the fewest buckets
     bases: tuple[tuple[int, ...], ...]  # window -> key -> index of its count stat
     recency_edges: tuple[int, ...]
     recency_offset: int
@@ -67,6 +68,10 @@ class StateConfig:
             window_res=window_res,
             window_n=tuple(w.n_buckets for w in spec.windows),
             windows_of_res=tuple(tuple(wi for wi, r in enumerate(window_res) if r == ri) for ri in range(len(res))),
+            shortest_of_res=tuple(
+                min((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
+                for ri in range(len(res))
+            ),
             bases=bases,
             recency_edges=spec.recency_edges_days,
             recency_offset=spec.recency_offset,
@@ -147,7 +152,9 @@ class CustomerState:
         in_window = False
         for ri, res in enumerate(cfg.resolutions_ms):
             b = ts // res
-            windows = [wi for wi in cfg.windows_of_res[ri] if b >= lo[wi]]
+            windows = cfg.windows_of_res[ri]
+            if b < lo[cfg.shortest_of_res[ri]]:  # late: only the longer windows may still hold it
+                windows = tuple(wi for wi in windows if b >= lo[wi])
             if not windows:
                 continue  # older than every window of this resolution: nothing to keep
             in_window = True

@@ -1,4 +1,8 @@
-"""Dead letters to a Kafka topic (beside the ``dead_letters`` table), for producers to watch."""
+"""Dead letters to a Kafka topic (beside the ``dead_letters`` table), for producers to watch.
+
+The table keeps every payload whole; on the topic a payload over 64 KiB is cut
+(``payload_truncated``) so a poison message never exceeds the broker's limit.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ from confluent_kafka import Producer
 
 from stream.shard import ShardOutput
 
+MAX_TOPIC_PAYLOAD = 64 * 1024
+
 
 class _Partition(StatelessSinkPartition[ShardOutput]):
     def __init__(self, config: dict[str, Any], topic: str):
         self.topic = topic
-        self.producer = Producer({"linger.ms": 5, "enable.idempotence": True, **config})
+        self.producer = Producer({"linger.ms": 5, "enable.idempotence": True, "message.timeout.ms": 20_000, **config})
         self.errors: list[str] = []
 
     def _delivered(self, err: Any, _msg: Any) -> None:
@@ -26,10 +32,22 @@ class _Partition(StatelessSinkPartition[ShardOutput]):
         now = datetime.now(tz=UTC).isoformat()
         for out in items:
             for reason, payload, source in out.dead_letters:
-                value = json.dumps({"reason": reason, "payload": payload, "source": source, "received_at": now})
+                cut = len(payload) > MAX_TOPIC_PAYLOAD
+                value = json.dumps(
+                    {
+                        "reason": reason,
+                        "payload": payload[:MAX_TOPIC_PAYLOAD],
+                        "payload_truncated": cut,
+                        "source": source,
+                        "received_at": now,
+                    }
+                )
                 self.producer.produce(self.topic, value.encode(), key=source.encode(), on_delivery=self._delivered)
         if self.producer.flush(30) or self.errors:
-            msg = f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'}"
+            msg = (
+                f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'} "
+                "(does the topic exist? `propstream init --kafka ...` creates it)"
+            )
             raise RuntimeError(msg)
 
     def close(self) -> None:
