@@ -202,7 +202,13 @@ def _stream_cmd(data_dir: Path, dsn: str, topic: str, bootstrap: str, world, ext
 
 
 def _env(world) -> dict:
-    return {**os.environ, "PROPSTREAM_GROUPS_FILE": str(world.groups_file), "PYTHONPATH": str(ROOT)}
+    # 16 shards so that keys spread over two processes (Bytewax hashes shard keys to workers).
+    return {
+        **os.environ,
+        "PROPSTREAM_GROUPS_FILE": str(world.groups_file),
+        "PROPSTREAM_STREAM__N_SHARDS": "16",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def _dump(dsn: str) -> dict:
