@@ -65,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "dead_letters": stats.dead_letters,
         "score_rows": stats.score_rows,
         "seconds": round(stats.elapsed, 2),
+        "first_write_at": stats.first_write_at,
+        "last_write_at": stats.last_write_at,
     }
     print(json.dumps(result) if args.json else stats.line())
     return 0

@@ -100,9 +100,15 @@ class RunStats:
     feature_rows: int = 0
     started: float = field(default_factory=time.perf_counter)
     last_report: float = 0.0
+    first_write_at: float | None = None  # wall clock (time.time) of the first and last write of events
+    last_write_at: float | None = None
 
     def add(self, outputs: list[ShardOutput]) -> None:
         """Count what a sink batch carries."""
+        if any(o.applied or o.dead_letters for o in outputs):
+            now = time.time()
+            self.first_write_at = self.first_write_at or now
+            self.last_write_at = now
         for o in outputs:
             self.applied += len(o.applied)
             self.dead_letters += len(o.dead_letters)
