@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import xgboost as xgb
 
 from models.artifact import ModelArtifact
-from models.calibration import apply_calibration, fit_isotonic
+from models.calibration import apply_calibration, fit_platt
 from models.registry import ModelRegistry
 from offline_train.dataset import Examples, to_ms
 from offline_train.metrics import calibration_curve, evaluate
@@ -28,16 +28,16 @@ DEFAULT_PARAMS: dict[str, float | int | str] = {
     "objective": "binary:logistic",
     "eval_metric": "logloss",
     "tree_method": "hist",
-    "max_depth": 4,
-    "eta": 0.05,
+    "max_depth": 6,
+    "eta": 0.03,
     "subsample": 0.8,
     "colsample_bytree": 0.8,
-    "min_child_weight": 10,
+    "min_child_weight": 100,
     "lambda": 5.0,
     "seed": 17,
     "nthread": 2,
 }
-DEFAULT_ROUNDS = 250
+DEFAULT_ROUNDS = 300
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,25 @@ class TrainPlan:
         while t < calibrate:
             out.append(t)
             t = t.replace(year=t.year + (t.month // 12), month=t.month % 12 + 1)
+        return cls(tuple(out), (calibrate,), test)
+
+    @classmethod
+    def semimonthly(
+        cls, first: datetime, calibrate: datetime, test: datetime | None, horizon_days: int = 30
+    ) -> TrainPlan:
+        """Training cutoffs on the 1st and 15th from ``first``.
+
+        Only cutoffs whose label windows (``horizon_days``) close by ``calibrate``.
+        """
+        out = []
+        t = first
+        while t + timedelta(days=horizon_days) <= calibrate:
+            out.append(t)
+            t = (
+                t.replace(day=15)
+                if t.day < 15
+                else t.replace(year=t.year + (t.month // 12), month=t.month % 12 + 1, day=1)
+            )
         return cls(tuple(out), (calibrate,), test)
 
     def all_cutoffs(self) -> list[datetime]:
@@ -86,15 +105,16 @@ def train_group(
     cols = np.array([spec.index[n] for n in names], dtype=np.intp)
     tr, ca = _rows(ex, plan.train), _rows(ex, plan.calibrate)
     y = ex.labels[:, gi]
-    dtrain = xgb.DMatrix(ex.x[tr][:, cols], label=y[tr], feature_names=list(names))
+    # np.ix_ gathers only the model's columns (the full layout is much wider than one model's inputs).
+    dtrain = xgb.DMatrix(ex.x[np.ix_(tr, cols)], label=y[tr], feature_names=list(names))
     booster = xgb.train(params, dtrain, num_boost_round=rounds)
-    raw_cal = booster.inplace_predict(np.ascontiguousarray(ex.x[ca][:, cols]), validate_features=False)
-    calibration = fit_isotonic(raw_cal, y[ca])
+    raw_cal = booster.inplace_predict(ex.x[np.ix_(ca, cols)], validate_features=False)
+    calibration = fit_platt(raw_cal, y[ca])
     metrics: dict[str, float] = {}
     curve: list[tuple[float, float, int]] = []
     if plan.test is not None:
         te = _rows(ex, (plan.test,))
-        raw = booster.inplace_predict(np.ascontiguousarray(ex.x[te][:, cols]), validate_features=False)
+        raw = booster.inplace_predict(ex.x[np.ix_(te, cols)], validate_features=False)
         probs = apply_calibration(calibration, raw)
         metrics = evaluate(y[te], probs)
         metrics["roc_auc_uncalibrated"] = evaluate(y[te], np.asarray(raw))["roc_auc"]
@@ -125,11 +145,12 @@ def train_all(
     groups: list[str] | None = None,
     promote: bool = True,
     progress: Callable[[str], None] = print,
+    params: dict[str, float | int | str] | None = None,
 ) -> list[ModelCard]:
     """Train every group, register each model, and promote it to production."""
     cards = []
     for group in groups or list(spec.groups):
-        art = train_group(spec, group, ex, plan, registry.next_version(group))
+        art = train_group(spec, group, ex, plan, registry.next_version(group), params)
         registry.register(art)
         if promote:
             registry.promote(group, art.card.version)

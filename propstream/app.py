@@ -213,9 +213,12 @@ def read_archive(settings: Settings) -> list[EventRecord]:
 
 
 def default_plan(last_label_close: datetime = datetime(2017, 12, 1, tzinfo=UTC)) -> TrainPlan:
-    """Train Feb..(close-2 months), calibrate at close-30d, test at the close."""
+    """Semimonthly training cutoffs from Feb, calibration at close-30d, test at the close.
+
+    Every training cutoff's 30-day labels close by the calibration cutoff.
+    """
     calibrate = (last_label_close - timedelta(days=30)).replace(day=1)
-    return TrainPlan.monthly(datetime(2017, 2, 1, tzinfo=UTC), calibrate, last_label_close)
+    return TrainPlan.semimonthly(datetime(2017, 2, 1, tzinfo=UTC), calibrate, last_label_close)
 
 
 def train(
@@ -224,6 +227,7 @@ def train(
     groups: list[str] | None = None,
     plan: TrainPlan | None = None,
     progress: Progress = print,
+    params: dict[str, float | int | str] | None = None,
 ) -> list[ModelCard]:
     """Build point-in-time examples by replay, train and promote one model per group."""
     catalog = load_catalog(settings)
@@ -238,7 +242,7 @@ def train(
     ex = build_examples(records, cfg, catalog, plan.all_cutoffs())
     progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
     registry = ModelRegistry(settings.models_dir)
-    cards = train_all(spec, ex, plan, registry, groups, progress=progress)
+    cards = train_all(spec, ex, plan, registry, groups, progress=progress, params=params)
     write_cards(settings, registry, cards)
     return cards
 

@@ -17,7 +17,7 @@ the group, rounded down to a bin edge and capped at the longest window.
 >>> spec.recency_name("all")
 'grp=all|stat=recency_days'
 >>> len(spec.names)
-74
+110
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ DEFAULT_WINDOWS: tuple[Window, ...] = (
     Window(name="7d", bucket_seconds=DAY_S, n_buckets=7),
     Window(name="30d", bucket_seconds=DAY_S, n_buckets=30),
     Window(name="90d", bucket_seconds=DAY_S, n_buckets=90),
+    # Half-year and one-year history lift ROC AUC by ~0.015 on average (README, "Measured");
+    # the state keeps at most 365 daily buckets per (group, type) key per customer.
+    Window(name="180d", bucket_seconds=DAY_S, n_buckets=180),
+    Window(name="365d", bucket_seconds=DAY_S, n_buckets=365),
 )
-DEFAULT_RECENCY_EDGES: tuple[int, ...] = (0, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)
+DEFAULT_RECENCY_EDGES: tuple[int, ...] = (0, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 150, 180, 240, 300, 365)
 
 
 def feature_name(group: str, type_: str, stat: str, window: str) -> str:

@@ -20,6 +20,10 @@ PLAN = TrainPlan(
 )
 
 
+# The synthetic world has a few hundred training rows: let trees split on them.
+SMALL_DATA_PARAMS: dict[str, float | int | str] = {"min_child_weight": 1, "max_depth": 4}
+
+
 @pytest.fixture(scope="session")
 def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Only one chDB path may be open per process: every test shares it."""
@@ -38,7 +42,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory, world: World, chdb_dsn
     settings = make_settings(data_dir, world, chdb_dsn)
     records, rejected = app.read_file_records([write_events(data_dir / "train.jsonl", world.events)], _mapping())
     assert rejected == 0
-    app.train(settings, records, plan=PLAN, progress=lambda _: None)
+    app.train(settings, records, plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS)
     return data_dir
 
 

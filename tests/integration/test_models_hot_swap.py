@@ -14,7 +14,7 @@ from propstream import app
 from schemas.events import Event
 from stream.shard import CustomerShard, ShardInput, ShardProcessor
 from stream.state import StateConfig
-from tests.integration.conftest import PLAN, make_settings
+from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,9 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
 
     # Retrain one group and promote it: the next batch, even with no events, rescores all customers.
     examples_records = [Event.model_validate(e).to_record("t") for e in world.events]
-    app.train(settings, examples_records, groups=["coffee"], plan=PLAN, progress=lambda _: None)
+    app.train(
+        settings, examples_records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS
+    )
     new_version = registry.production_version("coffee")
     assert new_version == 2
     tick = proc.process(shard, ShardInput(0, [], shard.clock))

@@ -74,8 +74,9 @@ def test_default_spec_shape_and_names():
     assert spec.names[1] == "grp=coffee_tea|type=view|stat=value|win=1d"
     assert spec.names[3] == "grp=coffee_tea|type=view|stat=count|win=7d"
     assert spec.names[-1] == "grp=all|stat=recency_days"
-    assert len(spec.names) == 74
-    assert spec.recency_cap_days == DEFAULT_RECENCY_EDGES[-1] == 90
+    # 2 groups x 3 types x 6 windows x 3 stats + 2 recency features
+    assert len(spec.names) == 2 * 3 * 6 * 3 + 2 == 110
+    assert spec.recency_cap_days == DEFAULT_RECENCY_EDGES[-1] == 365
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -144,6 +145,8 @@ def test_window_span():
         7 * 86_400_000,
         30 * 86_400_000,
         90 * 86_400_000,
+        180 * 86_400_000,
+        365 * 86_400_000,
     ]
 
 

@@ -23,7 +23,7 @@ CFG = StateConfig.build(SPEC)
 N_GROUPS = len(SPEC.all_groups)  # a, b, all
 N_TYPES = len(SPEC.types)
 BASE = 1_483_228_800_000  # 2017-01-01T00:00:00Z, a day (and hour) boundary
-MAX_SPAN = 200 * DAY_MS
+MAX_SPAN = 420 * DAY_MS  # beyond the longest window (365d), so every window expires buckets
 GROUP_OF_INDEX = [SPEC.all_groups.index(SPEC.group_of_feature(n)) for n in SPEC.names]
 
 SETTINGS = settings(
@@ -305,7 +305,7 @@ def test_features_constant_until_next_change(data):
     while True:
         clock, nc = s.clock, s.next_change(CFG)
         here = vec(s)
-        horizon = nc if nc is not None else clock + 400 * DAY_MS + 1
+        horizon = nc if nc is not None else clock + 800 * DAY_MS + 1
         assert horizon > clock
         probes = {
             clock + 1,
@@ -342,7 +342,7 @@ def test_long_inactivity_empties_state(data):
     assert not s.is_empty()
     assert all(s.is_duplicate(f"e{k}") for k in range(len(events)))
     last = max(ts for ts, *_ in events)
-    s.advance(CFG, max(s.clock, last + 200 * DAY_MS))
+    s.advance(CFG, max(s.clock, last + 400 * DAY_MS))
     assert not s.is_empty()  # the dedupe ids are still kept
     s.forget_seen_before(s.clock)
     assert s.is_empty()
