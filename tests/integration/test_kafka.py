@@ -28,7 +28,7 @@ from stream.parse import EventParser
 from stream.producer import produce
 from stream.sources.base import SourceError
 from tests.integration.conftest import make_settings, write_events
-from tests.integration.helpers import query, stored_features, stored_scores
+from tests.integration.helpers import production_predict, query, state_config, stored_features, stored_scores
 from tests.synthetic import make_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -346,3 +346,45 @@ def test_missing_topic_is_a_clear_error(bootstrap, world, tmp_path, chdb_dsn):
     with pytest.raises(Exception) as info:
         run_kafka(settings, with_models=False)
     assert "propstream init" in str(app.root_cause(info.value))
+
+
+def test_live_windows_expire_by_the_wall_clock_without_new_events(trained_dir, bootstrap, tmp_path, chdb_dsn, world):
+    """Live mode: a quiet customer's 7-day counters drop to zero when a week passes on the wall clock."""
+    from stream.sources.kafka import KafkaSource
+
+    topic = new_topic(bootstrap, 2)
+    now_ms = int(time.time() * 1000)
+    events = [
+        {
+            "user_id": "live-1",
+            "item_id": "i0",
+            "type": "purchase",
+            "event_id": f"l{i}",
+            "timestamp": now_ms - 3_600_000 + i,
+            "value": 3.5,
+        }
+        for i in range(5)
+    ]
+    produce_events(bootstrap, topic, events, tmp_path / "live.jsonl")
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = kafka_settings(make_settings(tmp_path, world, chdb_dsn), bootstrap, topic, clock="wall")
+    start = time.time()
+    week = 8 * 86_400
+
+    def wall_clock() -> float:  # eight days pass, 6 s into the run
+        return time.time() + (week if time.time() - start > 6 else 0)
+
+    source = KafkaSource(bootstrap, topic, wall_clock=True, tick_seconds=0.2, exit_when_idle=30, clock=wall_clock)
+    stats = app.run_stream(settings, source, ColumnMapping(), progress=None)
+    assert stats.applied == 5
+    index = state_config(settings).spec.index
+    feats = stored_features(settings)["live-1"]
+    assert feats[index["grp=all|type=purchase|stat=count|win=30d"]] == 5
+    assert feats[index["grp=all|type=purchase|stat=count|win=7d"]] == 0  # expired without a new event
+    assert feats[index["grp=all|stat=recency_days"]] == 7
+    as_of = query(settings, "SELECT max(toUnixTimestamp64Milli(as_of)) FROM {db}.customer_features FINAL")[0][0]
+    assert as_of >= now_ms + 7 * 86_400_000
+    scores = {g: s for (u, g), (s, _) in stored_scores(settings).items() if u == "live-1"}
+    for group, score in scores.items():
+        expected, _ = production_predict(settings, group, feats[None, :])
+        assert score == expected[0]
