@@ -179,139 +179,93 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag(sp: argparse.ArgumentParser, flag: str, env: str | None, text: str, **kw: object) -> None:
+    """A flag whose default comes from an environment variable, named in ``--help``."""
+    if env is not None:
+        kw.setdefault("default", _env(env))
+        text = f"{text} (env {env})"
+    sp.add_argument(flag, help=text, **kw)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag shows its environment-variable fallback."""
     p = argparse.ArgumentParser(prog="propstream", description="Streaming propensity scoring.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--data-dir",
-            default=_env("PROPSTREAM_DATA_DIR"),
-            help="data directory (env PROPSTREAM_DATA_DIR, default ./propstream-data)",
-        )
-        sp.add_argument(
-            "--clickhouse",
-            default=_env("PROPSTREAM_CLICKHOUSE_DSN"),
-            help="ClickHouse DSN, chdb:///path or http://host:8123 "
-            "(env PROPSTREAM_CLICKHOUSE_DSN, default chDB inside the data dir)",
-        )
-        sp.add_argument("--json", action="store_true", help="machine-readable output")
+    def command(name: str, text: str, func, *, common: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=text)
+        sp.set_defaults(func=func)
+        if common:
+            _flag(sp, "--data-dir", "PROPSTREAM_DATA_DIR", "data directory, default ./propstream-data")
+            _flag(
+                sp,
+                "--clickhouse",
+                "PROPSTREAM_CLICKHOUSE_DSN",
+                "ClickHouse DSN, chdb:///path or http://host:8123; default chDB inside the data dir",
+            )
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
 
-    sp = sub.add_parser("demo", help="The Complete Journey end to end on embedded defaults")
-    common(sp)
-    sp.set_defaults(func=cmd_demo)
+    def files(sp: argparse.ArgumentParser, catalog: bool = True) -> None:
+        _flag(sp, "--mapping", "PROPSTREAM_MAPPING", "column mapping TOML")
+        if catalog:
+            _flag(sp, "--catalog", "PROPSTREAM_CATALOG_FILE", "product catalog Parquet/CSV")
 
-    sp = sub.add_parser("run", help="run the stream over files (CSV / JSONL / Parquet) or a Kafka topic")
-    common(sp)
-    sp.add_argument(
+    command("demo", "The Complete Journey end to end on embedded defaults", cmd_demo)
+
+    sp = command("run", "run the stream over files (CSV / JSONL / Parquet) or a Kafka topic", cmd_run)
+    _flag(
+        sp,
         "--input",
+        "PROPSTREAM_INPUT",
+        "comma-separated files, or kafka://HOST:PORT/TOPIC",
         required=_env("PROPSTREAM_INPUT") is None,
-        default=_env("PROPSTREAM_INPUT"),
-        help="comma-separated files, or kafka://HOST:PORT/TOPIC (env PROPSTREAM_INPUT)",
     )
-    sp.add_argument(
-        "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
-    )
-    sp.add_argument(
-        "--catalog",
-        default=_env("PROPSTREAM_CATALOG_FILE"),
-        help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)",
-    )
-    sp.add_argument(
+    files(sp)
+    _flag(
+        sp,
         "--clock",
+        "PROPSTREAM_KAFKA__CLOCK",
+        "Kafka input: expire windows by the wall clock (live, default) or event time (backfill)",
         choices=["wall", "event"],
-        default=_env("PROPSTREAM_KAFKA__CLOCK"),
-        help="Kafka input: expire windows by wall clock (live) or event time (backfill) "
-        "(env PROPSTREAM_KAFKA__CLOCK, default wall)",
     )
-    sp.add_argument(
-        "--recovery-dir",
-        default=_env("PROPSTREAM_RECOVERY_DIR"),
-        help="Bytewax recovery directory: resume from its snapshots (env PROPSTREAM_RECOVERY_DIR)",
-    )
-    sp.add_argument(
+    _flag(sp, "--recovery-dir", "PROPSTREAM_RECOVERY_DIR", "Bytewax recovery directory: resume from its snapshots")
+    _flag(
+        sp,
         "--snapshot-seconds",
+        "PROPSTREAM_SNAPSHOT_SECONDS",
+        "epoch between recovery snapshots, default 10",
         type=float,
         default=float(_env("PROPSTREAM_SNAPSHOT_SECONDS") or 10),
-        help="epoch length between recovery snapshots (env PROPSTREAM_SNAPSHOT_SECONDS, default 10)",
     )
-    sp.add_argument(
-        "--process-id",
-        type=int,
-        default=_env("PROPSTREAM_PROCESS_ID"),
-        help="this process's index in --addresses (env PROPSTREAM_PROCESS_ID)",
-    )
-    sp.add_argument(
-        "--addresses",
-        default=_env("PROPSTREAM_ADDRESSES"),
-        help="comma-separated host:port of every process (env PROPSTREAM_ADDRESSES)",
-    )
-    sp.add_argument(
-        "--exit-when-idle",
-        type=float,
-        default=None,
-        help="Kafka input: stop after this many seconds without a message (backfills, tests)",
-    )
-    sp.set_defaults(func=cmd_run)
+    _flag(sp, "--process-id", "PROPSTREAM_PROCESS_ID", "this process's index in --addresses", type=int)
+    _flag(sp, "--addresses", "PROPSTREAM_ADDRESSES", "comma-separated host:port of every process")
+    _flag(sp, "--exit-when-idle", None, "Kafka input: stop after this many seconds without a message", type=float)
 
-    sp = sub.add_parser("produce", help="validate events from files and send them to Kafka")
-    common(sp)
-    sp.add_argument("--input", required=True, help="comma-separated CSV / JSONL / Parquet files")
-    sp.add_argument(
-        "--kafka",
-        default=_env("PROPSTREAM_KAFKA_URL"),
-        help="kafka://HOST:PORT/TOPIC (env PROPSTREAM_KAFKA_URL; else the kafka settings)",
-    )
-    sp.add_argument(
-        "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
-    )
-    sp.add_argument("--rejects", help="write rejected rows (source, reason) to this JSONL file")
-    sp.set_defaults(func=cmd_produce)
+    sp = command("produce", "validate events from files and send them to Kafka", cmd_produce)
+    _flag(sp, "--input", None, "comma-separated CSV / JSONL / Parquet files", required=True)
+    _flag(sp, "--kafka", "PROPSTREAM_KAFKA_URL", "kafka://HOST:PORT/TOPIC; else the kafka settings")
+    files(sp, catalog=False)
+    _flag(sp, "--rejects", None, "write rejected rows (source, reason) to this JSONL file")
 
-    sp = sub.add_parser("train", help="train, calibrate, evaluate and promote one model per group")
-    common(sp)
-    sp.add_argument("--group", action="append", help="only these groups (repeatable)")
-    sp.add_argument(
-        "--input",
-        default=_env("PROPSTREAM_TRAIN_INPUT"),
-        help="train from files instead of the events archive (env PROPSTREAM_TRAIN_INPUT)",
-    )
-    sp.add_argument(
-        "--mapping", default=_env("PROPSTREAM_MAPPING"), help="column mapping TOML (env PROPSTREAM_MAPPING)"
-    )
-    sp.add_argument(
-        "--catalog",
-        default=_env("PROPSTREAM_CATALOG_FILE"),
-        help="product catalog Parquet/CSV (env PROPSTREAM_CATALOG_FILE)",
-    )
-    sp.set_defaults(func=cmd_train)
+    sp = command("train", "train, calibrate, evaluate and promote one model per group", cmd_train)
+    _flag(sp, "--group", None, "only these groups (repeatable)", action="append")
+    _flag(sp, "--input", "PROPSTREAM_TRAIN_INPUT", "train from files instead of the events archive")
+    files(sp)
 
-    sp = sub.add_parser("init", help="create the ClickHouse schema and, with --kafka, the topics (idempotent)")
-    common(sp)
-    sp.add_argument(
-        "--kafka",
-        default=_env("PROPSTREAM_KAFKA_URL"),
-        help="kafka://HOST:PORT/TOPIC: also create the events and dead-letter topics (env PROPSTREAM_KAFKA_URL)",
+    sp = command("init", "create the ClickHouse schema and, with --kafka, the topics (idempotent)", cmd_init)
+    _flag(
+        sp, "--kafka", "PROPSTREAM_KAFKA_URL", "kafka://HOST:PORT/TOPIC: also create the events and dead-letter topics"
     )
-    sp.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions per topic (env PROPSTREAM_KAFKA__PARTITIONS, default 4)",
-    )
-    sp.set_defaults(func=cmd_init)
+    _flag(sp, "--partitions", None, "partitions per topic (default: settings, 4)", type=int)
 
-    sp = sub.add_parser("schema", help="print the event contract as JSON Schema")
-    sp.set_defaults(func=cmd_schema)
+    command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
 
-    sp = sub.add_parser("segment", help="customers of a group at a score threshold, or the top N")
-    common(sp)
+    sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
     sp.add_argument("--group", required=True)
     sp.add_argument("--min-score", type=float)
     sp.add_argument("--top", type=int)
     sp.add_argument("--format", choices=["csv", "json"], default="csv")
-    sp.set_defaults(func=cmd_segment)
     return p
 
 

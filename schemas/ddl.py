@@ -12,6 +12,16 @@ from __future__ import annotations
 
 DATABASE = "propstream"
 
+SCORE_COLUMNS = """
+CREATE TABLE IF NOT EXISTS {{db}}.{table} (
+    user_id String,
+    group_id LowCardinality(String),
+    score Float64,
+    model_version UInt32,
+    as_of DateTime64(3, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)"""
+
 TABLES: dict[str, str] = {
     "events": """
 CREATE TABLE IF NOT EXISTS {db}.events (
@@ -31,24 +41,9 @@ CREATE TABLE IF NOT EXISTS {db}.customer_features (
     features Map(LowCardinality(String), Float64),
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY user_id""",
-    "scores": """
-CREATE TABLE IF NOT EXISTS {db}.scores (
-    user_id String,
-    group_id LowCardinality(String),
-    score Float64,
-    model_version UInt32,
-    as_of DateTime64(3, 'UTC'),
-    version UInt64
-) ENGINE = ReplacingMergeTree(version) ORDER BY (group_id, user_id)""",
-    "score_history": """
-CREATE TABLE IF NOT EXISTS {db}.score_history (
-    user_id String,
-    group_id LowCardinality(String),
-    score Float64,
-    model_version UInt32,
-    as_of DateTime64(3, 'UTC'),
-    version UInt64
-) ENGINE = ReplacingMergeTree(version) ORDER BY (group_id, user_id, as_of, model_version)""",
+    # scores keeps the latest row per (group, customer); score_history every change.
+    "scores": SCORE_COLUMNS.format(table="scores") + " ORDER BY (group_id, user_id)",
+    "score_history": SCORE_COLUMNS.format(table="score_history") + " ORDER BY (group_id, user_id, as_of, model_version)",
     "models": """
 CREATE TABLE IF NOT EXISTS {db}.models (
     group_id LowCardinality(String),

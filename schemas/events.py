@@ -18,6 +18,7 @@ taken as UTC, and epoch numbers are read in the unit the mapping names
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -58,6 +59,21 @@ class EventRecord(NamedTuple):
     quantity: float
     value_cents: int
     source: str
+
+    def to_json(self) -> str:
+        """The event on the wire: contract field names, epoch-ms timestamp (valid contract input)."""
+        return json.dumps(
+            {
+                "user_id": self.user_id,
+                "item_id": self.item_id,
+                "type": EVENT_TYPES[self.type_index].value,
+                "timestamp": self.ts_ms,
+                "event_id": self.event_id,
+                "quantity": self.quantity,
+                "value": self.value_cents / 100,
+            },
+            separators=(",", ":"),
+        )
 
 
 def _timestamp_from_number(x: float, unit: str) -> datetime:

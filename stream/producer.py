@@ -9,36 +9,18 @@ recognised downstream as duplicate deliveries. A delivery failure is an error.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Producer
 
-from schemas.events import EVENT_TYPES, EventRecord
 from stream.parse import EventParser
 from stream.sources.base import RawRecord
 
 
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge some events."""
-
-
-def event_json(rec: EventRecord) -> bytes:
-    """The wire form of an event (contract field names, epoch-ms timestamp)."""
-    return json.dumps(
-        {
-            "user_id": rec.user_id,
-            "item_id": rec.item_id,
-            "type": EVENT_TYPES[rec.type_index].value,
-            "timestamp": rec.ts_ms,
-            "event_id": rec.event_id,
-            "quantity": rec.quantity,
-            "value": rec.value_cents / 100,
-        },
-        separators=(",", ":"),
-    ).encode()
 
 
 @dataclass
@@ -80,7 +62,7 @@ def produce(
             continue
         while True:
             try:
-                producer.produce(topic, event_json(rec), key=rec.user_id.encode(), on_delivery=delivered)
+                producer.produce(topic, rec.to_json().encode(), key=rec.user_id.encode(), on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)  # local queue full: wait for deliveries

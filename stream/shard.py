@@ -21,7 +21,6 @@ Processing one ``ShardInput``:
 from __future__ import annotations
 
 import heapq
-import json
 import zlib
 from dataclasses import dataclass, field
 
@@ -43,21 +42,6 @@ def shard_of(user_id: str, n_shards: int) -> int:
 def row_version(as_of_ms: int, seq: int) -> int:
     """Deterministic ReplacingMergeTree version: event time, then per-customer sequence."""
     return (as_of_ms << VERSION_SHIFT) | (seq & ((1 << VERSION_SHIFT) - 1))
-
-
-def record_payload(rec: EventRecord) -> str:
-    """A validated event as JSON, for dead letters raised after parsing."""
-    return json.dumps(
-        {
-            "user_id": rec.user_id,
-            "item_id": rec.item_id,
-            "type": EVENT_TYPES[rec.type_index].value,
-            "timestamp_ms": rec.ts_ms,
-            "event_id": rec.event_id,
-            "quantity": rec.quantity,
-            "value": rec.value_cents / 100,
-        }
-    )
 
 
 @dataclass
@@ -169,7 +153,7 @@ class ShardProcessor:
                     (
                         f"late: event time is {(clock - rec.ts_ms) / 3_600_000:.1f} h before the "
                         f"stream clock; allowed lateness is {self.lateness / 3_600_000:.1f} h",
-                        record_payload(rec),
+                        rec.to_json(),
                         rec.source,
                     )
                 )
@@ -179,7 +163,7 @@ class ShardProcessor:
                 state = customers[rec.user_id] = CustomerState()
             elif state.is_duplicate(rec.event_id):
                 out.dead_letters.append(
-                    (f"duplicate: event_id {rec.event_id!r} was already applied", record_payload(rec), rec.source)
+                    (f"duplicate: event_id {rec.event_id!r} was already applied", rec.to_json(), rec.source)
                 )
                 continue
             groups = self.catalog.groups_of(rec.item_id)
