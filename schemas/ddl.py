@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS {db}.customer_features (
 ) ENGINE = ReplacingMergeTree(version) ORDER BY user_id""",
     # scores keeps the latest row per (group, customer); score_history every change.
     "scores": SCORE_COLUMNS.format(table="scores") + " ORDER BY (group_id, user_id)",
-    "score_history": SCORE_COLUMNS.format(table="score_history") + " ORDER BY (group_id, user_id, as_of, model_version)",
+    "score_history": SCORE_COLUMNS.format(table="score_history")
+    + " ORDER BY (group_id, user_id, as_of, model_version)",
     "models": """
 CREATE TABLE IF NOT EXISTS {db}.models (
     group_id LowCardinality(String),
