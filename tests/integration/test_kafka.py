@@ -388,3 +388,46 @@ def test_live_windows_expire_by_the_wall_clock_without_new_events(trained_dir, b
     for group, score in scores.items():
         expected, _ = production_predict(settings, group, feats[None, :])
         assert score == expected[0]
+
+
+def test_cli_init_creates_topics_and_produce_reports_rejects(bootstrap, world, tmp_path, chdb_dsn, capsys):
+    from propstream.cli import main
+
+    topic = f"cli-{uuid.uuid4().hex[:8]}"
+    common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn]
+    assert main(["init", *common, "--kafka", f"kafka://{bootstrap}/{topic}", "--partitions", "3"]) == 0
+    assert main(["init", *common, "--kafka", f"kafka://{bootstrap}/{topic}", "--partitions", "3"]) == 0
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    assert len(meta.topics[topic].partitions) == 3
+    assert len(meta.topics["interactions-dead-letters"].partitions) == 3
+    csv_file = tmp_path / "export.csv"
+    csv_file.write_text(
+        "hh,sku,when,kind\n"
+        "7,100,2017-03-01T10:00:00Z,purchase\n"
+        "8,101,not-a-time,purchase\n"
+        "9,102,2017-03-01T11:00:00Z,teleport\n"
+        "7,103,2017-03-02T10:00:00Z,view\n"
+    )
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('user_id = "hh"\nitem_id = "sku"\ntimestamp = "when"\ntype = "kind"\n')
+    capsys.readouterr()
+    rejects = tmp_path / "rejects.jsonl"
+    args = [
+        "produce",
+        *common,
+        "--json",
+        "--input",
+        str(csv_file),
+        "--mapping",
+        str(mapping),
+        "--kafka",
+        f"kafka://{bootstrap}/{topic}",
+        "--rejects",
+        str(rejects),
+    ]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary == {"read": 4, "sent": 2, "rejected": 2, "topic": topic}
+    lines = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert [r["source"] for r in lines] == [f"{csv_file}:3", f"{csv_file}:4"]
+    assert "timestamp" in lines[0]["reason"] and "type" in lines[1]["reason"]
