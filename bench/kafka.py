@@ -45,6 +45,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def dump(dsn: str) -> dict:
+    """Final features and scores of a chDB database, read in a subprocess (one chDB path per process)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.integration.dump", dsn], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return json.loads(out.stdout)
+
+
 def run_processes(n: int, data_dir: Path, topic: str, bootstrap: str, catalog: Path, work: Path) -> dict:
     addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(n))
     procs = []
@@ -102,6 +110,11 @@ def main() -> None:
     ap.add_argument("--data-dir", default="propstream-data")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
+    ap.add_argument(
+        "--compare-dsn",
+        help="chDB DSN of a file replay of the same events (e.g. the demo's): check the 1-process "
+        "Kafka run ends with the same features and scores",
+    )
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     events, catalog = completejourney.prepare(data_dir)
@@ -131,6 +144,10 @@ def main() -> None:
         try:
             for n in (1, 2):
                 print(json.dumps(run_processes(n, data_dir, topic, bootstrap, catalog, work)), flush=True)
+                if n == 1 and args.compare_dsn:
+                    a, b = dump(f"chdb://{work / 'n1-p0' / 'chdb'}"), dump(args.compare_dsn)
+                    same = {k: a[k] == b[k] for k in ("features", "scores", "events")}
+                    print(json.dumps({"equal_to_file_replay": same, "score_rows": len(a["scores"])}), flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
