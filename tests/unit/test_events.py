@@ -390,3 +390,27 @@ def test_content_ids_of_events_one_ms_apart_differ():
     b = Event.model_validate(ev(timestamp=1_096_959_812_616))
     assert a.timestamp != b.timestamp
     assert a.content_id() != b.content_id()
+
+
+WIRE_PAYLOADS = [
+    json.dumps({"user_id": "u1", "item_id": 7, "type": "cart", "timestamp": T0_MS, "value": 1.25}),
+    json.dumps({"user_id": 12, "item_id": "i", "type": "purchase", "timestamp": "2017-03-01T10:00:00+01:00"}),
+    json.dumps({"user_id": "u1", "item_id": "i", "type": "view", "timestamp": "2017-03-01T10:00:00", "extra": 1}),
+    json.dumps({"user_id": 1.5, "item_id": "i", "type": "view", "timestamp": T0_MS}),
+    json.dumps({"user_id": "u1", "item_id": "i", "type": "view", "timestamp": T0_MS, "value": True}),
+    '{"user_id": "u1", "item_id": "i", "type": "view", "timestamp": 1, "value": NaN}',
+    json.dumps({"user_id": "u1", "item_id": "i", "type": "fly", "timestamp": T0_MS}),
+    json.dumps([1, 2]),
+    "{oops",
+    json.dumps({"user_id": "", "item_id": "i", "type": "view", "timestamp": T0_MS}),
+]
+
+
+@pytest.mark.parametrize("payload", WIRE_PAYLOADS)
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_wire_format_fast_path_agrees_with_the_general_path(payload, as_bytes):
+    fast = EventParser(ColumnMapping(), wall_clock=lambda: T0_MS / 1000)
+    general = EventParser(ColumnMapping(), wall_clock=lambda: T0_MS / 1000)
+    general._wire_format = False
+    raw = payload.encode() if as_bytes else payload
+    assert fast.parse_one("s", raw) == general.parse_one("s", raw)
