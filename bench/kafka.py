@@ -86,12 +86,14 @@ def run_processes(n: int, data_dir: Path, topic: str, bootstrap: str, catalog: P
             "PROPSTREAM_STREAM__N_SHARDS": "16",
             "PYTHONPATH": str(ROOT),
         }
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT))
+        log = (work / f"n{n}-p{i}.log").open("w")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, cwd=ROOT))
     results = []
     for p in procs:
         out, _ = p.communicate()
         if p.returncode != 0:
-            msg = f"stream process failed with exit code {p.returncode}"
+            logs = "\n".join((work / f"n{n}-p{i}.log").read_text()[-3000:] for i in range(n))
+            msg = f"stream process failed with exit code {p.returncode}:\n{logs}"
             raise SystemExit(msg)
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
     events = sum(r["events_in"] for r in results)
@@ -109,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="propstream-data")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts to run")
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
     ap.add_argument(
         "--compare-dsn",
@@ -142,7 +145,7 @@ def main() -> None:
         print(json.dumps(produced), flush=True)
         work = Path(tempfile.mkdtemp(prefix="propstream-bench-"))
         try:
-            for n in (1, 2):
+            for n in args.processes:
                 print(json.dumps(run_processes(n, data_dir, topic, bootstrap, catalog, work)), flush=True)
                 if n == 1 and args.compare_dsn:
                     a, b = dump(f"chdb://{work / 'n1-p0' / 'chdb'}"), dump(args.compare_dsn)
