@@ -4,13 +4,10 @@ Pure and picklable, no I/O. The stream runs it live; offline training replays
 the archived events through it, so training and serving cannot disagree.
 
 Counters are bucketed by event time (hourly buckets for the 1d window, daily
-for the others). Windows of one bucket size are nested (7d inside 30d inside
-90d ...), so the state keeps running sums per *ring*: the buckets inside a
-window but not inside the next shorter one. A new event updates one ring; a
-bucket moves to the next ring (or out) as the clock advances; a window's value
-is the sum of its ring and the shorter ones, added up only when features are
-written. Values are integer cents, so every sum is exact and the result does
-not depend on the order events arrive in.
+for the others). Each window keeps running sums that are updated when an
+event lands inside it and when a bucket leaves it as the clock advances.
+Values are integer cents, so every sum is exact and the result does not depend
+on the order events arrive in.
 
 >>> from schemas.features import FeatureSpec
 >>> cfg = StateConfig.build(FeatureSpec(groups=("coffee_tea",)))
@@ -44,7 +41,8 @@ class StateConfig:
     resolutions_ms: tuple[int, ...]  # distinct bucket sizes
     window_res: tuple[int, ...]  # window -> resolution index
     window_n: tuple[int, ...]  # window -> number of buckets
-    rings_of_res: tuple[tuple[int, ...], ...]  # resolution -> its windows, shortest first
+    windows_of_res: tuple[tuple[int, ...], ...]  # resolution -> window indices
+    shortest_of_res: tuple[int, ...]  # resolution -> its window with the fewest buckets
     bases: tuple[tuple[int, ...], ...]  # window -> key -> index of its count stat
     recency_edges: tuple[int, ...]
     recency_offset: int
@@ -56,7 +54,6 @@ class StateConfig:
         """Resolve the layout of ``spec`` into flat lookup tables."""
         res = sorted({w.bucket_seconds * 1000 for w in spec.windows})
         window_res = tuple(res.index(w.bucket_seconds * 1000) for w in spec.windows)
-        window_n = tuple(w.n_buckets for w in spec.windows)
         n_types = len(spec.types)
         n_keys = len(spec.all_groups) * n_types
         bases = tuple(
@@ -69,9 +66,10 @@ class StateConfig:
             n_keys=n_keys,
             resolutions_ms=tuple(res),
             window_res=window_res,
-            window_n=window_n,
-            rings_of_res=tuple(
-                tuple(sorted((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: window_n[wi]))
+            window_n=tuple(w.n_buckets for w in spec.windows),
+            windows_of_res=tuple(tuple(wi for wi, r in enumerate(window_res) if r == ri) for ri in range(len(res))),
+            shortest_of_res=tuple(
+                min((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
                 for ri in range(len(res))
             ),
             bases=bases,
@@ -103,27 +101,27 @@ class CustomerState:
     last index) whose features changed, so only affected models rescore.
     """
 
-    __slots__ = ("buckets", "clock", "last_ts", "lo", "rings", "seen", "seq")
+    __slots__ = ("buckets", "clock", "last_ts", "lo", "seen", "seq", "win")
 
     def __init__(self) -> None:
         self.clock: int | None = None  # ms; features are as of this time
         self.buckets: list[dict[int, dict[int, list[int]]]] = []  # res -> bucket -> key -> [n, cents]
-        self.rings: list[dict[int, list[int]]] = []  # window -> key -> [n, cents, active] of its ring
+        self.win: list[dict[int, list[int]]] = []  # window -> key -> [n, cents, active]
         self.lo: list[int] = []  # window -> oldest bucket index still inside it
         self.last_ts: dict[int, int] = {}  # group -> ms of its last event
         self.seen: dict[str, int] = {}  # event_id -> ts, for duplicate delivery
         self.seq = 0  # per-customer update sequence (versions in ClickHouse)
 
     def __getstate__(self) -> tuple:
-        return (self.clock, self.buckets, self.rings, self.lo, self.last_ts, self.seen, self.seq)
+        return (self.clock, self.buckets, self.win, self.lo, self.last_ts, self.seen, self.seq)
 
     def __setstate__(self, st: tuple) -> None:
-        self.clock, self.buckets, self.rings, self.lo, self.last_ts, self.seen, self.seq = st
+        self.clock, self.buckets, self.win, self.lo, self.last_ts, self.seen, self.seq = st
 
     def _start(self, cfg: StateConfig, ts: int) -> None:
         self.clock = ts
         self.buckets = [{} for _ in cfg.resolutions_ms]
-        self.rings = [{} for _ in cfg.window_n]
+        self.win = [{} for _ in cfg.window_n]
         self.lo = [ts // cfg.resolutions_ms[r] - n + 1 for r, n in zip(cfg.window_res, cfg.window_n, strict=True)]
 
     def is_duplicate(self, event_id: str) -> bool:
@@ -154,15 +152,12 @@ class CustomerState:
         in_window = False
         for ri, res in enumerate(cfg.resolutions_ms):
             b = ts // res
-            ring = -1
-            for wi in cfg.rings_of_res[ri]:  # the shortest window holding b owns its ring
-                if b >= lo[wi]:
-                    ring = wi
-                    break
-            if ring < 0:
+            windows = cfg.windows_of_res[ri]
+            if b < lo[cfg.shortest_of_res[ri]]:  # late: only the longer windows may still hold it
+                windows = tuple(wi for wi in windows if b >= lo[wi])
+            if not windows:
                 continue  # older than every window of this resolution: nothing to keep
             in_window = True
-            sums = self.rings[ring]
             bucket = self.buckets[ri].get(b)
             if bucket is None:
                 bucket = self.buckets[ri][b] = {}
@@ -171,19 +166,22 @@ class CustomerState:
                 cell = bucket.get(key)
                 if cell is None:
                     bucket[key] = [1, value_cents]
-                    s = sums.get(key)
-                    if s is None:
-                        sums[key] = [1, value_cents, 1]
-                    else:
-                        s[0] += 1
-                        s[1] += value_cents
-                        s[2] += 1
+                    for wi in windows:
+                        sums = self.win[wi]
+                        s = sums.get(key)
+                        if s is None:
+                            sums[key] = [1, value_cents, 1]
+                        else:
+                            s[0] += 1
+                            s[1] += value_cents
+                            s[2] += 1
                 else:
                     cell[0] += 1
                     cell[1] += value_cents
-                    s = sums[key]
-                    s[0] += 1
-                    s[1] += value_cents
+                    for wi in windows:
+                        s = self.win[wi][key]
+                        s[0] += 1
+                        s[1] += value_cents
         if in_window:
             changed.update(groups)
         last_ts = self.last_ts
@@ -206,47 +204,30 @@ class CustomerState:
             return NO_CHANGE
         changed: set[int] = set()
         n_types = cfg.n_types
-        for ri, order in enumerate(cfg.rings_of_res):
-            res = cfg.resolutions_ms[ri]
-            old_lo = [self.lo[wi] for wi in order]
-            new_lo = [now // res - cfg.window_n[wi] + 1 for wi in order]
-            if new_lo == old_lo:
+        for wi, ri in enumerate(cfg.window_res):
+            new_lo = now // cfg.resolutions_ms[ri] - cfg.window_n[wi] + 1
+            old_lo = self.lo[wi]
+            if new_lo <= old_lo:
                 continue
+            sums = self.win[wi]
             buckets = self.buckets[ri]
-            # Buckets that crossed a window's start move to the next ring (or leave the last).
-            lo_min, hi = min(old_lo), max(new_lo)
-            if hi - lo_min < len(buckets):
-                moving = [b for b in range(lo_min, hi) if b in buckets]
+            if new_lo - old_lo < len(buckets):
+                leaving = [buckets[b] for b in range(old_lo, new_lo) if b in buckets]
             else:
-                moving = [b for b in buckets if lo_min <= b < hi]
-            for b in moving:
-                src = next((i for i, lo in enumerate(old_lo) if b >= lo), -1)
-                dst = next((i for i, lo in enumerate(new_lo) if b >= lo), -1)
-                if src == dst:
-                    continue
-                out_sums = self.rings[order[src]]
-                in_sums = self.rings[order[dst]] if dst >= 0 else None
-                for key, (n, cents) in buckets[b].items():
-                    s = out_sums[key]
+                leaving = [bk for b, bk in buckets.items() if old_lo <= b < new_lo]
+            for bucket in leaving:
+                for key, (n, cents) in bucket.items():
+                    s = sums[key]
                     if s[0] == n:
-                        del out_sums[key]
+                        del sums[key]
                     else:
                         s[0] -= n
                         s[1] -= cents
                         s[2] -= 1
-                    if in_sums is not None:
-                        t = in_sums.get(key)
-                        if t is None:
-                            in_sums[key] = [n, cents, 1]
-                        else:
-                            t[0] += n
-                            t[1] += cents
-                            t[2] += 1
                     changed.add(key // n_types)
-            for wi, lo in zip(order, new_lo, strict=True):
-                self.lo[wi] = lo
+            self.lo[wi] = new_lo
         for ri, buckets in enumerate(self.buckets):
-            keep_from = self.lo[cfg.rings_of_res[ri][-1]]
+            keep_from = min(self.lo[wi] for wi in cfg.windows_of_res[ri])
             for b in [b for b in buckets if b < keep_from]:
                 del buckets[b]
         cap = cfg.recency_edges[-1]
@@ -296,23 +277,13 @@ class CustomerState:
 
     def write_features(self, cfg: StateConfig, row: np.ndarray) -> None:
         """Fill a vector from ``cfg.new_row()`` with this customer's features as of ``clock``."""
-        for order in cfg.rings_of_res if self.rings else ():
-            acc: dict[int, list[int]] = {}  # a window's sums: its ring plus the shorter rings
-            for wi in order:
-                for key, (n, cents, active) in self.rings[wi].items():
-                    a = acc.get(key)
-                    if a is None:
-                        acc[key] = [n, cents, active]
-                    else:
-                        a[0] += n
-                        a[1] += cents
-                        a[2] += active
-                bases = cfg.bases[wi]
-                for key, (n, cents, active) in acc.items():
-                    i = bases[key]
-                    row[i] = n
-                    row[i + 1] = cents / 100
-                    row[i + 2] = active
+        for wi, sums in enumerate(self.win):
+            bases = cfg.bases[wi]
+            for key, (n, cents, active) in sums.items():
+                i = bases[key]
+                row[i] = n
+                row[i + 1] = cents / 100
+                row[i + 2] = active
         if self.clock is not None:
             off = cfg.recency_offset
             for g, last in self.last_ts.items():
