@@ -114,7 +114,3 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Root of the model registry."""
         return self.data_dir / "models"
-
-    def describe(self) -> dict[str, Any]:
-        """Settings for logs: secrets stay masked."""
-        return self.model_dump(mode="json")

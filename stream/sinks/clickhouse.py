@@ -43,14 +43,6 @@ def open_client(dsn: str, user: str | None = None, password: str | None = None) 
         return client
 
 
-def close_client(dsn: str) -> None:
-    """Close and forget a cached client (lets another process open a chDB path)."""
-    with _lock:
-        client = _clients.pop(dsn, None)
-    if client is not None:
-        client.close()
-
-
 def create_schema(client: Any, database: str = DATABASE) -> None:
     """Create the database and tables; idempotent."""
     for sql in ddl_statements(database):
