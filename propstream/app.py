@@ -23,12 +23,12 @@ from schemas.events import EventRecord
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, load_groups
 from schemas.mapping import ColumnMapping
-from schemas.settings import Settings
+from schemas.settings import Settings, StreamSettings
 from stream.dataflow import FlowConfig, build_dataflow
 from stream.parse import EventParser
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import create_schema
-from stream.sources import FileReplaySource, read_records
+from stream.sources import FileReplaySource, read_batches
 from stream.state import StateConfig
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,11 @@ def run_stream(
         catalog,
         models,
         sink,
-        FlowConfig(settings.stream.n_shards, int(settings.stream.allowed_lateness_hours * 3_600_000)),
+        FlowConfig(
+            settings.stream.n_shards,
+            int(settings.stream.allowed_lateness_hours * 3_600_000),
+            recovery=execution.recovery_dir is not None,
+        ),
         stats,
         dead_letter_sink=dead_sink,
     )
@@ -187,12 +191,10 @@ def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[E
     records: list[EventRecord] = []
     rejected = 0
     for p in paths:
-        for source, payload in read_records(p):
-            rec = parser.parse_one(source, payload)
-            if isinstance(rec, str):
-                rejected += 1
-            else:
-                records.append(rec)
+        for batch in read_batches(p, StreamSettings().batch_size):
+            parsed = parser.parse_batch(batch)
+            records += parsed.records
+            rejected += len(parsed.dead)
     return records, rejected
 
 

@@ -161,9 +161,7 @@ class Event(BaseModel):
 
     def content_id(self) -> str:
         """A deterministic id for events sent without one (same content, same id)."""
-        parts = (self.user_id, self.item_id, self.type.value, self.ts_ms, repr(self.quantity), repr(self.value))
-        key = "\x1f".join(str(p) for p in parts)
-        return "h:" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+        return content_id_of(self.user_id, self.item_id, self.type.value, self.ts_ms, self.quantity, self.value)
 
     @property
     def ts_ms(self) -> int:
@@ -182,6 +180,12 @@ class Event(BaseModel):
             round(self.value * 100),
             source,
         )
+
+
+def content_id_of(user_id: str, item_id: str, type_: str, ts_ms: int, quantity: float, value: float) -> str:
+    """The id of an event sent without one: a hash of its content (same content, same id)."""
+    key = "\x1f".join((user_id, item_id, type_, str(ts_ms), repr(quantity), repr(value)))
+    return "h:" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 def describe_validation_error(exc: ValidationError) -> str:

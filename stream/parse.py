@@ -12,10 +12,12 @@ from pydantic import ValidationError
 
 from schemas.events import Event, EventRecord, describe_validation_error
 from schemas.mapping import ColumnMapping
+from stream.columns import fast_records, row_dicts
 from stream.sources.base import SourceBatch
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 FUTURE_TOLERANCE_MS = 24 * 3_600_000
+_FUTURE = "in the future: timestamp is more than 24 h ahead of the wall clock"
 
 
 @dataclass
@@ -83,25 +85,36 @@ class EventParser:
         return event.to_record(source)
 
     def parse_batch(self, batch: SourceBatch) -> ParsedBatch:
-        """Validate a batch; its tick is the later of the source's tick and its events' times."""
-        out = ParsedBatch(n_in=len(batch.records), part=batch.part, n_parts=batch.n_parts, final=batch.final)
+        """Validate a batch; its tick is the later of the source's tick and its events' times.
+
+        An Arrow batch (Parquet) takes the columnar fast path (``stream.columns``);
+        the rows it cannot prove valid come back here, one at a time.
+        """
+        out = ParsedBatch(n_in=len(batch), part=batch.part, n_parts=batch.n_parts, final=batch.final)
         limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
-        tick = batch.tick_ms
-        for source, payload in batch.records:
-            rec = self.parse_one(source, payload)
+        records, dead = out.records, out.dead
+
+        def take(source: str, payload: Any, rec: EventRecord | str) -> None:
             if isinstance(rec, str):
-                out.dead.append((rec, _payload_text(payload), source))
+                dead.append((rec, _payload_text(payload), source))
             elif rec.ts_ms > limit:
-                out.dead.append(
-                    (
-                        "in the future: timestamp is more than 24 h ahead of the wall clock",
-                        _payload_text(payload),
-                        source,
-                    )
-                )
+                dead.append((_FUTURE, _payload_text(payload), source))
             else:
-                out.records.append(rec)
-                if tick is None or rec.ts_ms > tick:
-                    tick = rec.ts_ms
-        out.tick_ms = tick
+                records.append(rec)
+
+        if batch.columns is None:
+            for source, payload in batch.records:
+                take(source, payload, self.parse_one(source, payload))
+        else:
+            table = batch.columns
+            sources = [f"{batch.part}:row{batch.first_row + i}" for i in range(table.num_rows)]
+            for i, fast in enumerate(fast_records(table, self.mapping, sources)):
+                if fast is not None and fast.ts_ms <= limit:
+                    records.append(fast)
+                    continue
+                payload = row_dicts(table.slice(i, 1))[0]
+                take(sources[i], payload, fast if fast is not None else self.parse_one(sources[i], payload))
+        latest = max((r.ts_ms for r in records), default=None)
+        tick = batch.tick_ms
+        out.tick_ms = latest if tick is None or (latest is not None and latest > tick) else tick
         return out

@@ -147,6 +147,7 @@ class ShardProcessor:
         items = sh.items
         single = inp.n_parts == 1
         clock = sh.clock
+        touched_items: set[tuple[int, str, int]] = set()
         for rec in inp.events:
             if clock is not None and rec.ts_ms < clock - self.lateness:
                 out.dead_letters.append(
@@ -171,9 +172,11 @@ class ShardProcessor:
             dirty.setdefault(rec.user_id, set()).update(changed)
             out.applied.append(rec)
             hour = rec.ts_ms - rec.ts_ms % 3_600_000
-            cell = items.get((hour, rec.item_id, rec.type_index))
+            item_key = (hour, rec.item_id, rec.type_index)
+            touched_items.add(item_key)
+            cell = items.get(item_key)
             if cell is None:
-                items[(hour, rec.item_id, rec.type_index)] = [1, rec.quantity, rec.value_cents]
+                items[item_key] = [1, rec.quantity, rec.value_cents]
             else:
                 cell[0] += 1
                 cell[1] += rec.quantity
@@ -184,10 +187,10 @@ class ShardProcessor:
         tick = inp.tick_ms if last is None or (inp.tick_ms is not None and inp.tick_ms > last) else last
         sh.advance_watermark(inp.part, inp.n_parts, tick, inp.final)
         clock = sh.clock
+        self._item_rows(sh, out, touched_items)
         if clock is None:
             sh.pending = dirty  # applied, but nothing can be scored before the clock is known
             return out
-        self._item_rows(sh, out, {(r.ts_ms - r.ts_ms % 3_600_000, r.item_id, r.type_index) for r in out.applied})
         # Customers whose windows or recency changed by the clock alone.
         heap = sh.heap
         while heap and heap[0][0] <= clock:

@@ -5,6 +5,6 @@ a wall-clock tick so windows expire even when no event arrives.
 """
 
 from stream.sources.base import RawRecord, SourceBatch, SourceError
-from stream.sources.files import FileReplaySource, file_format, read_records
+from stream.sources.files import FileReplaySource, file_format, read_batches, read_records
 
-__all__ = ["FileReplaySource", "RawRecord", "SourceBatch", "SourceError", "file_format", "read_records"]
+__all__ = ["FileReplaySource", "RawRecord", "SourceBatch", "SourceError", "file_format", "read_batches", "read_records"]

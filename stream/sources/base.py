@@ -25,3 +25,10 @@ class SourceBatch:
     part: str = ""  # the source partition (file or topic partition)
     n_parts: int = 1  # how many partitions the source has
     final: bool = False  # the last batch of its partition
+    # A columnar source (Parquet) sends an Arrow record batch instead of records;
+    # its rows are `{part}:row{first_row + i}`.
+    columns: Any = None
+    first_row: int = 1
+
+    def __len__(self) -> int:
+        return len(self.records) if self.columns is None else self.columns.num_rows

@@ -3,8 +3,9 @@
 Each file is one Bytewax partition; its resume state is the number of records
 already emitted, so a resumed run continues where the snapshot left off.
 Records leave in ``SourceBatch`` items as ``(source position, payload)`` where the payload is the raw
-text line (JSONL) or the row as a dict (CSV, Parquet): parsing and validation
-happen downstream, so a bad row becomes a dead letter instead of an error here.
+text line (JSONL) or the row as a dict (CSV); Parquet leaves as Arrow record
+batches. Parsing and validation happen downstream, so a bad row becomes a
+dead letter instead of an error here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import csv
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from stream.columns import row_dicts
 from stream.sources.base import RawRecord, SourceBatch, SourceError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -46,36 +49,58 @@ def read_records(path: Path, skip: int = 0) -> Iterator[RawRecord]:
             for i, row in enumerate(itertools.islice(reader, skip, None), start=skip + 1):
                 yield f"{name}:{i + 1}", row  # +1: line 1 is the header
     else:
-        import pyarrow.parquet as pq
+        for first, batch in _parquet_batches(path, 65_536, skip):
+            for n, row in enumerate(row_dicts(batch), start=first):
+                yield f"{name}:row{n}", row
 
-        pf = pq.ParquetFile(path)
-        n = 0
-        for batch in pf.iter_batches(batch_size=65_536):
-            if n + batch.num_rows <= skip:
-                n += batch.num_rows
-                continue
-            for row in batch.to_pylist():
-                n += 1
-                if n > skip:
-                    yield f"{name}:row{n}", row
+
+def _parquet_batches(path: Path, batch_size: int, skip: int) -> Iterator[tuple[int, Any]]:
+    """Arrow record batches of a Parquet file after its first ``skip`` rows, with their first row number."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        if n + batch.num_rows > skip:
+            cut = max(0, skip - n)
+            yield n + cut + 1, batch.slice(cut)
+        n += batch.num_rows
+
+
+def read_batches(path: Path, batch_size: int, skip: int = 0, n_parts: int = 1) -> Iterator[SourceBatch]:
+    """Batches of one file after its first ``skip`` records; the last one is marked final.
+
+    Parquet leaves as Arrow record batches (the parser's columnar fast path),
+    CSV and JSONL as raw records.
+    """
+    part = str(path)
+    batches: Iterator[SourceBatch]
+    if file_format(path) == "parquet":
+        batches = (
+            SourceBatch([], None, part, n_parts, columns=b, first_row=first)
+            for first, b in _parquet_batches(path, batch_size, skip)
+        )
+    else:
+        records = read_records(path, skip)
+        chunks = iter(lambda: list(itertools.islice(records, batch_size)), [])
+        batches = (SourceBatch(c, None, part, n_parts) for c in chunks)
+    last = SourceBatch([], None, part, n_parts)
+    for batch in batches:
+        if len(last):
+            yield last
+        last = batch
+    last.final = True
+    yield last
 
 
 class _FilePartition(StatefulSourcePartition[SourceBatch, int]):
     def __init__(self, path: Path, batch_size: int, resume: int | None, n_parts: int):
         self._emitted = resume or 0
-        self._records = read_records(path, self._emitted)
-        self._batch_size = batch_size
-        self._part = str(path)
-        self._n_parts = n_parts
-        self._done = False
+        self._batches = read_batches(path, batch_size, self._emitted, n_parts)
 
     def next_batch(self) -> list[SourceBatch]:
-        if self._done:
-            raise StopIteration
-        batch = list(itertools.islice(self._records, self._batch_size))
+        batch = next(self._batches)  # StopIteration after the final batch ends the partition
         self._emitted += len(batch)
-        self._done = len(batch) < self._batch_size
-        return [SourceBatch(batch, None, self._part, self._n_parts, final=self._done)]
+        return [batch]
 
     def snapshot(self) -> int:
         return self._emitted
