@@ -27,8 +27,13 @@ class ModelArtifact:
     booster: xgb.Booster
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
-        """Uncalibrated probabilities for rows laid out as ``card.feature_names``."""
-        return np.asarray(self.booster.inplace_predict(x, validate_features=False), dtype=np.float64)
+        """Uncalibrated probabilities for rows laid out as ``card.feature_names``.
+
+        XGBoost compares features in float32 whatever the input type, so
+        handing it float32 gives the same scores with less copying.
+        """
+        x32 = np.asarray(x, dtype=np.float32)
+        return np.asarray(self.booster.inplace_predict(x32, validate_features=False), dtype=np.float64)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for rows laid out as ``card.feature_names``."""

@@ -42,7 +42,7 @@ class GroupScorer:
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for dense feature rows."""
-        return self.artifact.predict(np.ascontiguousarray(rows[:, self.positions]))
+        return self.artifact.predict(rows[:, self.positions].astype(np.float32))
 
 
 class ProductionModels:

@@ -25,6 +25,7 @@ from schemas.groups import GroupCatalog, load_groups
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
 from stream.dataflow import FlowConfig, build_dataflow
+from stream.gcpolicy import collected_every
 from stream.parse import EventParser
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import create_schema
@@ -174,14 +175,15 @@ def run_stream(
             init_db_dir(execution.recovery_dir, n_parts)
         recovery = RecoveryConfig(execution.recovery_dir)
     stats.started = time.perf_counter()
-    cli_main(
-        flow,
-        workers_per_process=1,
-        process_id=execution.process_id,
-        addresses=list(execution.addresses) or None,
-        epoch_interval=timedelta(seconds=execution.snapshot_seconds),
-        recovery_config=recovery,
-    )
+    with collected_every(settings.stream.gc_seconds):
+        cli_main(
+            flow,
+            workers_per_process=1,
+            process_id=execution.process_id,
+            addresses=list(execution.addresses) or None,
+            epoch_interval=timedelta(seconds=execution.snapshot_seconds),
+            recovery_config=recovery,
+        )
     return stats
 
 

@@ -29,11 +29,13 @@ class StreamSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_shards: int = Field(default=4, ge=1, le=4096)
+    # One shard per process is fastest (one predict call per group and batch); scale-out wants >= 8 per process.
+    n_shards: int = Field(default=1, ge=1, le=4096)
     batch_size: int = Field(default=50_000, ge=1, le=1_000_000)  # replay batch: one refresh per customer per batch
     allowed_lateness_hours: float = Field(default=24.0, ge=0.0, le=24.0 * 90)
     model_poll_seconds: float = Field(default=5.0, gt=0.0)
     progress_seconds: float = Field(default=5.0, gt=0.0)
+    gc_seconds: float = Field(default=60.0, ge=0.0)  # collect cyclic garbage on this timer (0: Python's default)
 
 
 class KafkaSettings(BaseModel):

@@ -148,41 +148,47 @@ class ShardProcessor:
         single = inp.n_parts == 1
         clock = sh.clock
         touched_items: set[tuple[int, str, int]] = set()
+        lateness = self.lateness
+        groups_of = self.catalog.groups_of
+        applied = out.applied
         for rec in inp.events:
-            if clock is not None and rec.ts_ms < clock - self.lateness:
+            user, item, type_index, ts, event_id, quantity, cents, _ = rec
+            if clock is not None and ts < clock - lateness:
                 out.dead_letters.append(
                     (
-                        f"late: event time is {(clock - rec.ts_ms) / 3_600_000:.1f} h before the "
-                        f"stream clock; allowed lateness is {self.lateness / 3_600_000:.1f} h",
+                        f"late: event time is {(clock - ts) / 3_600_000:.1f} h before the "
+                        f"stream clock; allowed lateness is {lateness / 3_600_000:.1f} h",
                         rec.to_json(),
                         rec.source,
                     )
                 )
                 continue
-            state = customers.get(rec.user_id)
+            state = customers.get(user)
             if state is None:
-                state = customers[rec.user_id] = CustomerState()
-            elif state.is_duplicate(rec.event_id):
+                state = customers[user] = CustomerState()
+            elif state.is_duplicate(event_id):
                 out.dead_letters.append(
-                    (f"duplicate: event_id {rec.event_id!r} was already applied", rec.to_json(), rec.source)
+                    (f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source)
                 )
                 continue
-            groups = self.catalog.groups_of(rec.item_id)
-            changed = state.apply(cfg, rec.ts_ms, rec.type_index, groups, rec.value_cents, rec.event_id)
-            dirty.setdefault(rec.user_id, set()).update(changed)
-            out.applied.append(rec)
-            hour = rec.ts_ms - rec.ts_ms % 3_600_000
-            item_key = (hour, rec.item_id, rec.type_index)
+            changed = state.apply(cfg, ts, type_index, groups_of(item), cents, event_id)
+            marked = dirty.get(user)
+            if marked is None:
+                dirty[user] = set(changed)
+            else:
+                marked.update(changed)
+            applied.append(rec)
+            item_key = (ts - ts % 3_600_000, item, type_index)
             touched_items.add(item_key)
             cell = items.get(item_key)
             if cell is None:
-                items[item_key] = [1, rec.quantity, rec.value_cents]
+                items[item_key] = [1, quantity, cents]
             else:
                 cell[0] += 1
-                cell[1] += rec.quantity
-                cell[2] += rec.value_cents
-            if single and (clock is None or rec.ts_ms > clock):
-                clock = rec.ts_ms  # one partition: its own events move the clock (as advance_watermark would)
+                cell[1] += quantity
+                cell[2] += cents
+            if single and (clock is None or ts > clock):
+                clock = ts  # one partition: its own events move the clock (as advance_watermark would)
         last = max((r.ts_ms for r in inp.events), default=None)
         tick = inp.tick_ms if last is None or (inp.tick_ms is not None and inp.tick_ms > last) else last
         sh.advance_watermark(inp.part, inp.n_parts, tick, inp.final)
