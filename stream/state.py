@@ -43,6 +43,7 @@ class StateConfig:
     window_n: tuple[int, ...]  # window -> number of buckets
     windows_of_res: tuple[tuple[int, ...], ...]  # resolution -> window indices
     shortest_of_res: tuple[int, ...]  # resolution -> its window with the fewest buckets
+    longest_of_res: tuple[int, ...]  # resolution -> its window with the most buckets
     bases: tuple[tuple[int, ...], ...]  # window -> key -> index of its count stat
     recency_edges: tuple[int, ...]
     recency_offset: int
@@ -70,6 +71,10 @@ class StateConfig:
             windows_of_res=tuple(tuple(wi for wi, r in enumerate(window_res) if r == ri) for ri in range(len(res))),
             shortest_of_res=tuple(
                 min((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
+                for ri in range(len(res))
+            ),
+            longest_of_res=tuple(
+                max((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
                 for ri in range(len(res))
             ),
             bases=bases,
@@ -204,6 +209,7 @@ class CustomerState:
             return NO_CHANGE
         changed: set[int] = set()
         n_types = cfg.n_types
+        keep_before = [self.lo[wi] for wi in cfg.longest_of_res]
         for wi, ri in enumerate(cfg.window_res):
             new_lo = now // cfg.resolutions_ms[ri] - cfg.window_n[wi] + 1
             old_lo = self.lo[wi]
@@ -227,9 +233,17 @@ class CustomerState:
                     changed.add(key // n_types)
             self.lo[wi] = new_lo
         for ri, buckets in enumerate(self.buckets):
-            keep_from = min(self.lo[wi] for wi in cfg.windows_of_res[ri])
-            for b in [b for b in buckets if b < keep_from]:
-                del buckets[b]
+            # Buckets older than the longest window of their resolution are dropped; none is older than kept_from.
+            keep_from = self.lo[cfg.longest_of_res[ri]]
+            kept_from = keep_before[ri]
+            if keep_from <= kept_from or not buckets:
+                continue
+            if keep_from - kept_from < len(buckets):
+                for b in range(kept_from, keep_from):
+                    buckets.pop(b, None)
+            else:
+                for b in [b for b in buckets if b < keep_from]:
+                    del buckets[b]
         cap = cfg.recency_edges[-1]
         for g, last in list(self.last_ts.items()):
             d0, d1 = (clock - last) // DAY_MS, (now - last) // DAY_MS

@@ -351,6 +351,27 @@ def test_long_inactivity_empties_state(data):
     assert s.next_change(CFG) is None
 
 
+@SETTINGS
+@given(st.data())
+def test_memory_is_bounded_by_the_longest_window(data):
+    """After every step, no bucket is older than the longest window of its resolution."""
+    events, T = data.draw(scenario())
+    ops = data.draw(shuffled_ops(events, T))
+    ops += [("advance", T + k * data.draw(st.sampled_from([HOUR_MS, DAY_MS, 7 * DAY_MS]))) for k in range(1, 6)]
+    longest = {}
+    for w in SPEC.windows:
+        res = w.bucket_seconds * 1000
+        longest[res] = max(longest.get(res, 0), w.n_buckets)
+    s = CustomerState()
+    for op in ops:
+        run(s, CFG, op)
+        if s.clock is None:
+            continue  # no event yet: nothing kept
+        for res, buckets in zip(CFG.resolutions_ms, s.buckets, strict=True):
+            oldest = s.clock // res - longest[res] + 1
+            assert all(b >= oldest for b in buckets), (res, sorted(buckets)[:3], oldest)
+
+
 def test_new_state_is_empty_and_writes_new_row():
     s = CustomerState()
     assert s.is_empty()
