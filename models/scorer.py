@@ -40,9 +40,13 @@ class GroupScorer:
         used = sorted({groups.index(spec.group_of_feature(n)) for n in artifact.card.feature_names})
         return cls(group_index, artifact.card.version, positions, np.array(used, dtype=np.intp), artifact)
 
-    def score(self, rows: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for dense feature rows."""
-        return self.artifact.predict(rows[:, self.positions].astype(np.float32))
+    def score(self, rows: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities for dense feature rows (only rows ``which``, if given).
+
+        Only this model's columns are gathered: a full row is much wider than one model's inputs.
+        """
+        x = rows[:, self.positions] if which is None else rows[np.ix_(which, self.positions)]
+        return self.artifact.predict(x.astype(np.float32))
 
 
 class ProductionModels:
@@ -54,10 +58,12 @@ class ProductionModels:
         registry: ModelRegistry,
         poll_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        threads: int = 1,
     ):
         self.spec = spec
         self.registry = registry
         self.poll_seconds = poll_seconds
+        self.threads = threads  # XGBoost threads per predict call (scores do not depend on it)
         self._clock = clock
         self._next_poll = float("-inf")
         self.scorers: dict[int, GroupScorer] = {}
@@ -76,7 +82,9 @@ class ProductionModels:
             if version is None or (current is not None and current.version == version):
                 continue
             try:
-                scorer = GroupScorer.build(self.spec, gi, self.registry.load(group, version))
+                artifact = self.registry.load(group, version)
+                artifact.booster.set_param({"nthread": self.threads})
+                scorer = GroupScorer.build(self.spec, gi, artifact)
             except ModelError as exc:
                 log.error("keeping %s v%s: %s", group, current and current.version, exc)
                 continue

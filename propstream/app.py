@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,7 +137,12 @@ def run_stream(
     cfg = StateConfig.build(spec)
     models = None
     if with_models:
-        models = ProductionModels(spec, ModelRegistry(settings.models_dir), settings.stream.model_poll_seconds)
+        models = ProductionModels(
+            spec,
+            ModelRegistry(settings.models_dir),
+            settings.stream.model_poll_seconds,
+            threads=settings.stream.predict_threads or os.cpu_count() or 1,
+        )
         if not models.scorers and progress:
             progress("no production models yet: features only (run `propstream train`)")
     client = client_for(settings)

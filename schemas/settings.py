@@ -35,6 +35,7 @@ class StreamSettings(BaseModel):
     allowed_lateness_hours: float = Field(default=24.0, ge=0.0, le=24.0 * 90)
     model_poll_seconds: float = Field(default=5.0, gt=0.0)
     progress_seconds: float = Field(default=5.0, gt=0.0)
+    predict_threads: int = Field(default=0, ge=0)  # XGBoost threads when scoring (0: one per CPU)
     gc_seconds: float = Field(default=60.0, ge=0.0)  # collect cyclic garbage on this timer (0: Python's default)
 
 

@@ -134,6 +134,7 @@ class ShardProcessor:
         spec = cfg.spec
         self.group_names = spec.groups
         self.feature_names = spec.names
+        self.name_array = np.array(spec.names, dtype=object)
         self.n_groups = len(spec.groups)
 
     def process(self, sh: CustomerShard, inp: ShardInput) -> ShardOutput:
@@ -240,8 +241,9 @@ class ShardProcessor:
         changed = np.zeros((n, cfg.n_keys // cfg.n_types), dtype=bool)
         seqs = [0] * n
         blank = cfg.new_row()
-        names = self.feature_names
+        names = self.name_array
         rec_off = cfg.recency_offset
+        recency_names = self.feature_names[rec_off:]
         for i, user in enumerate(users):
             state = sh.customers.get(user)
             row = rows[i]
@@ -252,9 +254,9 @@ class ShardProcessor:
             groups = dirty.get(user)
             if groups:
                 changed[i, list(groups)] = True
-                values = row.tolist()
-                feats = {names[j]: values[j] for j in np.flatnonzero(row[:rec_off]).tolist()}
-                feats.update(zip(names[rec_off:], values[rec_off:], strict=True))
+                nonzero = np.flatnonzero(row[:rec_off])  # counters: only those that are not zero
+                feats = dict(zip(names[nonzero].tolist(), row[nonzero].tolist(), strict=True))
+                feats.update(zip(recency_names, row[rec_off:].tolist(), strict=True))
                 out.features.append((user, clock, row_version(clock, seqs[i]), feats))
         if self.models is not None and n:
             self._score(sh, out, users, rows, changed, seqs, swapped, clock)
@@ -294,7 +296,7 @@ class ShardProcessor:
                 idx = np.flatnonzero(changed[:, scorer.input_groups].any(axis=1))
             if idx.size == 0:
                 continue
-            probs = scorer.score(rows[idx])
+            probs = scorer.score(rows, idx)
             if not force:
                 moved = probs != last[idx, gi]
                 idx, probs = idx[moved], probs[moved]
