@@ -21,7 +21,7 @@ on the order events arrive in.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -274,12 +274,15 @@ class CustomerState:
         if clock is None:
             return None
         best: int | None = None
-        for wi, ri in enumerate(cfg.window_res):
-            lo = self.lo[wi]
-            live = [b for b in self.buckets[ri] if b >= lo]
-            if live:
-                t = (min(live) + cfg.window_n[wi]) * cfg.resolutions_ms[ri]
-                best = t if best is None or t < best else best
+        for ri, buckets in enumerate(self.buckets):
+            if not buckets:
+                continue
+            keys = sorted(buckets)
+            for wi in cfg.windows_of_res[ri]:
+                j = bisect_left(keys, self.lo[wi])  # the window's oldest live bucket leaves first
+                if j < len(keys):
+                    t = (keys[j] + cfg.window_n[wi]) * cfg.resolutions_ms[ri]
+                    best = t if best is None or t < best else best
         edges = cfg.recency_edges
         for last in self.last_ts.values():
             days = (clock - last) // DAY_MS
@@ -291,13 +294,15 @@ class CustomerState:
 
     def write_features(self, cfg: StateConfig, row: np.ndarray) -> None:
         """Fill a vector from ``cfg.new_row()`` with this customer's features as of ``clock``."""
+        at: list[int] = []
+        values: list[float] = []
         for wi, sums in enumerate(self.win):
             bases = cfg.bases[wi]
             for key, (n, cents, active) in sums.items():
                 i = bases[key]
-                row[i] = n
-                row[i + 1] = cents / 100
-                row[i + 2] = active
+                at += (i, i + 1, i + 2)
+                values += (n, cents / 100, active)
+        row[at] = values  # one numpy assignment instead of one per value
         if self.clock is not None:
             off = cfg.recency_offset
             for g, last in self.last_ts.items():
