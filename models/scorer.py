@@ -45,8 +45,7 @@ class GroupScorer:
 
         Only this model's columns are gathered: a full row is much wider than one model's inputs.
         """
-        x = rows[:, self.positions] if which is None else rows[np.ix_(which, self.positions)]
-        return self.artifact.predict(x.astype(np.float32))
+        return self.artifact.predict(rows[:, self.positions] if which is None else rows[np.ix_(which, self.positions)])
 
 
 class ProductionModels:

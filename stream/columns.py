@@ -58,12 +58,16 @@ def _mask(arr: pa.Array) -> Mask:
     return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _text(col: pa.Array, max_len: int) -> tuple[pa.Array, Mask]:
     """Ids as text and where they are certainly valid: integers, or plain text of 1..max_len characters."""
     if pa.types.is_integer(col.type):
         text = pc.cast(col, pa.string())
         ok = _mask(col.is_valid())
-    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+    elif _is_text(col.type):
         text = col.cast(pa.string())
         ok = _mask(pc.match_substring_regex(col, _PLAIN_TEXT)) & _mask(pc.less_equal(pc.utf8_length(col), max_len))
     else:
@@ -146,7 +150,7 @@ def fast_records(batch: pa.RecordBatch, mapping: ColumnMapping, sources: list[st
         type_index = np.full(n, TYPE_INDEX[mapping.type_value])
     else:
         type_col = _column(batch, mapping.type)
-        if type_col is None or not (pa.types.is_string(type_col.type) or pa.types.is_large_string(type_col.type)):
+        if type_col is None or not _is_text(type_col.type):
             return none
         found = pc.index_in(type_col, value_set=_TYPES)
         ok &= _mask(found.is_valid())
