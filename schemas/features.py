@@ -5,19 +5,27 @@ stream's state, training sets, model cards and ClickHouse::
 
     grp=<group>|type=<event type>|stat=<count|value|active>|win=<window>
     grp=<group>|stat=recency_days
+    grp=all|stat=history_days
 
 ``count`` is the number of events, ``value`` their summed value, ``active``
 the number of distinct non-empty buckets (hours for the 1d window, days
 otherwise), ``recency_days`` the whole days since the customer's last event in
 the group, rounded down to a bin edge and capped at the longest window.
+``history_days`` is how far back the customer's history in the longest window
+reaches: whole days from the start of its oldest non-empty bucket to the
+as-of time, rounded down to a bin edge (the same edges as recency). It tells a
+customer first seen last week from one with a year of history behind the same
+counts, and like every other feature it depends only on events in a window.
 
 >>> spec = FeatureSpec(groups=("coffee_tea",))
 >>> spec.names[0]
 'grp=coffee_tea|type=view|stat=count|win=1d'
 >>> spec.recency_name("all")
 'grp=all|stat=recency_days'
+>>> spec.names[-1]
+'grp=all|stat=history_days'
 >>> len(spec.names)
-110
+111
 """
 
 from __future__ import annotations
@@ -73,7 +81,7 @@ class FeatureSpec(BaseModel):
 
     The dense feature vector holds, for each group and then ``all``, for each
     event type, for each window, the stats ``count, value, active``; then one
-    ``recency_days`` per group and ``all``.
+    ``recency_days`` per group and ``all``; last ``history_days``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -117,6 +125,16 @@ class FeatureSpec(BaseModel):
         """The name of a group's recency feature."""
         return f"grp={group}|stat=recency_days"
 
+    @property
+    def history_name(self) -> str:
+        """The name of the customer's history length feature (it belongs to ``all``)."""
+        return f"grp={ALL_GROUP}|stat=history_days"
+
+    @cached_property
+    def history_window(self) -> int:
+        """Index of the longest window: the history feature looks back as far as it does."""
+        return max(range(len(self.windows)), key=lambda wi: self.windows[wi].span_ms)
+
     @cached_property
     def names(self) -> tuple[str, ...]:
         """All feature names in vector order."""
@@ -128,6 +146,7 @@ class FeatureSpec(BaseModel):
             for s in STATS
         ]
         out += [self.recency_name(g) for g in self.all_groups]
+        out.append(self.history_name)
         return tuple(out)
 
     @cached_property

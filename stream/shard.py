@@ -152,6 +152,11 @@ class ShardProcessor:
         lateness = self.lateness
         groups_of = self.catalog.groups_of
         applied = out.applied
+        # Consecutive events of one customer, time and type (a basket's lines) are counted as one run.
+        run_key = ("", 0, 0)  # (user, ts, type); run_n == 0 means no run yet
+        run_state = CustomerState()
+        run_counts: dict[int, list[int]] = {}
+        run_n = 0
         for rec in inp.events:
             user, item, type_index, ts, event_id, quantity, cents, _ = rec
             if clock is not None and ts < clock - lateness:
@@ -172,12 +177,20 @@ class ShardProcessor:
                     (f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source)
                 )
                 continue
-            changed = state.apply(cfg, ts, type_index, groups_of(item), cents, event_id)
-            marked = dirty.get(user)
-            if marked is None:
-                dirty[user] = set(changed)
-            else:
-                marked.update(changed)
+            state.mark_seen(event_id, ts)
+            key = (user, ts, type_index)
+            if key != run_key:
+                if run_n:
+                    self._apply_run(dirty, run_key, run_state, run_counts, run_n)
+                run_key, run_state, run_counts, run_n = key, state, {}, 0
+            for g in groups_of(item):
+                c = run_counts.get(g)
+                if c is None:
+                    run_counts[g] = [1, cents]
+                else:
+                    c[0] += 1
+                    c[1] += cents
+            run_n += 1
             applied.append(rec)
             item_key = (ts - ts % 3_600_000, item, type_index)
             touched_items.add(item_key)
@@ -190,6 +203,8 @@ class ShardProcessor:
                 cell[2] += cents
             if single and (clock is None or ts > clock):
                 clock = ts  # one partition: its own events move the clock (as advance_watermark would)
+        if run_n:
+            self._apply_run(dirty, run_key, run_state, run_counts, run_n)
         last = max((r.ts_ms for r in inp.events), default=None)
         tick = inp.tick_ms if last is None or (inp.tick_ms is not None and inp.tick_ms > last) else last
         sh.advance_watermark(inp.part, inp.n_parts, tick, inp.final)
@@ -211,6 +226,22 @@ class ShardProcessor:
             state.forget_seen_before(clock - self.lateness)
         self._refresh(sh, out, dirty, clock)
         return out
+
+    def _apply_run(
+        self,
+        dirty: dict[str, set[int]],
+        key: tuple[str, int, int],
+        state: CustomerState,
+        counts: dict[int, list[int]],
+        n_events: int,
+    ) -> None:
+        user, ts, type_index = key
+        changed = state.apply_run(self.cfg, ts, type_index, counts, n_events)
+        marked = dirty.get(user)
+        if marked is None:
+            dirty[user] = set(changed)
+        else:
+            marked.update(changed)
 
     def _item_rows(self, sh: CustomerShard, out: ShardOutput, touched: set) -> None:
         for key in touched:

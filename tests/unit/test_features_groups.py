@@ -43,7 +43,7 @@ SPECS = [
 def test_names_unique_and_index_matches(spec):
     assert len(set(spec.names)) == len(spec.names)
     n_groups = len(spec.groups) + 1
-    assert len(spec.names) == n_groups * len(spec.types) * len(spec.windows) * len(STATS) + n_groups
+    assert len(spec.names) == n_groups * len(spec.types) * len(spec.windows) * len(STATS) + n_groups + 1
     assert spec.index == {n: i for i, n in enumerate(spec.names)}
     for i, n in enumerate(spec.names):
         assert spec.index[n] == i
@@ -62,7 +62,8 @@ def test_counter_index_layout_matches_names(spec):
     assert seen == set(range(spec.recency_offset))
     for gi, g in enumerate(spec.all_groups):
         assert spec.names[spec.recency_offset + gi] == spec.recency_name(g) == f"grp={g}|stat=recency_days"
-    assert len(spec.names) == spec.recency_offset + len(spec.all_groups)
+    assert spec.names[-1] == spec.history_name == "grp=all|stat=history_days"
+    assert len(spec.names) == spec.recency_offset + len(spec.all_groups) + 1
 
 
 def test_default_spec_shape_and_names():
@@ -73,9 +74,11 @@ def test_default_spec_shape_and_names():
     assert spec.names[0] == "grp=coffee_tea|type=view|stat=count|win=1d"
     assert spec.names[1] == "grp=coffee_tea|type=view|stat=value|win=1d"
     assert spec.names[3] == "grp=coffee_tea|type=view|stat=count|win=7d"
-    assert spec.names[-1] == "grp=all|stat=recency_days"
-    # 2 groups x 3 types x 6 windows x 3 stats + 2 recency features
-    assert len(spec.names) == 2 * 3 * 6 * 3 + 2 == 110
+    assert spec.names[-2] == "grp=all|stat=recency_days"
+    assert spec.names[-1] == "grp=all|stat=history_days"
+    assert spec.windows[spec.history_window].name == "365d"
+    # 2 groups x 3 types x 6 windows x 3 stats + 2 recency features + history
+    assert len(spec.names) == 2 * 3 * 6 * 3 + 2 + 1 == 111
     assert spec.recency_cap_days == DEFAULT_RECENCY_EDGES[-1] == 365
 
 
@@ -85,6 +88,7 @@ def test_group_of_feature(spec):
         assert spec.group_of_feature(spec.recency_name(g)) == g
         for ti in range(len(spec.types)):
             assert spec.group_of_feature(spec.names[spec.counter_index(gi, ti, 0)]) == g
+    assert spec.group_of_feature(spec.history_name) == ALL_GROUP
 
 
 def test_group_of_feature_with_prefix_sharing_names():
@@ -100,8 +104,9 @@ def test_default_inputs_only_own_group_and_all(spec):
     for g in spec.groups:
         inputs = spec.default_inputs(g)
         assert {spec.group_of_feature(n) for n in inputs} == {g, ALL_GROUP}
-        assert len(inputs) == 2 * per_group
+        assert len(inputs) == 2 * per_group + 1  # and history_days
         assert spec.recency_name(g) in inputs and spec.recency_name(ALL_GROUP) in inputs
+        assert spec.history_name in inputs
         # in vector order
         assert [spec.index[n] for n in inputs] == sorted(spec.index[n] for n in inputs)
         for other in spec.groups:

@@ -65,6 +65,11 @@ def oracle(events: list[tuple[int, int, tuple[int, ...], int]], T: int) -> np.nd
             days = (T - max(lasts)) // DAY_MS
             rec = max(e for e in edges if e <= days) if days < cap else cap
         row[SPEC.index[SPEC.recency_name(g)]] = rec
+    longest = max(SPEC.windows, key=lambda w: w.span_ms)
+    res = longest.bucket_seconds * 1000
+    live = [ts // res for ts, *_ in events if T // res - longest.n_buckets + 1 <= ts // res]
+    days = (T - min(live) * res) // DAY_MS if live else 0
+    row[SPEC.index[SPEC.history_name]] = max(e for e in edges if e <= days) if days < cap else cap
     assert not np.isnan(row).any()  # every feature was defined exactly once
     return row
 
@@ -379,7 +384,8 @@ def test_new_state_is_empty_and_writes_new_row():
     assert np.array_equal(vec(s), CFG.new_row())
     row = CFG.new_row()
     assert (row[: CFG.recency_offset] == 0).all()
-    assert (row[CFG.recency_offset :] == SPEC.recency_cap_days).all()
+    assert (row[CFG.recency_offset : CFG.history_index] == SPEC.recency_cap_days).all()
+    assert row[CFG.history_index] == 0  # no history yet
 
 
 def test_forget_seen_before_keeps_recent_ids():
@@ -433,6 +439,8 @@ def test_state_config_layout_matches_feature_names():
                 assert SPEC.names[i + k] == feature_name(SPEC.all_groups[g], SPEC.types[t], stat, w.name)
     for g, name in enumerate(SPEC.all_groups):
         assert SPEC.names[CFG.recency_offset + g] == SPEC.recency_name(name)
+    assert CFG.history_index == CFG.recency_offset + len(SPEC.all_groups) == len(SPEC.names) - 1
+    assert SPEC.names[CFG.history_index] == SPEC.history_name
 
 
 def test_recency_bin_rounds_down_and_caps():
