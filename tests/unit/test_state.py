@@ -229,6 +229,36 @@ def test_any_arrival_order_gives_same_features(data):
     assert np.array_equal(got, oracle(events, T)), _diff(got, oracle(events, T))
 
 
+@SETTINGS
+@given(st.data())
+def test_a_run_applied_at_once_equals_its_events_one_by_one(data):
+    """apply_run (a basket's lines: one time, one type) == apply per event: features, changes, seq."""
+    events, T = data.draw(scenario(max_size=8))
+    ts = data.draw(st.integers(BASE, T))
+    ti = data.draw(st.integers(0, N_TYPES - 1))
+    lines = data.draw(st.lists(st.tuples(group_sets, cents), min_size=1, max_size=6))
+    now = data.draw(st.integers(BASE, T))  # the clock before the run: ts may be late or ahead of it
+    one_by_one, at_once = CustomerState(), CustomerState()
+    for s in (one_by_one, at_once):
+        for e_ts, e_ti, gs, c in sorted(events, key=lambda e: e[0]):
+            s.apply(CFG, e_ts, e_ti, gs, c)
+        s.advance(CFG, now)
+    changed_each: set[int] = set()
+    for gs, c in lines:
+        changed_each |= one_by_one.apply(CFG, ts, ti, gs, c)
+    counts: dict[int, list[int]] = {}
+    for gs, c in lines:
+        for g in gs:
+            counts.setdefault(g, [0, 0])
+            counts[g][0] += 1
+            counts[g][1] += c
+    changed_run = at_once.apply_run(CFG, ts, ti, counts, len(lines))
+    assert np.array_equal(vec(at_once), vec(one_by_one)), _diff(vec(at_once), vec(one_by_one))
+    assert set(changed_run) == changed_each
+    assert at_once.seq == one_by_one.seq
+    assert at_once.next_change(CFG) == one_by_one.next_change(CFG)
+
+
 def test_late_event_outside_short_window_counts_only_in_long_ones():
     s = CustomerState()
     s.apply(CFG, BASE + 20 * DAY_MS, 0, (2,), 100)
