@@ -122,7 +122,8 @@ class CustomerState:
 
     def __init__(self) -> None:
         self.clock: int | None = None  # ms; features are as of this time
-        self.buckets: list[dict[int, dict[int, list[int]]]] = []  # res -> bucket -> key -> [n, cents]
+        # res -> bucket -> key -> [n, cents]; buckets in ascending order, so the oldest comes first
+        self.buckets: list[dict[int, dict[int, list[int]]]] = []
         self.win: list[dict[int, list[int]]] = []  # window -> key -> [n, cents, active]
         self.lo: list[int] = []  # window -> oldest bucket index still inside it
         self.last_ts: dict[int, int] = {}  # group -> ms of its last event
@@ -190,11 +191,15 @@ class CustomerState:
             if not windows:
                 continue  # older than every window of this resolution: nothing to keep
             in_window = True
-            bucket = self.buckets[ri].get(b)
+            res_buckets = self.buckets[ri]
+            bucket = res_buckets.get(b)
             if bucket is None:
-                if ri == cfg.history_res and b < clock // res and self.buckets[ri] and b < min(self.buckets[ri]):
-                    changed.add(cfg.all_index)  # a late event reaching further back: history_days grows
-                bucket = self.buckets[ri][b] = {}
+                oldest, newest = next(iter(res_buckets), None), next(reversed(res_buckets), None)
+                bucket = res_buckets[b] = {}
+                if ri == cfg.history_res and b < clock // res and (oldest is None or b < oldest):
+                    changed.add(cfg.all_index)  # history_days now reaches further back
+                if newest is not None and b < newest:  # a late event's bucket: keep them in ascending order
+                    self.buckets[ri] = dict(sorted(res_buckets.items()))
             for g, (n, cents) in counts.items():
                 key = g * n_types + type_index
                 cell = bucket.get(key)
@@ -271,21 +276,27 @@ class CustomerState:
                 for b in range(kept_from, keep_from):
                     buckets.pop(b, None)
             else:
-                for b in [b for b in buckets if b < keep_from]:
+                old = []
+                for b in buckets:  # ascending: the old ones are a prefix
+                    if b >= keep_from:
+                        break
+                    old.append(b)
+                for b in old:
                     del buckets[b]
         if start is not None:
             after = self.history_start(cfg)
             if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
                 changed.add(cfg.all_index)  # history_days belongs to ``all``
-        cap = cfg.recency_edges[-1]
+        table = cfg.recency_table  # recency_bin, inlined: this loop runs for every group on every advance
+        cap = table[-1]
         for g, last in list(self.last_ts.items()):
             d0, d1 = (clock - last) // DAY_MS, (now - last) // DAY_MS
             if d0 == d1:
                 continue
-            after = cfg.recency_bin(d1)
-            if cfg.recency_bin(d0) != after:
+            after = table[d1] if d1 < cap else cap
+            if (table[d0] if d0 < cap else cap) != after:
                 changed.add(g)
-            if after >= cap:
+            if after == cap:
                 del self.last_ts[g]  # capped recency equals "never": forget it
         self.clock = now
         if changed:
@@ -304,7 +315,7 @@ class CustomerState:
     def history_start(self, cfg: StateConfig) -> int | None:
         """Start (ms) of the oldest bucket in the longest window, where ``history_days`` counts from."""
         buckets = self.buckets[cfg.history_res] if self.buckets else None
-        return min(buckets) * cfg.resolutions_ms[cfg.history_res] if buckets else None
+        return next(iter(buckets)) * cfg.resolutions_ms[cfg.history_res] if buckets else None
 
     def next_change(self, cfg: StateConfig) -> int | None:
         """Earliest clock time at which a feature changes without a new event."""
@@ -315,7 +326,7 @@ class CustomerState:
         for ri, buckets in enumerate(self.buckets):
             if not buckets:
                 continue
-            keys = sorted(buckets)
+            keys = list(buckets)  # already ascending
             for wi in cfg.windows_of_res[ri]:
                 j = bisect_left(keys, self.lo[wi])  # the window's oldest live bucket leaves first
                 if j < len(keys):

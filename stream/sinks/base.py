@@ -10,6 +10,8 @@ from datetime import datetime
 from schemas.events import EVENT_TYPES
 from stream.shard import ShardOutput
 
+TYPE_NAMES = tuple(t.value for t in EVENT_TYPES)
+
 TableRows = dict[str, dict[str, list]]  # table -> column -> values
 
 
@@ -39,15 +41,15 @@ def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
             u, i, ty, ts, eid, q, v, src = cols(
                 "events", "user_id", "item_id", "type", "ts", "event_id", "quantity", "value", "source"
             )
-            for r in out.applied:
-                u.append(r.user_id)
-                i.append(r.item_id)
-                ty.append(EVENT_TYPES[r.type_index].value)
-                ts.append(r.ts_ms)
-                eid.append(r.event_id)
-                q.append(r.quantity)
-                v.append(r.value_cents / 100)
-                src.append(r.source)
+            users, items, types, times, ids, quantities, cents, sources = zip(*out.applied, strict=True)
+            u += users
+            i += items
+            ty += [TYPE_NAMES[x] for x in types]
+            ts += times
+            eid += ids
+            q += quantities
+            v += [c / 100 for c in cents]
+            src += sources
         if out.dead_letters:
             reason, payload, source, rec = cols("dead_letters", "reason", "payload", "source", "received_at")
             for a, b, c in out.dead_letters:

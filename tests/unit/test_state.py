@@ -314,6 +314,16 @@ def test_reported_changed_groups_cover_actual_changes(data):
         assert all(0 <= g < N_GROUPS for g in changed)
 
 
+def test_a_late_event_into_an_empty_history_changes_history_days():
+    s = CustomerState()
+    s.apply(CFG, BASE, 0, (0,), 100)
+    s.advance(CFG, BASE + 400 * DAY_MS)  # every bucket expired: no history
+    assert vec(s)[CFG.history_index] == 0
+    changed = s.apply(CFG, BASE + 398 * DAY_MS, 0, (0,), 100)  # two days late, group a only
+    assert vec(s)[CFG.history_index] == 2
+    assert CFG.all_index in changed  # history_days belongs to ``all``, though the event is not in it
+
+
 def test_advance_backwards_or_before_start_is_a_no_op():
     s = CustomerState()
     assert s.advance(CFG, BASE) == frozenset()
@@ -405,6 +415,7 @@ def test_memory_is_bounded_by_the_longest_window(data):
         for res, buckets in zip(CFG.resolutions_ms, s.buckets, strict=True):
             oldest = s.clock // res - longest[res] + 1
             assert all(b >= oldest for b in buckets), (res, sorted(buckets)[:3], oldest)
+            assert list(buckets) == sorted(buckets)  # ascending: the oldest first (history_days, next_change)
 
 
 def test_new_state_is_empty_and_writes_new_row():
