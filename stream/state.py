@@ -44,6 +44,7 @@ class StateConfig:
     windows_of_res: tuple[tuple[int, ...], ...]  # resolution -> window indices
     shortest_of_res: tuple[int, ...]  # resolution -> its window with the fewest buckets
     longest_of_res: tuple[int, ...]  # resolution -> its window with the most buckets
+    expiry_plan: tuple[tuple[int, int, int, int, bool], ...]  # (window, res index, res ms, buckets, longest)
     bases: tuple[tuple[int, ...], ...]  # window -> key -> index of its count stat
     recency_edges: tuple[int, ...]
     recency_offset: int
@@ -60,6 +61,10 @@ class StateConfig:
         window_res = tuple(res.index(w.bucket_seconds * 1000) for w in spec.windows)
         n_types = len(spec.types)
         n_keys = len(spec.all_groups) * n_types
+        longest_of_res = tuple(
+            max((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
+            for ri in range(len(res))
+        )
         bases = tuple(
             tuple(spec.counter_index(k // n_types, k % n_types, wi) for k in range(n_keys))
             for wi in range(len(spec.windows))
@@ -76,9 +81,13 @@ class StateConfig:
                 min((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
                 for ri in range(len(res))
             ),
-            longest_of_res=tuple(
-                max((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
-                for ri in range(len(res))
+            longest_of_res=longest_of_res,
+            expiry_plan=tuple(
+                (wi, ri, res[ri], spec.windows[wi].n_buckets, wi == longest_of_res[ri])
+                for wi, ri in sorted(
+                    enumerate(window_res),
+                    key=lambda w: (w[1], spec.windows[w[0]].n_buckets, w[0] == longest_of_res[w[1]]),
+                )
             ),
             bases=bases,
             recency_edges=spec.recency_edges_days,
@@ -176,7 +185,7 @@ class CustomerState:
             self._start(cfg, ts)
             changed: set[int] = set()
         elif ts > self.clock:
-            changed = set(self.advance(cfg, ts))
+            changed = self._advance(cfg, self.clock, ts)
         else:
             changed = set()
         n_types = cfg.n_types
@@ -240,23 +249,26 @@ class CustomerState:
         clock = self.clock
         if clock is None or now <= clock:
             return NO_CHANGE
+        return frozenset(self._advance(cfg, clock, now))
+
+    def _advance(self, cfg: StateConfig, clock: int, now: int) -> set[int]:
         changed: set[int] = set()
         n_types = cfg.n_types
-        keep_before = [self.lo[wi] for wi in cfg.longest_of_res]
+        lo = self.lo
         start = self.history_start(cfg)
-        for wi, ri in enumerate(cfg.window_res):
-            new_lo = now // cfg.resolutions_ms[ri] - cfg.window_n[wi] + 1
-            old_lo = self.lo[wi]
+        for wi, ri, res, n_buckets, longest in cfg.expiry_plan:
+            new_lo = now // res - n_buckets + 1
+            old_lo = lo[wi]
             if new_lo <= old_lo:
                 continue
             sums = self.win[wi]
             buckets = self.buckets[ri]
             if new_lo - old_lo < len(buckets):
-                leaving = [buckets[b] for b in range(old_lo, new_lo) if b in buckets]
+                leaving = [b for b in range(old_lo, new_lo) if b in buckets]
             else:
-                leaving = [bk for b, bk in buckets.items() if old_lo <= b < new_lo]
-            for bucket in leaving:
-                for key, (n, cents) in bucket.items():
+                leaving = [b for b in buckets if old_lo <= b < new_lo]
+            for b in leaving:
+                for key, (n, cents) in buckets[b].items():
                     s = sums[key]
                     if s[0] == n:
                         del sums[key]
@@ -265,24 +277,10 @@ class CustomerState:
                         s[1] -= cents
                         s[2] -= 1
                     changed.add(key // n_types)
-            self.lo[wi] = new_lo
-        for ri, buckets in enumerate(self.buckets):
-            # Buckets older than the longest window of their resolution are dropped; none is older than kept_from.
-            keep_from = self.lo[cfg.longest_of_res[ri]]
-            kept_from = keep_before[ri]
-            if keep_from <= kept_from or not buckets:
-                continue
-            if keep_from - kept_from < len(buckets):
-                for b in range(kept_from, keep_from):
-                    buckets.pop(b, None)
-            else:
-                old = []
-                for b in buckets:  # ascending: the old ones are a prefix
-                    if b >= keep_from:
-                        break
-                    old.append(b)
-                for b in old:
+            if longest:  # out of every window of its resolution (shorter windows went first): drop it
+                for b in leaving:
                     del buckets[b]
+            lo[wi] = new_lo
         if start is not None:
             after = self.history_start(cfg)
             if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
@@ -301,7 +299,7 @@ class CustomerState:
         self.clock = now
         if changed:
             self.seq += 1
-        return frozenset(changed)
+        return changed
 
     def forget_seen_before(self, ts: int) -> None:
         """Drop duplicate-detection ids of events older than ``ts`` (past allowed lateness)."""
@@ -352,11 +350,14 @@ class CustomerState:
                 i = bases[key]
                 at += (i, i + 1, i + 2)
                 values += (n, cents / 100, active)
-        row[at] = values  # one numpy assignment instead of one per value
-        if self.clock is not None:
+        clock = self.clock
+        if clock is not None:
             off = cfg.recency_offset
             for g, last in self.last_ts.items():
-                row[off + g] = cfg.recency_bin((self.clock - last) // DAY_MS)
+                at.append(off + g)
+                values.append(cfg.recency_bin((clock - last) // DAY_MS))
             start = self.history_start(cfg)
             if start is not None:
-                row[cfg.history_index] = cfg.recency_bin((self.clock - start) // DAY_MS)
+                at.append(cfg.history_index)
+                values.append(cfg.recency_bin((clock - start) // DAY_MS))
+        row[at] = values  # one numpy assignment instead of one per value
