@@ -268,27 +268,40 @@ class ShardProcessor:
             users += [u for u in sh.customers if u not in seen]
             users += [u for u in sh.scores if u not in seen and u not in sh.customers]
         n = len(users)
-        rows = np.empty((n, cfg.n_features), dtype=np.float64)
-        changed = np.zeros((n, cfg.n_keys // cfg.n_types), dtype=bool)
+        rows = np.tile(cfg.new_row(), (n, 1))
         seqs = [0] * n
-        blank = cfg.new_row()
-        names = self.name_array
-        rec_off = cfg.recency_offset
-        recency_names = self.feature_names[rec_off:]
+        customers = sh.customers
         for i, user in enumerate(users):
-            state = sh.customers.get(user)
-            row = rows[i]
-            row[:] = blank
+            state = customers.get(user)
             if state is not None:
-                state.write_features(cfg, row)
+                state.write_features(cfg, rows[i])
                 seqs[i] = state.seq
+        # Feature rows of the customers whose features changed, built for all of them at once.
+        changed = np.zeros((n, cfg.n_keys // cfg.n_types), dtype=bool)
+        at_row: list[int] = []
+        at_group: list[int] = []
+        with_features: list[int] = []
+        for i, user in enumerate(users):
             groups = dirty.get(user)
             if groups:
-                changed[i, list(groups)] = True
-                nonzero = np.flatnonzero(row[:rec_off])  # counters: only those that are not zero
-                feats = dict(zip(names[nonzero].tolist(), row[nonzero].tolist(), strict=True))
-                feats.update(zip(recency_names, row[rec_off:].tolist(), strict=True))
-                out.features.append((user, clock, row_version(clock, seqs[i]), feats))
+                at_row += [i] * len(groups)
+                at_group += groups
+                with_features.append(i)
+        changed[at_row, at_group] = True
+        rec_off = cfg.recency_offset
+        sub = rows[with_features]
+        r, c = np.nonzero(sub[:, :rec_off])  # counters: only those that are not zero
+        names = self.name_array[c].tolist()
+        values = sub[r, c].tolist()
+        ends = np.cumsum(np.bincount(r, minlength=len(with_features))).tolist()
+        recency_names = self.feature_names[rec_off:]
+        start = 0
+        for k, recency in enumerate(sub[:, rec_off:].tolist()):
+            i = with_features[k]
+            feats = dict(zip(names[start : ends[k]], values[start : ends[k]], strict=True))
+            feats.update(zip(recency_names, recency, strict=True))
+            start = ends[k]
+            out.features.append((users[i], clock, row_version(clock, seqs[i]), feats))
         if self.models is not None and n:
             self._score(sh, out, users, rows, changed, seqs, swapped, clock)
         for user in dirty:
