@@ -46,6 +46,7 @@ class EventType(StrEnum):
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
 TYPE_INDEX: dict[str, int] = {t.value: i for i, t in enumerate(EVENT_TYPES)}
+TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in EVENT_TYPES)  # by type index, for the hot path
 
 
 class EventRecord(NamedTuple):

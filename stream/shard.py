@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.events import EVENT_TYPES, EventRecord
+from schemas.events import TYPE_NAMES, EventRecord
 from schemas.groups import GroupCatalog
 from stream.state import CustomerState, StateConfig
 
@@ -172,12 +172,11 @@ class ShardProcessor:
             state = customers.get(user)
             if state is None:
                 state = customers[user] = CustomerState()
-            elif state.is_duplicate(event_id):
+            if not state.see(event_id, ts):
                 out.dead_letters.append(
                     (f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source)
                 )
                 continue
-            state.mark_seen(event_id, ts)
             key = (user, ts, type_index)
             if key != run_key:
                 if run_n:
@@ -244,9 +243,10 @@ class ShardProcessor:
             marked.update(changed)
 
     def _item_rows(self, sh: CustomerShard, out: ShardOutput, touched: set) -> None:
+        items, rows, shard = sh.items, out.item_activity, sh.shard
         for key in touched:
-            n, qty, cents = sh.items[key]
-            out.item_activity.append((key[0], key[1], EVENT_TYPES[key[2]].value, n, qty, cents / 100, sh.shard))
+            n, qty, cents = items[key]
+            rows.append((key[0], key[1], TYPE_NAMES[key[2]], n, qty, cents / 100, shard))
         horizon = (sh.clock or 0) - self.lateness - 3_600_000
         if sh.items and min(k[0] for k in sh.items) < horizon:
             sh.items = {k: v for k, v in sh.items.items() if k[0] >= horizon}

@@ -155,9 +155,13 @@ class CustomerState:
         """Whether an event with this id was already applied (within the dedupe horizon)."""
         return event_id in self.seen
 
-    def mark_seen(self, event_id: str, ts: int) -> None:
-        """Remember an event id, so a second delivery is recognised (see ``is_duplicate``)."""
-        self.seen[event_id] = ts
+    def see(self, event_id: str, ts: int) -> bool:
+        """Remember an event id; False when it was already seen (a second delivery)."""
+        seen = self.seen
+        if event_id in seen:
+            return False
+        seen[event_id] = ts
+        return True
 
     def apply(
         self,
@@ -170,7 +174,7 @@ class CustomerState:
     ) -> set[int] | frozenset[int]:
         """Count one event; returns the groups whose features changed."""
         if event_id is not None:
-            self.mark_seen(event_id, ts)
+            self.seen[event_id] = ts
         return self.apply_run(cfg, ts, type_index, {g: [1, value_cents] for g in groups}, 1)
 
     def apply_run(

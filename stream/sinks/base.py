@@ -7,10 +7,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas.events import EVENT_TYPES
+from schemas.events import TYPE_NAMES
 from stream.shard import ShardOutput
-
-TYPE_NAMES = tuple(t.value for t in EVENT_TYPES)
 
 TableRows = dict[str, dict[str, list]]  # table -> column -> values
 
