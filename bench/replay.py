@@ -48,7 +48,7 @@ def add_timers(seconds: Counter) -> None:
     timed(EventParser, "parse_batch", lambda a: "parse")
     timed(ShardProcessor, "process", lambda a: "shard")
     timed(ShardProcessor, "_refresh", lambda a: "shard: refresh (incl. scoring)")
-    timed(ShardProcessor, "_score", lambda a: "shard: scoring")
+    timed(ShardProcessor, "_predict", lambda a: "shard: scoring (own thread, overlaps refresh)")
     timed(ClickHouseWriter, "insert", lambda a: f"insert {a[1]}")
 
 

@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import heapq
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from schemas.events import TYPE_NAMES, EventRecord
 from schemas.groups import GroupCatalog
 from stream.state import CustomerState, StateConfig
+
+if TYPE_CHECKING:
+    from models.scorer import GroupScorer
 
 STATE_VERSION = 1
 VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
@@ -136,6 +141,7 @@ class ShardProcessor:
         self.feature_names = spec.names
         self.name_array = np.array(spec.names, dtype=object)
         self.n_groups = len(spec.groups)
+        self._pool: ThreadPoolExecutor | None = None  # started at the first batch with models
 
     def process(self, sh: CustomerShard, inp: ShardInput) -> ShardOutput:
         """Apply a batch to the shard and return what changed."""
@@ -276,7 +282,6 @@ class ShardProcessor:
             if state is not None:
                 state.write_features(cfg, rows[i])
                 seqs[i] = state.seq
-        # Feature rows of the customers whose features changed, built for all of them at once.
         changed = np.zeros((n, cfg.n_keys // cfg.n_types), dtype=bool)
         at_row: list[int] = []
         at_group: list[int] = []
@@ -288,6 +293,12 @@ class ShardProcessor:
                 at_group += groups
                 with_features.append(i)
         changed[at_row, at_group] = True
+        # XGBoost releases the GIL: predictions run in a thread while this one builds rows and schedules.
+        scoring = None
+        if self.models is not None and n:
+            plan = self._score_plan(len(users), changed, swapped)
+            scoring = self._scoring_thread().submit(self._predict, rows, plan)
+        # Feature rows of the customers whose features changed, built for all of them at once.
         rec_off = cfg.recency_offset
         sub = rows[with_features]
         r, c = np.nonzero(sub[:, :rec_off])  # counters: only those that are not zero
@@ -302,8 +313,6 @@ class ShardProcessor:
             feats.update(zip(recency_names, recency, strict=True))
             start = ends[k]
             out.features.append((users[i], clock, row_version(clock, seqs[i]), feats))
-        if self.models is not None and n:
-            self._score(sh, out, users, rows, changed, seqs, swapped, clock)
         for user in dirty:
             state = sh.customers[user]
             if state.is_empty():
@@ -314,33 +323,46 @@ class ShardProcessor:
             if due is not None and sh.due.get(user) != due:
                 sh.due[user] = due
                 heapq.heappush(sh.heap, (due, user))
+        if scoring is not None:
+            self._record_scores(sh, out, users, plan, scoring.result(), seqs, clock)
 
-    def _score(
+    def _scoring_thread(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propstream-scoring")
+        return self._pool
+
+    def _score_plan(self, n: int, changed: np.ndarray, swapped: set[int]) -> list[tuple[GroupScorer, np.ndarray, bool]]:
+        """Which rows each group rescores: those whose model inputs changed, or all after a model swap."""
+        plan = []
+        for gi, scorer in self.models.scorers.items():
+            force = gi in swapped
+            idx = np.arange(n) if force else np.flatnonzero(changed[:, scorer.input_groups].any(axis=1))
+            if idx.size:
+                plan.append((scorer, idx, force))
+        return plan
+
+    def _predict(self, rows: np.ndarray, plan: list[tuple[GroupScorer, np.ndarray, bool]]) -> list[np.ndarray]:
+        """One ``inplace_predict`` per affected group."""
+        return [scorer.score(rows, idx) for scorer, idx, _ in plan]
+
+    def _record_scores(
         self,
         sh: CustomerShard,
         out: ShardOutput,
         users: list[str],
-        rows: np.ndarray,
-        changed: np.ndarray,
+        plan: list[tuple[GroupScorer, np.ndarray, bool]],
+        predictions: list[np.ndarray],
         seqs: list[int],
-        swapped: set[int],
         clock: int,
     ) -> None:
-        """One ``inplace_predict`` per affected group; keep only scores that moved."""
+        """Keep only scores that moved (all of them after a model swap) and remember them."""
         nan_row = np.full(self.n_groups, np.nan)
         last = np.vstack([sh.scores.get(u, nan_row) for u in users])
         versions = [row_version(clock, q) for q in seqs]
         cols = out.scores
         cols.as_of = clock
-        for gi, scorer in self.models.scorers.items():
-            force = gi in swapped
-            if force:
-                idx = np.arange(len(users))
-            else:
-                idx = np.flatnonzero(changed[:, scorer.input_groups].any(axis=1))
-            if idx.size == 0:
-                continue
-            probs = scorer.score(rows, idx)
+        for (scorer, idx, force), probs in zip(plan, predictions, strict=True):
+            gi = scorer.group_index
             if not force:
                 moved = probs != last[idx, gi]
                 idx, probs = idx[moved], probs[moved]
