@@ -9,12 +9,14 @@ Processing one ``ShardInput``:
 
 1. events in arrival order: late (older than the shard clock minus the
    allowed lateness) and duplicate (event_id seen) events become dead
-   letters; the rest are applied to their customer's state;
+   letters; the rest are applied to their customer's state, consecutive
+   events of one customer, time and type (a basket's lines) as one update;
 2. the clock moves to the batch's tick; customers due in the expiry heap and
    every touched customer advance to it;
 3. changed customers' feature vectors are rebuilt, and every group whose
-   model inputs changed is rescored in one call per group; a group whose
-   production model changed is rescored for every customer of the shard;
+   model inputs changed is rescored in one call per group (in a scoring
+   thread, while the feature rows are built); a group whose production model
+   changed is rescored for every customer of the shard;
 4. everything that changed leaves as one ``ShardOutput`` for the sinks.
 """
 
