@@ -43,7 +43,6 @@ class StateConfig:
     window_n: tuple[int, ...]  # window -> number of buckets
     windows_of_res: tuple[tuple[int, ...], ...]  # resolution -> window indices
     shortest_of_res: tuple[int, ...]  # resolution -> its window with the fewest buckets
-    longest_of_res: tuple[int, ...]  # resolution -> its window with the most buckets
     expiry_plan: tuple[tuple[int, int, int, int, bool], ...]  # (window, res index, res ms, buckets, longest)
     bases: tuple[tuple[int, ...], ...]  # window -> key -> index of its count stat
     recency_edges: tuple[int, ...]
@@ -81,7 +80,6 @@ class StateConfig:
                 min((wi for wi, r in enumerate(window_res) if r == ri), key=lambda wi: spec.windows[wi].n_buckets)
                 for ri in range(len(res))
             ),
-            longest_of_res=longest_of_res,
             expiry_plan=tuple(
                 (wi, ri, res[ri], spec.windows[wi].n_buckets, wi == longest_of_res[ri])
                 for wi, ri in sorted(
@@ -150,10 +148,6 @@ class CustomerState:
         self.buckets = [{} for _ in cfg.resolutions_ms]
         self.win = [{} for _ in cfg.window_n]
         self.lo = [ts // cfg.resolutions_ms[r] - n + 1 for r, n in zip(cfg.window_res, cfg.window_n, strict=True)]
-
-    def is_duplicate(self, event_id: str) -> bool:
-        """Whether an event with this id was already applied (within the dedupe horizon)."""
-        return event_id in self.seen
 
     def see(self, event_id: str, ts: int) -> bool:
         """Remember an event id; False when it was already seen (a second delivery)."""
