@@ -280,9 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     from schemas.groups import GroupsFileError
     from schemas.mapping import MappingFileError
     from stream.producer import DeliveryError
+    from stream.shard import SnapshotMismatchError
     from stream.sources import SourceError
 
-    user_errors = (AppError, GroupsFileError, MappingFileError, SourceError, ValidationError, DeliveryError)
+    user_errors = (
+        AppError,
+        GroupsFileError,
+        MappingFileError,
+        SourceError,
+        ValidationError,
+        DeliveryError,
+        SnapshotMismatchError,
+    )
     try:
         return int(args.func(args))
     except user_errors as exc:

@@ -25,7 +25,7 @@ from bytewax.outputs import DynamicSink
 from schemas.events import EventRecord
 from schemas.groups import GroupCatalog
 from stream.parse import EventParser, ParsedBatch
-from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor, shard_of
+from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor, restore_shard, shard_of, state_layout
 from stream.sinks.base import RunStats
 from stream.sinks.clickhouse import ClickHouseSink
 from stream.sources.base import SourceBatch
@@ -89,6 +89,7 @@ def build_dataflow(
     """Wire the dataflow; no I/O happens until it runs."""
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
     n_shards = flow_cfg.n_shards
+    layout = state_layout(cfg, catalog.groups)
 
     def parse(batch: SourceBatch) -> ParsedBatch:
         pb = parser.parse_batch(batch)
@@ -107,7 +108,7 @@ def build_dataflow(
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.
-        shard = pickle.loads(resume) if resume is not None else CustomerShard(-1)
+        shard = restore_shard(resume, layout) if resume is not None else CustomerShard(-1, layout)
         return ShardLogic(processor, shard, flow_cfg.recovery)
 
     keyed_out = op.stateful("customers", routed, builder)

@@ -22,7 +22,9 @@ Processing one ``ShardInput``:
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import pickle
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,19 +33,54 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from schemas.events import TYPE_NAMES, EventRecord
-from schemas.groups import GroupCatalog
+from schemas.groups import GroupCatalog, ProductGroup
 from stream.state import CustomerState, StateConfig
 
 if TYPE_CHECKING:
     from models.scorer import GroupScorer
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: buckets kept in ascending time order, history_days; shards record their layout
 VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
 
 
 def shard_of(user_id: str, n_shards: int) -> int:
     """Stable shard of a customer (never Python's salted ``hash``)."""
     return zlib.crc32(user_id.encode()) % n_shards
+
+
+class SnapshotMismatchError(RuntimeError):
+    """A recovery snapshot was made by other state code or for another feature layout."""
+
+
+def state_layout(cfg: StateConfig, groups: tuple[ProductGroup, ...]) -> str:
+    """Fingerprint of what the counters in a shard mean: the feature layout and the group rules.
+
+    Catalog rows are not part of it: new products may join groups without
+    invalidating counts of events already applied.
+    """
+    rules = [g.model_dump(exclude={"base_rate_30d"}) for g in groups]
+    text = cfg.spec.model_dump_json() + repr(rules)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def restore_shard(snapshot: bytes, layout: str) -> CustomerShard:
+    """Unpickle a shard snapshot; refuse one whose counters would be read with another meaning."""
+    shard = pickle.loads(snapshot)
+    version = getattr(shard, "version", None)
+    if version != STATE_VERSION:
+        msg = (
+            f"recovery snapshot holds customer state version {version}, this build reads version "
+            f"{STATE_VERSION}: start with an empty --recovery-dir and replay the events archive"
+        )
+        raise SnapshotMismatchError(msg)
+    if shard.layout != layout:
+        msg = (
+            "recovery snapshot was made for other product groups or feature windows "
+            f"(layout {shard.layout}, now {layout}): resuming would misread its counters; "
+            "start with an empty --recovery-dir and replay the events archive"
+        )
+        raise SnapshotMismatchError(msg)
+    return shard
 
 
 def row_version(as_of_ms: int, seq: int) -> int:
@@ -97,8 +134,9 @@ class ShardOutput:
 class CustomerShard:
     """Customers of one shard; the state Bytewax snapshots for recovery."""
 
-    def __init__(self, shard: int):
+    def __init__(self, shard: int, layout: str = ""):
         self.version = STATE_VERSION
+        self.layout = layout  # state_layout() of the config that built it
         self.shard = shard
         self.clock: int | None = None
         self.customers: dict[str, CustomerState] = {}

@@ -51,3 +51,23 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert "missing.csv does not exist" in capsys.readouterr().err
     assert main(["segment", "--data-dir", str(tmp_path), "--group", "g"]) == 2
     assert "exactly one of --min-score or --top" in capsys.readouterr().err
+
+
+def test_resuming_with_changed_product_groups_is_refused(world, tmp_path, chdb_dsn, capsys, monkeypatch):
+    """Recovery snapshots hold counters per group: read under other rules they would be wrong, silently."""
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    monkeypatch.setenv("PROPSTREAM_CLICKHOUSE__DATABASE", settings.clickhouse.database)
+    groups = tmp_path / "groups.toml"
+    shutil.copy(world.groups_file, groups)
+    monkeypatch.setenv("PROPSTREAM_GROUPS_FILE", str(groups))
+    events = write_events(tmp_path / "ev.jsonl", world.events[:1000])
+    run = ["run", "--data-dir", str(tmp_path), "--clickhouse", chdb_dsn, "--input", str(events)]
+    run += ["--catalog", str(world.catalog_file), "--recovery-dir", str(tmp_path / "rec")]
+    assert main(run) == 0
+    assert main(run) == 0  # the same groups resume
+    groups.write_text(groups.read_text().replace("[groups.", "[groups.x_", 1))  # one group renamed
+    capsys.readouterr()
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "recovery snapshot was made for other product groups" in err
+    assert err.count("\n") == 1

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import pickle
+
+import pytest
+
 from schemas.events import EventRecord
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, ProductGroup
-from stream.shard import CustomerShard, ShardInput, ShardProcessor, row_version, shard_of
+from stream.shard import (
+    CustomerShard,
+    ShardInput,
+    ShardProcessor,
+    SnapshotMismatchError,
+    restore_shard,
+    row_version,
+    shard_of,
+    state_layout,
+)
 from stream.state import CustomerState, StateConfig
 
 
@@ -68,3 +81,28 @@ def test_a_basket_counts_once_per_line_and_a_repeated_line_is_a_duplicate():
     assert feats == {n: v for n, v in zip(names, row.tolist(), strict=True) if v or n.count("|") == 1}
     assert feats["grp=coffee|type=purchase|stat=count|win=1d"] == 2
     assert feats["grp=all|type=purchase|stat=value|win=1d"] == 10.74
+
+
+def test_a_snapshot_resumes_only_into_the_layout_and_state_version_that_made_it():
+    coffee = ProductGroup(name="coffee", categories=("COFFEE",))
+    tea = ProductGroup(name="tea", categories=("TEA",))
+    cfg = StateConfig.build(FeatureSpec(groups=("coffee", "tea")))
+    layout = state_layout(cfg, (coffee, tea))
+    catalog = GroupCatalog((coffee, tea), {"c1": (0, 2)})
+    sh = CustomerShard(0, layout)
+    ShardProcessor(cfg, catalog, None, 0).process(sh, ShardInput(0, [EventRecord("u1", "c1", 2, 10**12, "", 1.0, 99, "")], None))
+    snapshot = pickle.dumps(sh)
+    assert restore_shard(snapshot, layout).customers.keys() == {"u1"}
+    # The same names with another rule, another group order, other windows: the counters would mean something else.
+    wider = ProductGroup(name="coffee", categories=("COFFEE", "TEA"))
+    assert state_layout(cfg, (wider, tea)) != layout
+    assert state_layout(StateConfig.build(FeatureSpec(groups=("tea", "coffee"))), (tea, coffee)) != layout
+    fewer_windows = FeatureSpec(groups=("coffee", "tea"), windows=cfg.spec.windows[:-1])
+    assert state_layout(StateConfig.build(fewer_windows), (coffee, tea)) != layout
+    # A base rate is documentation, not a rule.
+    assert state_layout(cfg, (coffee.model_copy(update={"base_rate_30d": 0.2}), tea)) == layout
+    with pytest.raises(SnapshotMismatchError, match="other product groups or feature windows"):
+        restore_shard(snapshot, state_layout(cfg, (wider, tea)))
+    sh.version = 1  # made by an older build
+    with pytest.raises(SnapshotMismatchError, match="state version 1"):
+        restore_shard(pickle.dumps(sh), layout)
