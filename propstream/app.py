@@ -17,6 +17,7 @@ from bytewax.inputs import Source
 from models.registry import ModelRegistry
 from models.scorer import ProductionModels
 from offline_train.dataset import build_examples
+from offline_train.rescore import RescoreResult, bulk_rescore
 from offline_train.train import TrainPlan, train_all
 from schemas.cards import ModelCard
 from schemas.ddl import DATABASE
@@ -274,7 +275,21 @@ def train(
     registry = ModelRegistry(settings.models_dir)
     cards = train_all(spec, ex, plan, registry, groups, progress=progress, params=params)
     write_cards(settings, registry, cards)
+    rescore(settings, progress)
     return cards
+
+
+def rescore(settings: Settings, progress: Progress = print) -> RescoreResult:
+    """Score stored customer features with production models where ``scores`` holds another model's."""
+    catalog = load_catalog(settings)
+    spec = feature_spec(catalog)
+    models = ProductionModels(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
+    result = bulk_rescore(
+        client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress
+    )
+    if result.groups:
+        progress(f"rescored {', '.join(result.groups)}: {result.customers:,} customers, {result.rows:,} score rows")
+    return result
 
 
 def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCard]) -> None:

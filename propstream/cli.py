@@ -135,6 +135,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from propstream import app
+
+    result = app.rescore(_settings(args), progress=print)
+    if args.json:
+        print(json.dumps({"groups": result.groups, "customers": result.customers, "score_rows": result.rows}))
+    elif not result.groups:
+        print("scores are current: every stored score comes from its group's production model")
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from propstream import app
 
@@ -248,10 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     files(sp, catalog=False)
     _flag(sp, "--rejects", None, "write rejected rows (source, reason) to this JSONL file")
 
-    sp = command("train", "train, calibrate, evaluate and promote one model per group", cmd_train)
+    sp = command(
+        "train", "train, calibrate, evaluate and promote one model per group, then rescore stored customers", cmd_train
+    )
     _flag(sp, "--group", None, "only these groups (repeatable)", action="append")
     _flag(sp, "--input", "PROPSTREAM_TRAIN_INPUT", "train from files instead of the events archive")
     files(sp)
+
+    command(
+        "rescore",
+        "score stored customer features with the production models where scores hold another model's",
+        cmd_rescore,
+    )
 
     sp = command("init", "create the ClickHouse schema and, with --kafka, the topics (idempotent)", cmd_init)
     _flag(

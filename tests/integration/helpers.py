@@ -52,3 +52,22 @@ def production_predict(settings: Settings, group: str, rows: np.ndarray) -> tupl
     art = registry.load(group, version)
     pos = art.input_positions(state_config(settings).spec.index)
     return art.predict(np.ascontiguousarray(rows[:, pos])), version
+
+
+def assert_scores_current(settings: Settings) -> dict[str, int]:
+    """No stale score: every stored score is its group's production model on the stored features.
+
+    Returns the production version of each group.
+    """
+    feats = stored_features(settings)
+    scores = stored_scores(settings)
+    users = sorted(feats)
+    rows = np.vstack([feats[u] for u in users])
+    versions = {}
+    for group in state_config(settings).spec.groups:
+        expected, version = production_predict(settings, group, rows)
+        got = np.array([scores[(u, group)][0] for u in users])
+        np.testing.assert_array_equal(got, expected, err_msg=group)
+        assert {scores[(u, group)][1] for u in users} == {version}
+        versions[group] = version
+    return versions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -11,10 +12,12 @@ from models.artifact import FeatureMismatchError
 from models.registry import ModelRegistry
 from models.scorer import GroupScorer, ProductionModels
 from propstream import app
+from propstream.cli import main
 from schemas.events import Event
 from stream.shard import CustomerShard, ShardInput, ShardProcessor
 from stream.state import StateConfig
-from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, make_settings
+from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, make_settings, write_events
+from tests.integration.helpers import assert_scores_current, query, run
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +66,39 @@ def test_model_whose_features_do_not_match_the_spec_is_refused(world, trained_di
         GroupScorer.build(narrower, 0, art)
     scorer = GroupScorer.build(spec, spec.groups.index("coffee"), art)
     assert scorer.score(np.vstack([StateConfig.build(spec).new_row()])).shape == (1,)
+
+
+def test_a_model_promoted_while_the_stream_is_down_is_rescored_in_bulk(world, trained_dir, tmp_path, chdb_dsn, capsys):
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    run(settings, [write_events(tmp_path / "ev.jsonl", world.events[:3000])])
+    assert assert_scores_current(settings) == dict.fromkeys(app.feature_spec(app.load_catalog(settings)).groups, 1)
+    history = "SELECT group_id, model_version, count() FROM {db}.score_history GROUP BY ALL ORDER BY ALL"
+    before = query(settings, history)
+    n_customers = query(settings, "SELECT count() FROM {db}.customer_features FINAL")[0][0]
+
+    # Retraining promotes coffee v2 and rescores the stored customers at its end: no stream runs.
+    records = [Event.model_validate(e).to_record("t") for e in world.events]
+    app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS)
+    versions = assert_scores_current(settings)
+    assert versions["coffee"] == 2 and set(versions.values()) == {1, 2}
+    assert query(settings, history) == sorted([*before, ("coffee", 2, n_customers)])
+    assert app.rescore(settings, progress=lambda _: None).groups == []  # nothing stale: nothing written
+    assert query(settings, history) == sorted([*before, ("coffee", 2, n_customers)])
+
+    # Rolled back by hand: `propstream rescore` brings the v1 scores back.
+    ModelRegistry(settings.models_dir).promote("coffee", 1)
+    env = {
+        "PROPSTREAM_CLICKHOUSE__DATABASE": settings.clickhouse.database,
+        "PROPSTREAM_GROUPS_FILE": str(world.groups_file),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert main(["rescore", "--data-dir", str(tmp_path), "--clickhouse", chdb_dsn, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {
+        "groups": ["coffee"],
+        "customers": n_customers,
+        "score_rows": n_customers,
+    }
+    assert assert_scores_current(settings)["coffee"] == 1

@@ -15,7 +15,14 @@ from offline_train.dataset import replay_features
 from propstream import app
 from schemas.events import Event
 from tests.integration.conftest import make_settings, write_events
-from tests.integration.helpers import production_predict, query, run, state_config, stored_features, stored_scores
+from tests.integration.helpers import (
+    assert_scores_current,
+    query,
+    run,
+    state_config,
+    stored_features,
+    stored_scores,
+)
 from tests.synthetic import DAY_MS
 
 pytestmark = pytest.mark.integration
@@ -85,15 +92,7 @@ def test_windows_expire_without_new_events(clean_run, world):
 
 def test_no_stale_score_every_score_is_the_production_model_on_stored_features(clean_run):
     settings, _ = clean_run
-    feats = stored_features(settings)
-    scores = stored_scores(settings)
-    users = sorted(feats)
-    rows = np.vstack([feats[u] for u in users])
-    for group in state_config(settings).spec.groups:
-        expected, version = production_predict(settings, group, rows)
-        got = np.array([scores[(u, group)][0] for u in users])
-        np.testing.assert_array_equal(got, expected, err_msg=group)
-        assert {scores[(u, group)][1] for u in users} == {version}
+    assert_scores_current(settings)
 
 
 def test_score_history_lets_a_score_be_read_as_of_a_past_moment(clean_run):

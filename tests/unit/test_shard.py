@@ -90,7 +90,9 @@ def test_a_snapshot_resumes_only_into_the_layout_and_state_version_that_made_it(
     layout = state_layout(cfg, (coffee, tea))
     catalog = GroupCatalog((coffee, tea), {"c1": (0, 2)})
     sh = CustomerShard(0, layout)
-    ShardProcessor(cfg, catalog, None, 0).process(sh, ShardInput(0, [EventRecord("u1", "c1", 2, 10**12, "", 1.0, 99, "")], None))
+    ShardProcessor(cfg, catalog, None, 0).process(
+        sh, ShardInput(0, [EventRecord("u1", "c1", 2, 10**12, "", 1.0, 99, "")], None)
+    )
     snapshot = pickle.dumps(sh)
     assert restore_shard(snapshot, layout).customers.keys() == {"u1"}
     # The same names with another rule, another group order, other windows: the counters would mean something else.
