@@ -1,7 +1,9 @@
 """Per-group training, calibration, evaluation, registration and promotion.
 
 XGBoost learns on earlier cutoffs, Platt calibration fits on a later one,
-and the metrics on the card come from the last (test) cutoff.
+and the metrics on the card come from the last (test) cutoff. A candidate
+replaces the production model unless it is worse on that same test slice
+(``PromotionGate``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import xgboost as xgb
 
-from models.artifact import ModelArtifact
+from models.artifact import FeatureMismatchError, ModelArtifact
 from models.calibration import apply_calibration, fit_platt
 from models.registry import ModelRegistry
 from offline_train.dataset import Examples, to_ms
@@ -82,6 +84,34 @@ class TrainPlan:
         return [*self.train, *self.calibrate, *([self.test] if self.test else [])]
 
 
+@dataclass(frozen=True)
+class PromotionGate:
+    """A candidate is promoted unless it is worse than production, both measured on the candidate's test slice.
+
+    Worse means ranking (ROC AUC) or probability accuracy (Brier score, which
+    counts calibration too) beyond a tolerance; seed noise alone moves ROC AUC
+    by ~0.0005 and Brier by less.
+    """
+
+    max_auc_drop: float = 0.005
+    max_brier_rise: float = 0.002
+
+    def decide(self, candidate: dict[str, float], production: dict[str, float] | None) -> tuple[bool, str]:
+        """Whether to promote, and why, from the two models' metrics on one test slice."""
+        if not candidate:
+            return True, "no test slice to compare on"
+        if production is None:
+            return True, "no production model that reads the current features"
+        auc, prod_auc = candidate["roc_auc"], production["roc_auc"]
+        brier, prod_brier = candidate["brier"], production["brier"]
+        versus = f"ROC AUC {auc:.4f} vs {prod_auc:.4f}, Brier {brier:.4f} vs {prod_brier:.4f} in production"
+        if auc < prod_auc - self.max_auc_drop:
+            return False, f"{versus}: ROC AUC may drop by at most {self.max_auc_drop}"
+        if brier > prod_brier + self.max_brier_rise:
+            return False, f"{versus}: Brier may rise by at most {self.max_brier_rise}"
+        return True, versus
+
+
 def _rows(ex: Examples, cutoffs: tuple[datetime, ...]) -> np.ndarray:
     mask = np.zeros(len(ex.cutoffs), dtype=bool)
     for c in cutoffs:
@@ -140,27 +170,46 @@ def train_group(
     return ModelArtifact(card=card, booster=booster)
 
 
+def slice_metrics(spec: FeatureSpec, ex: Examples, plan: TrainPlan, artifact: ModelArtifact) -> dict[str, float] | None:
+    """A registered model's metrics on the test slice of ``plan``; None if it cannot read ``spec``'s features."""
+    if plan.test is None:
+        return None
+    try:
+        positions = artifact.input_positions(spec.index)
+    except FeatureMismatchError:
+        return None
+    te = _rows(ex, (plan.test,))
+    probs = artifact.predict(ex.x[np.ix_(te, positions)])
+    return evaluate(ex.labels[te, spec.groups.index(artifact.card.group_id)], probs)
+
+
 def train_all(
     spec: FeatureSpec,
     ex: Examples,
     plan: TrainPlan,
     registry: ModelRegistry,
     groups: list[str] | None = None,
-    promote: bool = True,
+    gate: PromotionGate | None = PromotionGate(),
     progress: Callable[[str], None] = print,
     params: dict[str, float | int | str] | None = None,
 ) -> list[ModelCard]:
-    """Train every group, register each model, and promote it to production."""
+    """Train and register every group's model; promote it if ``gate`` lets it (always, with no gate)."""
     cards = []
     for group in groups or list(spec.groups):
         art = train_group(spec, group, ex, plan, registry.next_version(group), params)
         registry.register(art)
+        current = registry.production_version(group)
+        promote, why = True, "promoted without the gate"
+        if gate is not None:
+            production = None if current is None else slice_metrics(spec, ex, plan, registry.load(group, current))
+            promote, why = gate.decide(art.card.metrics, production)
         if promote:
             registry.promote(group, art.card.version)
         m = art.card.metrics
         progress(
             f"  {group:<22} v{art.card.version}  auc={m.get('roc_auc', float('nan')):.3f}  "
-            f"ece={m.get('ece', float('nan')):.3f}  n_train={art.card.n_train:,}"
+            f"ece={m.get('ece', float('nan')):.3f}  n_train={art.card.n_train:,}  "
+            + (f"promoted ({why})" if promote else f"not promoted, v{current} stays ({why})")
         )
         cards.append(art.card)
     return cards

@@ -18,7 +18,7 @@ from models.registry import ModelRegistry
 from models.scorer import ProductionModels
 from offline_train.dataset import build_examples
 from offline_train.rescore import RescoreResult, bulk_rescore
-from offline_train.train import TrainPlan, train_all
+from offline_train.train import PromotionGate, TrainPlan, train_all
 from schemas.cards import ModelCard
 from schemas.ddl import DATABASE
 from schemas.events import EventRecord
@@ -256,8 +256,12 @@ def train(
     plan: TrainPlan | None = None,
     progress: Progress = print,
     params: dict[str, float | int | str] | None = None,
+    force: bool = False,
 ) -> list[ModelCard]:
-    """Build point-in-time examples by replay, train and promote one model per group."""
+    """Build point-in-time examples by replay, train one model per group, promote those the gate lets through.
+
+    ``force`` promotes every new model without comparing it with production.
+    """
     catalog = load_catalog(settings)
     spec = feature_spec(catalog)
     cfg = StateConfig.build(spec)
@@ -273,7 +277,9 @@ def train(
     ex = build_examples(records, cfg, catalog, plan.all_cutoffs())
     progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
     registry = ModelRegistry(settings.models_dir)
-    cards = train_all(spec, ex, plan, registry, groups, progress=progress, params=params)
+    t = settings.train
+    gate = None if force else PromotionGate(t.max_auc_drop, t.max_brier_rise)
+    cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params)
     write_cards(settings, registry, cards)
     rescore(settings, progress)
     return cards
@@ -293,24 +299,36 @@ def rescore(settings: Settings, progress: Progress = print) -> RescoreResult:
 
 
 def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCard]) -> None:
-    """Mirror model cards into the ``models`` table."""
+    """Mirror model cards into the ``models`` table: the new ones, and older versions whose stage changed.
+
+    Promoting a version archives the previous production model and older
+    candidates, so every registered version of the trained groups is compared
+    with the stage the table holds.
+    """
     client = client_for(settings)
+    db = settings.clickhouse.database
+    groups = sorted({c.group_id for c in cards})
+    if not groups:
+        return
+    stored = {
+        (g, int(v)): stage
+        for g, v, stage in client.query(
+            f"SELECT group_id, version, stage FROM {db}.models FINAL WHERE group_id IN {{groups:Array(String)}}",
+            parameters={"groups": groups},
+        ).result_rows
+    }
+    new = {(c.group_id, c.version): c for c in cards}
     now = datetime.now(tz=UTC)
-    rows = [
-        [
-            c.group_id,
-            c.version,
-            registry.stage(c.group_id, c.version).value,
-            json.dumps(c.metrics),
-            c.model_dump_json(),
-            c.created_at,
-            now,
-        ]
-        for c in cards
-    ]
+    rows = []
+    for g in groups:
+        for v in registry.versions(g):
+            stage = registry.stage(g, v).value
+            if (g, v) in new or stored.get((g, v), stage) != stage:
+                c = new.get((g, v)) or registry.card(g, v)
+                rows.append([g, v, stage, json.dumps(c.metrics), c.model_dump_json(), c.created_at, now])
     if rows:
         client.insert(
-            f"{settings.clickhouse.database}.models",
+            f"{db}.models",
             rows,
             column_names=["group_id", "version", "stage", "metrics", "card", "created_at", "updated_at"],
         )

@@ -129,9 +129,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not records:
         print("propstream train: no events to train on", file=sys.stderr)
         return 2
-    cards = app.train(settings, records, args.group or None)
+    cards = app.train(settings, records, args.group or None, force=args.force)
     if args.json:
-        print(json.dumps([{"group_id": c.group_id, "version": c.version, **c.metrics} for c in cards]))
+        from models.registry import ModelRegistry
+
+        registry = ModelRegistry(settings.models_dir)
+        print(
+            json.dumps(
+                [
+                    {
+                        "group_id": c.group_id,
+                        "version": c.version,
+                        "stage": registry.stage(c.group_id, c.version).value,
+                        **c.metrics,
+                    }
+                    for c in cards
+                ]
+            )
+        )
     return 0
 
 
@@ -260,10 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(sp, "--rejects", None, "write rejected rows (source, reason) to this JSONL file")
 
     sp = command(
-        "train", "train, calibrate, evaluate and promote one model per group, then rescore stored customers", cmd_train
+        "train",
+        "train, calibrate and evaluate one model per group; promote it unless worse than production; rescore",
+        cmd_train,
     )
     _flag(sp, "--group", None, "only these groups (repeatable)", action="append")
     _flag(sp, "--input", "PROPSTREAM_TRAIN_INPUT", "train from files instead of the events archive")
+    sp.add_argument(
+        "--force", action="store_true", help="promote every new model, even one worse than production on the test slice"
+    )
     files(sp)
 
     command(

@@ -39,6 +39,16 @@ class StreamSettings(BaseModel):
     gc_seconds: float = Field(default=60.0, ge=0.0)  # collect cyclic garbage on this timer (0: Python's default)
 
 
+class TrainSettings(BaseModel):
+    """Promotion gate of ``propstream train``: how much worse than production a candidate may be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Both models are measured on the candidate's test slice; the seed alone moves ROC AUC by ~0.0005.
+    max_auc_drop: float = Field(default=0.005, ge=0.0, le=1.0)
+    max_brier_rise: float = Field(default=0.002, ge=0.0, le=1.0)
+
+
 class KafkaSettings(BaseModel):
     """Where events come from when live.
 
@@ -89,6 +99,7 @@ class Settings(BaseSettings):
     groups_file: Path = PACKAGED_GROUPS
     catalog_file: Path | None = None
     stream: StreamSettings = StreamSettings()
+    train: TrainSettings = TrainSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     kafka: KafkaSettings = KafkaSettings()
 

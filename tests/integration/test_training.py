@@ -1,7 +1,8 @@
-"""What training writes on a model card, checked against labels counted by brute force."""
+"""Training: what a model card says (checked against labels counted by brute force), and the promotion gate."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 from models.registry import ModelRegistry
 from offline_train.dataset import replay_features, to_ms
 from propstream import app
-from tests.integration.conftest import PLAN, _mapping, make_settings, write_events
-from tests.integration.helpers import production_predict, state_config
+from schemas.cards import Stage
+from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, _mapping, make_settings, write_events
+from tests.integration.helpers import production_predict, query, state_config
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -48,3 +50,41 @@ def test_card_metrics_describe_the_test_slice_and_the_calibration_slice(world, t
         curve = card.calibration_curve
         assert sum(c for _, _, c in curve) == n
         assert m["ece"] == pytest.approx(sum(abs(p - o) * c for p, o, c in curve) / n)
+
+
+def test_a_worse_candidate_is_registered_but_production_stays_unless_forced(world, trained_dir, tmp_path, chdb_dsn):
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    registry = ModelRegistry(settings.models_dir)
+    records, _ = app.read_file_records([write_events(tmp_path / "ev.jsonl", world.events)], _mapping())
+    production_auc = registry.card("coffee", 1).metrics["roc_auc"]
+    flat = {**SMALL_DATA_PARAMS, "min_child_weight": 1e9}  # no split is allowed: one score for everyone
+    lines: list[str] = []
+    (card,) = app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lines.append, params=flat)
+    assert card.metrics["roc_auc"] == 0.5 < production_auc - 0.005
+    assert registry.production_version("coffee") == 1
+    assert registry.stage("coffee", 2) is Stage.CANDIDATE
+    (line,) = [x for x in lines if x.strip().startswith("coffee")]
+    assert "not promoted, v1 stays" in line and "ROC AUC may drop by at most 0.005" in line
+    stages = "SELECT version, stage FROM {db}.models FINAL WHERE group_id = 'coffee' ORDER BY version"
+    assert query(settings, stages) == [(2, "candidate")]
+
+    # The same model again with --force replaces production.
+    app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lines.append, params=flat, force=True)
+    assert registry.production_version("coffee") == 3
+    assert query(settings, stages) == [(2, "archived"), (3, "production")]
+    # A better model replaces it through the gate; the table archives the one it replaces.
+    app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lines.append, params=SMALL_DATA_PARAMS)
+    assert query(settings, stages) == [(2, "archived"), (3, "archived"), (4, "production")]
+
+
+def test_a_retrained_model_as_good_as_production_is_promoted(world, trained_dir, tmp_path, chdb_dsn):
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    records, _ = app.read_file_records([write_events(tmp_path / "ev.jsonl", world.events)], _mapping())
+    (card,) = app.train(
+        settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS
+    )
+    registry = ModelRegistry(settings.models_dir)
+    assert card.metrics == registry.card("coffee", 1).metrics  # training is deterministic
+    assert registry.production_version("coffee") == 2
