@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from schemas.mapping import MappingFileError
     from stream.producer import DeliveryError
     from stream.shard import SnapshotMismatchError
+    from stream.sinks.clickhouse import ClickHouseUnavailableError
     from stream.sources import SourceError
 
     user_errors = (
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         ValidationError,
         DeliveryError,
         SnapshotMismatchError,
+        ClickHouseUnavailableError,
     )
     try:
         return int(args.func(args))

@@ -15,6 +15,7 @@ from typing import Any
 
 import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.ddl import DATABASE, ddl_statements
 from stream.shard import ShardOutput
@@ -25,20 +26,32 @@ _clients: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
+class ClickHouseUnavailableError(RuntimeError):
+    """ClickHouse cannot be opened or reached; the message says which and what to do."""
+
+
 def open_client(dsn: str, user: str | None = None, password: str | None = None) -> Any:
     """A clickhouse-connect client for a chDB path or a server URL (cached per DSN)."""
     with _lock:
         client = _clients.get(dsn)
         if client is None:
-            if dsn.startswith("chdb://"):
-                client = clickhouse_connect.get_client(dsn=dsn)
-            else:
-                kwargs: dict[str, Any] = {"dsn": dsn}
-                if user:
-                    kwargs["username"] = user
-                if password:
-                    kwargs["password"] = password
+            embedded = dsn.startswith("chdb://")
+            kwargs: dict[str, Any] = {"dsn": dsn}
+            if user and not embedded:
+                kwargs["username"] = user
+            if password and not embedded:
+                kwargs["password"] = password
+            try:
                 client = clickhouse_connect.get_client(**kwargs)
+            except ClickHouseError as exc:
+                if embedded:
+                    msg = (
+                        f"cannot open embedded ClickHouse at {dsn.removeprefix('chdb://')} (only one process may "
+                        f"open a chDB path: is a stream, demo or segment using it?): {exc}"
+                    )
+                else:
+                    msg = f"cannot reach ClickHouse at {dsn}: {exc}"
+                raise ClickHouseUnavailableError(msg) from exc
             _clients[dsn] = client
         return client
 

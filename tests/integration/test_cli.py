@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +73,39 @@ def test_resuming_with_changed_product_groups_is_refused(world, tmp_path, chdb_d
     err = capsys.readouterr().err
     assert "recovery snapshot was made for other product groups" in err
     assert err.count("\n") == 1
+
+
+def test_a_chdb_path_in_use_by_another_process_is_a_clear_error(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, clickhouse_connect; c = clickhouse_connect.get_client(dsn=sys.argv[1]); "
+            "c.command('SELECT 1'); print('open', flush=True); sys.stdin.read()",
+            f"chdb://{tmp_path / 'chdb'}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        cmd = [
+            sys.executable,
+            "-m",
+            "propstream.cli",
+            "segment",
+            "--data-dir",
+            str(tmp_path),
+            "--group",
+            "g",
+            "--top",
+            "1",
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.communicate("", timeout=60)
+    assert done.returncode == 2
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("propstream segment:")]
+    assert f"cannot open embedded ClickHouse at {tmp_path / 'chdb'}" in line
+    assert "Traceback" not in done.stderr
