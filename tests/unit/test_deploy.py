@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,28 @@ def test_image_installs_every_package():
     for pkg in ("schemas", "stream", "models", "offline_train", "propstream"):
         assert f"COPY {pkg} {pkg}" in docker
     assert 'ENTRYPOINT ["propstream"]' in docker
+
+
+def test_the_image_build_ships_every_module_and_data_file(tmp_path):
+    """Build the wheel from exactly what the Dockerfile copies, as its `pip install .` does."""
+    docker = (ROOT / "Dockerfile").read_text()
+    context = tmp_path / "context"
+    context.mkdir()
+    for line in docker.splitlines():
+        if line.startswith("COPY "):
+            *sources, _dest = line.split()[1:]
+            for src in sources:
+                (shutil.copytree if (ROOT / src).is_dir() else shutil.copy)(ROOT / src, context / src)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path)]
+    subprocess.run([*build, str(context)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("propstream-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    packages = ("schemas", "stream", "models", "offline_train", "propstream")
+    wanted = {
+        p.relative_to(ROOT).as_posix()
+        for pkg in packages
+        for p in (ROOT / pkg).rglob("*")
+        if p.suffix in {".py", ".toml"} and "__pycache__" not in p.parts
+    }
+    assert wanted - shipped == set()
+    assert "propstream/data/completejourney_groups.toml" in shipped

@@ -1,0 +1,1 @@
+"""Files shipped with the package: The Complete Journey's product groups and column mapping."""
