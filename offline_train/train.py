@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import xgboost as xgb
 
-from models.artifact import FeatureMismatchError, ModelArtifact
+from models.artifact import FeatureMismatchError, ModelArtifact, ModelError
 from models.calibration import apply_calibration, fit_platt
 from models.registry import ModelRegistry
 from offline_train.dataset import Examples, to_ms
@@ -101,7 +101,7 @@ class PromotionGate:
         if not candidate:
             return True, "no test slice to compare on"
         if production is None:
-            return True, "no production model that reads the current features"
+            return True, "no readable production model for the current features"
         auc, prod_auc = candidate["roc_auc"], production["roc_auc"]
         brier, prod_brier = candidate["brier"], production["brier"]
         versus = f"ROC AUC {auc:.4f} vs {prod_auc:.4f}, Brier {brier:.4f} vs {prod_brier:.4f} in production"
@@ -201,7 +201,12 @@ def train_all(
         current = registry.production_version(group)
         promote, why = True, "promoted without the gate"
         if gate is not None:
-            production = None if current is None else slice_metrics(spec, ex, plan, registry.load(group, current))
+            production = None
+            if current is not None:
+                try:
+                    production = slice_metrics(spec, ex, plan, registry.load(group, current))
+                except ModelError as exc:  # unreadable: nothing to defend
+                    log.warning("production model %s v%s cannot be compared: %s", group, current, exc)
             promote, why = gate.decide(art.card.metrics, production)
         if promote:
             registry.promote(group, art.card.version)

@@ -8,8 +8,10 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from models.artifact import ModelArtifact
 from models.registry import ModelRegistry
-from offline_train.dataset import replay_features, to_ms
+from offline_train.dataset import build_examples, replay_features, to_ms
+from offline_train.train import slice_metrics
 from propstream import app
 from schemas.cards import Stage
 from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, _mapping, make_settings, write_events
@@ -88,3 +90,19 @@ def test_a_retrained_model_as_good_as_production_is_promoted(world, trained_dir,
     registry = ModelRegistry(settings.models_dir)
     assert card.metrics == registry.card("coffee", 1).metrics  # training is deterministic
     assert registry.production_version("coffee") == 2
+
+
+def test_a_production_model_that_cannot_read_the_current_features_is_not_compared(
+    world, trained_dir, chdb_dsn, tmp_path
+):
+    settings = make_settings(trained_dir, world, chdb_dsn)
+    catalog = app.load_catalog(settings)
+    cfg = state_config(settings)
+    records, _ = app.read_file_records([write_events(tmp_path / "ev.jsonl", world.events)], _mapping())
+    ex = build_examples(records, cfg, catalog, PLAN.all_cutoffs())
+    art = ModelRegistry(settings.models_dir).load("coffee", 1)
+    again = slice_metrics(cfg.spec, ex, PLAN, art)  # the card's own test slice: the card's metrics
+    assert again == {k: pytest.approx(art.card.metrics[k]) for k in again}
+    renamed = (*art.card.feature_names[:-1], "grp=coffee|stat=gone")
+    stale = ModelArtifact(card=art.card.model_copy(update={"feature_names": renamed}), booster=art.booster)
+    assert slice_metrics(cfg.spec, ex, PLAN, stale) is None

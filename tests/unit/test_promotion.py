@@ -29,6 +29,6 @@ def test_without_a_comparable_production_model_or_test_slice_the_candidate_is_pr
     gate = PromotionGate()
     assert gate.decide({"roc_auc": 0.6, "brier": 0.2}, None) == (
         True,
-        "no production model that reads the current features",
+        "no readable production model for the current features",
     )
     assert gate.decide({}, PROD) == (True, "no test slice to compare on")
