@@ -199,14 +199,13 @@ def train_all(
         art = train_group(spec, group, ex, plan, registry.next_version(group), params)
         registry.register(art)
         current = registry.production_version(group)
-        promote, why = True, "promoted without the gate"
-        if gate is not None:
+        promote, why = True, "the first model of the group" if current is None else "without the gate"
+        if gate is not None and current is not None:
             production = None
-            if current is not None:
-                try:
-                    production = slice_metrics(spec, ex, plan, registry.load(group, current))
-                except ModelError as exc:  # unreadable: nothing to defend
-                    log.warning("production model %s v%s cannot be compared: %s", group, current, exc)
+            try:
+                production = slice_metrics(spec, ex, plan, registry.load(group, current))
+            except ModelError as exc:  # unreadable: nothing to defend
+                log.warning("production model %s v%s cannot be compared: %s", group, current, exc)
             promote, why = gate.decide(art.card.metrics, production)
         if promote:
             registry.promote(group, art.card.version)
