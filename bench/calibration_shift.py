@@ -59,7 +59,10 @@ def main() -> None:
     cal, test = ex.at(to_ms(cal_cut)), ex.at(to_ms(test_cut))
     registry = ModelRegistry(settings.models_dir)
     print(f"calibration slice {cal_cut.date()} ({cal.sum():,} households), test {test_cut.date()} ({test.sum():,})\n")
-    print("| group | base rate, calibration | base rate, test | ECE as served | ECE, test intercept (oracle) | ECE, isotonic |")
+    print(
+        "| group | base rate, calibration | base rate, test | ECE as served "
+        "| ECE, test intercept (oracle) | ECE, isotonic |"
+    )
     print("|---|---|---|---|---|---|")
     served, oracle, iso = [], [], []
     for gi, group in enumerate(spec.groups):
@@ -71,9 +74,8 @@ def main() -> None:
         served.append(expected_calibration_error(y_test, probs))
         oracle.append(expected_calibration_error(y_test, shift_to_rate(probs, float(y_test.mean()))))
         iso.append(expected_calibration_error(y_test, apply_calibration(fit_isotonic(raw_cal, y_cal), raw_test)))
-        print(
-            f"| {group} | {y_cal.mean():.3f} | {y_test.mean():.3f} | {served[-1]:.3f} | {oracle[-1]:.3f} | {iso[-1]:.3f} |"
-        )
+        rates = f"{y_cal.mean():.3f} | {y_test.mean():.3f}"
+        print(f"| {group} | {rates} | {served[-1]:.3f} | {oracle[-1]:.3f} | {iso[-1]:.3f} |")
     n = len(served)
     print(
         f"\nECE <= 0.03: {sum(e <= 0.03 for e in served)} of {n} as served, "
