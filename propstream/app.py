@@ -20,7 +20,6 @@ from offline_train.dataset import build_examples
 from offline_train.rescore import RescoreResult, bulk_rescore
 from offline_train.train import PromotionGate, TrainPlan, train_all
 from schemas.cards import ModelCard
-from schemas.ddl import DATABASE
 from schemas.events import EventRecord
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, load_groups
@@ -334,11 +333,24 @@ def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCa
         )
 
 
-def segment_sql(group: str, min_score: float | None, top: int | None, database: str = DATABASE) -> str:
-    """The marketing query behind ``propstream segment``."""
-    where = f"group_id = {group!r}" + (f" AND score >= {float(min_score)!r}" if min_score is not None else "")
-    limit = f" LIMIT {int(top)}" if top is not None else ""
-    return (
-        f"SELECT user_id, score, model_version, as_of FROM {database}.scores FINAL "
-        f"WHERE {where} ORDER BY score DESC, user_id{limit}"
-    )
+def segment(settings: Settings, group: str, min_score: float | None, top: int | None) -> list[tuple]:
+    """Customers of ``group`` with a score of at least ``min_score``, or its ``top`` customers, best first.
+
+    A group without any score is an error naming the groups that have scores,
+    so that a typo does not look like an empty segment.
+    """
+    client = client_for(settings)
+    db = settings.clickhouse.database
+    where = "group_id = {group:String}" + ("" if min_score is None else " AND score >= {min_score:Float64}")
+    limit = "" if top is None else " LIMIT {top:UInt64}"
+    rows = client.query(
+        f"SELECT user_id, score, model_version, as_of FROM {db}.scores FINAL "
+        f"WHERE {where} ORDER BY score DESC, user_id{limit}",
+        parameters={k: v for k, v in {"group": group, "min_score": min_score, "top": top}.items() if v is not None},
+    ).result_rows
+    if not rows:
+        known = [g for (g,) in client.query(f"SELECT DISTINCT group_id FROM {db}.scores ORDER BY group_id").result_rows]
+        if group not in known:
+            msg = f"no scores for group {group!r}; groups with scores: {', '.join(known) or 'none yet'}"
+            raise AppError(msg)
+    return rows

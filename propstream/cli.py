@@ -193,9 +193,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if (args.min_score is None) == (args.top is None):
         print("propstream segment: give exactly one of --min-score or --top", file=sys.stderr)
         return 2
-    settings = _settings(args)
-    client = app.client_for(settings)
-    rows = client.query(app.segment_sql(args.group, args.min_score, args.top, settings.clickhouse.database)).result_rows
+    rows = app.segment(_settings(args), args.group, args.min_score, args.top)
     if args.format == "json":
         print(json.dumps([{"user_id": u, "score": s, "model_version": v, "as_of": str(a)} for u, s, v, a in rows]))
     else:
