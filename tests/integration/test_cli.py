@@ -49,9 +49,8 @@ def test_run_then_segment_by_threshold_and_top(world, trained_dir, tmp_path, chd
         assert main(["segment", *common, "--group", typo, "--top", "5"]) == 2
         err = capsys.readouterr().err
         assert f"no scores for group {typo!r}; groups with scores: breakfast, coffee, private_label, snacks" in err
-    assert (
-        main(["segment", *common, "--group", "coffee", "--min-score", "1.01"]) == 0
-    )  # a known group, nobody that high
+    # A known group with nobody that high is an empty segment.
+    assert main(["segment", *common, "--group", "coffee", "--min-score", "1.01"]) == 0
     assert capsys.readouterr().out.strip() == "user_id,score,model_version,as_of"
     assert query(settings, "SELECT count() FROM {db}.events FINAL")[0][0] == 3000
 
