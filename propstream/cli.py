@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     from propstream.app import AppError, root_cause
     from schemas.groups import GroupsFileError
     from schemas.mapping import MappingFileError
+    from schemas.settings import SettingsFileError
     from stream.producer import DeliveryError
     from stream.shard import SnapshotMismatchError
     from stream.sinks.clickhouse import ClickHouseUnavailableError
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         DeliveryError,
         SnapshotMismatchError,
         ClickHouseUnavailableError,
+        SettingsFileError,
     )
     try:
         return int(args.func(args))

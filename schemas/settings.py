@@ -3,12 +3,14 @@
 Precedence, highest first: explicit arguments (CLI flags), environment
 variables (``PROPSTREAM_DATA_DIR``, ``PROPSTREAM_CLICKHOUSE_DSN``, nested keys
 with ``__`` such as ``PROPSTREAM_STREAM__N_SHARDS``), the TOML file named by
-``PROPSTREAM_CONFIG`` (or ``--config``), then defaults.
+``PROPSTREAM_CONFIG``, then defaults. A named file that is missing or not
+valid TOML is an error, never silently skipped.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,10 @@ from pydantic_settings import (
 
 DEFAULT_DATA_DIR = Path("propstream-data")
 PACKAGED_GROUPS = Path(__file__).resolve().parent.parent / "propstream" / "data" / "completejourney_groups.toml"
+
+
+class SettingsFileError(ValueError):
+    """The settings file named by PROPSTREAM_CONFIG is missing or unreadable."""
 
 
 class StreamSettings(BaseModel):
@@ -116,7 +122,14 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = os.environ.get("PROPSTREAM_CONFIG")
         if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            if not Path(toml_path).is_file():
+                msg = f"PROPSTREAM_CONFIG names {toml_path}, which is not a file"
+                raise SettingsFileError(msg)
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            except tomllib.TOMLDecodeError as exc:
+                msg = f"{toml_path} (PROPSTREAM_CONFIG) is not valid TOML: {exc}"
+                raise SettingsFileError(msg) from exc
         return tuple(sources)
 
     @property
