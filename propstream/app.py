@@ -293,7 +293,8 @@ def rescore(settings: Settings, progress: Progress = print) -> RescoreResult:
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress
     )
     if result.groups:
-        progress(f"rescored {', '.join(result.groups)}: {result.customers:,} customers, {result.rows:,} score rows")
+        names = ", ".join(result.groups) if len(result.groups) <= 5 else f"{len(result.groups)} groups"
+        progress(f"rescored {names}: {result.customers:,} customers, {result.rows:,} score rows")
     return result
 
 
