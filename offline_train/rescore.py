@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.scorer import ProductionModels
-from stream.shard import VERSION_SHIFT, row_version
+from stream.shard import row_version
 from stream.state import StateConfig
 
 SCORE_COLUMNS = ["user_id", "group_id", "score", "model_version", "as_of", "version"]
@@ -72,7 +72,6 @@ def bulk_rescore(
         0
     ]
     index = cfg.spec.index
-    mask = (1 << VERSION_SHIFT) - 1
     last = ""
     while True:
         batch = client.query(
@@ -87,7 +86,7 @@ def bulk_rescore(
             for name, value in feats.items():
                 rows[i, index[name]] = value
         users = [u for u, _, _ in batch]
-        versions = [row_version(clock, v & mask) for _, _, v in batch]
+        versions = [row_version(clock, v) for _, _, v in batch]  # keeps the sequence bits of the features' version
         cols: dict[str, list] = {c: [] for c in SCORE_COLUMNS}
         for gi in groups:
             scorer = models.scorers[gi]

@@ -280,14 +280,17 @@ def train(
     gate = None if force else PromotionGate(t.max_auc_drop, t.max_brier_rise)
     cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params)
     write_cards(settings, registry, cards)
-    rescore(settings, progress)
+    rescore(settings, progress, spec)
     return cards
 
 
-def rescore(settings: Settings, progress: Progress = print) -> RescoreResult:
-    """Score stored customer features with production models where ``scores`` holds another model's."""
-    catalog = load_catalog(settings)
-    spec = feature_spec(catalog)
+def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | None = None) -> RescoreResult:
+    """Score stored customer features with production models where ``scores`` holds another model's.
+
+    Scoring needs the feature layout (the group names), not the product catalog.
+    """
+    if spec is None:
+        spec = FeatureSpec(groups=tuple(g.name for g in load_groups(settings.groups_file)))
     models = ProductionModels(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
     result = bulk_rescore(
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress
