@@ -137,13 +137,14 @@ class Event(BaseModel):
             msg = "timestamp must be an ISO-8601 string, a datetime or epoch milliseconds"
             raise ValueError(msg)
         if isinstance(v, int | float):
-            if not math.isfinite(v):
+            if isinstance(v, float) and not math.isfinite(v):
                 msg = "timestamp is not a finite number"
                 raise ValueError(msg)
             try:
-                return _timestamp_from_number(float(v), "ms")
+                return _timestamp_from_number(float(v), "ms")  # an int of hundreds of digits overflows float()
             except (OverflowError, OSError, ValueError) as exc:
-                msg = f"timestamp {v!r} is out of range as epoch milliseconds"
+                text = f"{v!r}" if abs(v) < 10**30 else f"of about {int(int(v).bit_length() * 0.30103)} digits"
+                msg = f"timestamp {text} is out of range as epoch milliseconds"
                 raise ValueError(msg) from exc
         return v
 

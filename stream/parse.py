@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from schemas.mapping import ColumnMapping
 from stream.columns import fast_records, row_dicts
 from stream.sources.base import SourceBatch
 
+log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024
 FUTURE_TOLERANCE_MS = 24 * 3_600_000
 _FUTURE = "in the future: timestamp is more than 24 h ahead of the wall clock"
@@ -34,11 +36,18 @@ class ParsedBatch:
 
 
 def _payload_text(payload: Any) -> str:
+    """The raw input as text for the dead-letter table; never raises."""
     if isinstance(payload, str):
         return payload
     if isinstance(payload, bytes):
         return payload.decode("utf-8", errors="replace")
-    return json.dumps(payload, default=str, ensure_ascii=False)
+    try:
+        return json.dumps(payload, default=str, ensure_ascii=False)
+    except Exception:  # a row too deep or too odd to encode: keep what repr can show
+        try:
+            return repr(payload)[:MAX_PAYLOAD_BYTES]
+        except Exception:
+            return f"<unprintable {type(payload).__name__}>"
 
 
 class EventParser:
@@ -56,7 +65,20 @@ class EventParser:
         self._wire_format = mapping == ColumnMapping()
 
     def parse_one(self, source: str, payload: Any) -> EventRecord | str:
-        """An EventRecord, or the reason it is not one."""
+        """An EventRecord, or the reason it is not one; never raises, whatever the payload holds.
+
+        The known failures get their own words; anything else (a parser's
+        RecursionError on deep nesting, an OverflowError from a huge number, a
+        bug) is a dead letter too, named by its exception, so that no input can
+        stop the flow: a message that crashed it would crash it again on every
+        restart.
+        """
+        try:
+            return self._parse_one(source, payload)
+        except Exception as exc:
+            return f"unparseable: {type(exc).__name__}: {str(exc)[:200]}"
+
+    def _parse_one(self, source: str, payload: Any) -> EventRecord | str:
         if self._wire_format and isinstance(payload, bytes | str) and len(payload) <= MAX_PAYLOAD_BYTES // 4:
             try:
                 return Event.model_validate_json(payload).to_record(source)
@@ -108,11 +130,20 @@ class EventParser:
         else:
             table = batch.columns
             sources = [f"{batch.part}:row{batch.first_row + i}" for i in range(table.num_rows)]
-            for i, fast in enumerate(fast_records(table, self.mapping, sources)):
+            try:
+                fasts = fast_records(table, self.mapping, sources)
+            except Exception:  # a column the fast path cannot read: every row takes the row path
+                log.warning("columnar fast path failed on %s; parsing row by row", batch.part, exc_info=True)
+                fasts = [None] * table.num_rows
+            for i, fast in enumerate(fasts):
                 if fast is not None and fast.ts_ms <= limit:
                     records.append(fast)
                     continue
-                payload = row_dicts(table.slice(i, 1))[0]
+                try:
+                    payload = row_dicts(table.slice(i, 1))[0]
+                except Exception as exc:  # a value Arrow cannot turn into Python
+                    dead.append((f"unreadable row: {type(exc).__name__}: {str(exc)[:200]}", "", sources[i]))
+                    continue
                 take(sources[i], payload, fast if fast is not None else self.parse_one(sources[i], payload))
         latest = max((r.ts_ms for r in records), default=None)
         tick = batch.tick_ms
