@@ -46,9 +46,13 @@ def free_port() -> int:
 
 
 def dump(dsn: str) -> dict:
-    """Final features and scores of a chDB database, read in a subprocess (one chDB path per process)."""
+    """Final features, scores and events of a chDB database, read in a subprocess (one chDB path per process)."""
     out = subprocess.run(
-        [sys.executable, "-m", "tests.integration.dump", dsn], capture_output=True, text=True, cwd=ROOT, check=True
+        [sys.executable, "-m", "tests.integration.dump", "--values", dsn],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     return json.loads(out.stdout)
 

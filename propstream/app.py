@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,9 +26,10 @@ from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, load_groups
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
-from stream.dataflow import FlowConfig, build_dataflow
+from stream.dataflow import FLOW_ID, FlowConfig, build_dataflow
 from stream.gcpolicy import collected_every
 from stream.parse import EventParser
+from stream.recovery import ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import create_schema
 from stream.sources import FileReplaySource, read_batches
@@ -106,17 +108,23 @@ def build_source(settings: Settings, inputs: list[Path] | None, exit_when_idle: 
         wall_clock=k.clock == "wall",
         tick_seconds=k.tick_seconds,
         exit_when_idle=exit_when_idle,
+        idle_seconds=k.idle_seconds,
     )
 
 
 @dataclass(frozen=True)
 class Execution:
-    """How the dataflow runs: recovery and scale-out (Bytewax ``-r -s`` and ``-i -a``)."""
+    """How the dataflow runs: recovery and scale-out (Bytewax ``-r -s`` and ``-i -a``).
+
+    ``recovery_dir`` is one store shared by every process of the run; it must
+    exist (``stream.recovery``) unless ``fresh`` asks to create it.
+    """
 
     recovery_dir: Path | None = None
     snapshot_seconds: float = 10.0
     process_id: int | None = None
     addresses: tuple[str, ...] = ()
+    fresh: bool = False
 
 
 def run_stream(
@@ -129,7 +137,7 @@ def run_stream(
     dead_letters_to_kafka: bool = False,
 ) -> RunStats:
     """Run the dataflow from ``source`` into ClickHouse; returns the run's counters."""
-    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
     catalog = load_catalog(settings)
@@ -156,8 +164,11 @@ def run_stream(
     dead_sink = None
     if dead_letters_to_kafka:
         from stream.sinks.kafka import DeadLetterTopicSink
+        from stream.topics import require_topics
 
-        dead_sink = DeadLetterTopicSink(settings.kafka.client_config(), settings.kafka.dead_letter_topic)
+        require_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letters_topic])
+
+        dead_sink = DeadLetterTopicSink(settings.kafka.client_config(), settings.kafka.dead_letters_topic)
     flow = build_dataflow(
         source,
         EventParser(mapping),
@@ -168,20 +179,23 @@ def run_stream(
         FlowConfig(
             settings.stream.n_shards,
             int(settings.stream.allowed_lateness_hours * 3_600_000),
+            int(settings.stream.max_ahead_hours * 3_600_000),
             recovery=execution.recovery_dir is not None,
         ),
         stats,
         dead_letter_sink=dead_sink,
     )
     recovery = None
+    watch: contextlib.AbstractContextManager = contextlib.nullcontext()
     if execution.recovery_dir is not None:
-        n_parts = max(1, len(execution.addresses))
-        if not any(execution.recovery_dir.glob("part-*.sqlite3")):
-            execution.recovery_dir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(execution.recovery_dir, n_parts)
-        recovery = RecoveryConfig(execution.recovery_dir)
+        root = execution.recovery_dir
+        if execution.fresh:
+            create_store(root, settings.stream.recovery_partitions, FLOW_ID)
+        check_store(root, FLOW_ID)
+        recovery = RecoveryConfig(root)
+        watch = ProgressWatch(root, FLOW_ID, max(1.0, 2 * execution.snapshot_seconds))
     stats.started = time.perf_counter()
-    with collected_every(settings.stream.gc_seconds):
+    with collected_every(settings.stream.gc_seconds), watch:
         cli_main(
             flow,
             workers_per_process=1,
@@ -191,6 +205,15 @@ def run_stream(
             recovery_config=recovery,
         )
     return stats
+
+
+def init_recovery(settings: Settings, root: Path) -> str:
+    """Create the recovery store at ``root`` if there is none, else check it; a line saying which."""
+    if not any(root.glob("*.sqlite3")) and not (root / "propstream-recovery.json").exists():
+        state = create_store(root, settings.stream.recovery_partitions, FLOW_ID)
+        return f"recovery store created at {root}: {state.partitions} partitions"
+    state = check_store(root, FLOW_ID)
+    return f"recovery store at {root}: {state.partitions} partitions, {state.executions} run(s) recorded"
 
 
 def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[EventRecord], int]:

@@ -42,6 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from schemas.mapping import ColumnMapping, load_mapping
 
     settings = _settings(args)
+    if args.fresh and not args.recovery_dir:
+        print("propstream run: --fresh creates a recovery store: give --recovery-dir", file=sys.stderr)
+        return 2
     if args.catalog:
         settings = settings.model_copy(update={"catalog_file": Path(args.catalog)})
     live = args.input.startswith("kafka://")
@@ -54,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     execution = app.Execution(
         recovery_dir=Path(args.recovery_dir) if args.recovery_dir else None,
         snapshot_seconds=args.snapshot_seconds,
+        fresh=args.fresh,
         process_id=args.process_id,
         addresses=tuple(a for a in (args.addresses or "").split(",") if a),
     )
@@ -163,10 +167,13 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from propstream import app
+    from stream.sinks.clickhouse import redact_dsn
 
     settings = _settings(args)
     app.client_for(settings)
-    print(f"ClickHouse schema ready: database {settings.clickhouse.database} at {settings.dsn}")
+    print(f"ClickHouse schema ready: database {settings.clickhouse.database} at {redact_dsn(settings.dsn)}")
+    if args.recovery_dir:
+        print(app.init_recovery(settings, Path(args.recovery_dir)))
     if args.kafka:
         from stream.topics import create_topics
 
@@ -253,7 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Kafka input: expire windows by the wall clock (live, default) or event time (backfill)",
         choices=["wall", "event"],
     )
-    _flag(sp, "--recovery-dir", "PROPSTREAM_RECOVERY_DIR", "Bytewax recovery directory: resume from its snapshots")
+    _flag(
+        sp,
+        "--recovery-dir",
+        "PROPSTREAM_RECOVERY_DIR",
+        "recovery store, one for all processes: resume from its snapshots (checked first: a missing, damaged "
+        "or partial store is an error)",
+    )
+    sp.add_argument(
+        "--fresh",
+        action="store_true",
+        help="create the recovery store (refused if one exists): the stream reads every source from its start",
+    )
     _flag(
         sp,
         "--snapshot-seconds",
@@ -295,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp, "--kafka", "PROPSTREAM_KAFKA_URL", "kafka://HOST:PORT/TOPIC: also create the events and dead-letter topics"
     )
     _flag(sp, "--partitions", None, "partitions per topic (default: settings, 4)", type=int)
+    _flag(
+        sp,
+        "--recovery-dir",
+        "PROPSTREAM_RECOVERY_DIR",
+        "also create this recovery store if there is none (stream.recovery_partitions partitions), else check it",
+    )
 
     command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
 
@@ -313,11 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     args = build_parser().parse_args(argv)
+    from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError
+
     from propstream.app import AppError, root_cause
     from schemas.groups import GroupsFileError
     from schemas.mapping import MappingFileError
     from schemas.settings import SettingsFileError
     from stream.producer import DeliveryError
+    from stream.recovery import RecoveryStoreError
     from stream.shard import SnapshotMismatchError
     from stream.sinks.clickhouse import ClickHouseUnavailableError
     from stream.sources import SourceError
@@ -332,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         SnapshotMismatchError,
         ClickHouseUnavailableError,
         SettingsFileError,
+        RecoveryStoreError,
+        InconsistentPartitionsError,
+        MissingPartitionsError,
+        NoPartitionsError,
     )
     try:
         return int(args.func(args))

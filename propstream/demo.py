@@ -8,6 +8,7 @@ from pathlib import Path
 from propstream import app, completejourney
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
+from stream.sinks.clickhouse import redact_dsn
 
 EXAMPLE_QUERIES = """\
 -- customers likely to buy coffee/tea in the next 30 days (calibrated probability >= 0.5)
@@ -35,7 +36,7 @@ def run(settings: Settings, log=print) -> dict:
     log(f"  {len(records):,} events read for training ({rejected:,} rejected by the event contract)")
     cards = app.train(settings, records, progress=log)
     del records
-    log(f"[3/4] replaying {events.name} through the dataflow into ClickHouse ({settings.dsn})")
+    log(f"[3/4] replaying {events.name} through the dataflow into ClickHouse ({redact_dsn(settings.dsn)})")
     source = app.build_source(settings, [Path(events)])
     stats = app.run_stream(settings, source, mapping, progress=lambda s: log("  " + s))
     flow_s = stats.elapsed

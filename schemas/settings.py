@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,16 @@ class SettingsFileError(ValueError):
     """The settings file named by PROPSTREAM_CONFIG is missing or unreadable."""
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether a librdkafka setting holds a secret (its value must never be shown).
+
+    >>> [is_secret_key(k) for k in ("ssl.key.password", "sasl.oauthbearer.client.secret", "ssl.key.pem", "acks")]
+    [True, True, True, False]
+    """
+    k = key.lower()
+    return any(w in k for w in ("password", "secret", "token", "jaas", "oauthbearer.config")) or k == "ssl.key.pem"
+
+
 class StreamSettings(BaseModel):
     """Tuning of the dataflow."""
 
@@ -38,11 +48,16 @@ class StreamSettings(BaseModel):
     # One shard per process is fastest (one predict call per group and batch); scale-out wants >= 8 per process.
     n_shards: int = Field(default=1, ge=1, le=4096)
     batch_size: int = Field(default=50_000, ge=1, le=1_000_000)  # replay batch: one refresh per customer per batch
+    # Judged per source partition against its own event-time watermark (stream/watermark.py).
     allowed_lateness_hours: float = Field(default=24.0, ge=0.0, le=24.0 * 90)
+    # An event further than this past its partition's watermark is refused (a skewed clock, a wrong unit).
+    max_ahead_hours: float = Field(default=24.0 * 30, gt=0.0)
     model_poll_seconds: float = Field(default=5.0, gt=0.0)
     progress_seconds: float = Field(default=5.0, gt=0.0)
     predict_threads: int = Field(default=0, ge=0)  # XGBoost threads when scoring (0: one per CPU)
     gc_seconds: float = Field(default=60.0, ge=0.0)  # collect cyclic garbage on this timer (0: Python's default)
+    # Partitions of a new recovery store; fixed for its life, independent of how many processes run.
+    recovery_partitions: int = Field(default=4, ge=1, le=1024)
 
 
 class TrainSettings(BaseModel):
@@ -67,18 +82,35 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "interactions"
-    dead_letter_topic: str = "interactions-dead-letters"
+    dead_letter_topic: str | None = None  # default: "<topic>-dead-letters" (see dead_letters_topic)
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=10)
-    config: dict[str, str | int | float | bool] = {}
+    # Values of secret-looking keys (passwords, secrets, tokens, key material) are kept as SecretStr.
+    config: dict[str, SecretStr | str | int | float | bool] = {}
     sasl_password: SecretStr | None = None
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
     clock: Literal["wall", "event"] = "wall"
     tick_seconds: float = Field(default=1.0, gt=0.0)
+    # A partition without a message for this long is idle: it does not hold back the event-time clock.
+    idle_seconds: float = Field(default=10.0, gt=0.0)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _secrets_hidden(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {k: SecretStr(str(x)) if is_secret_key(k) and not isinstance(x, SecretStr) else x for k, x in v.items()}
+
+    @property
+    def dead_letters_topic(self) -> str:
+        """Where dead letters go: the setting, or the input topic's name with ``-dead-letters``."""
+        return self.dead_letter_topic or f"{self.topic}-dead-letters"
 
     def client_config(self) -> dict[str, Any]:
         """Librdkafka settings for a client, secrets included (do not log)."""
-        cfg: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, **self.config}
+        cfg: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        for k, v in self.config.items():
+            cfg[k] = v.get_secret_value() if isinstance(v, SecretStr) else v
         if self.sasl_password is not None:
             cfg["sasl.password"] = self.sasl_password.get_secret_value()
         return cfg

@@ -4,7 +4,8 @@
 
     read (SourceBatch: raw records from files or Kafka, plus a clock tick)
       -> parse: validate; bad records become dead letters
-      -> route: split each batch by shard (crc32 of user_id), broadcast the clock tick
+      -> watermark: keyed by source partition; late and skewed events become dead letters
+      -> route: split each batch by shard (crc32 of user_id), broadcast where the partition stands
       -> customers: stateful per shard (state, expiry heap, scoring)
       -> clickhouse: one column-oriented insert per table per batch
       -> dead_letter_topic (optional): dead letters also go to Kafka
@@ -30,6 +31,7 @@ from stream.sinks.base import RunStats
 from stream.sinks.clickhouse import ClickHouseSink
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
+from stream.watermark import WatermarkRules
 
 
 class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
@@ -52,23 +54,27 @@ class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
 
 
+FLOW_ID = "propstream"  # step ids in recovery snapshots are "propstream.<step>": renaming a step loses its state
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """What the dataflow is built from."""
 
     n_shards: int
     allowed_lateness_ms: int
+    max_ahead_ms: int = 30 * 24 * 3_600_000
     recovery: bool = True  # False: Bytewax keeps no snapshots, so the shards need not make them
 
 
 def route(n_shards: int, batch: ParsedBatch) -> list[tuple[str, ShardInput]]:
-    """Split a batch by shard; every shard gets the tick so expiry reaches all customers."""
+    """Split a batch by shard; every shard hears where the partition stands, so expiry reaches all customers."""
     parts: list[list[EventRecord]] = [[] for _ in range(n_shards)]
     for rec in batch.records:
         parts[shard_of(rec.user_id, n_shards)].append(rec)
-    broadcast = batch.tick_ms is not None or batch.final
+    broadcast = batch.tick_ms is not None or batch.idle or batch.watermark is not None
     return [
-        (str(s), ShardInput(s, p, batch.tick_ms, batch.part, batch.n_parts, batch.final))
+        (str(s), ShardInput(s, p, batch.tick_ms, batch.part, batch.n_parts, batch.idle, batch.watermark))
         for s, p in enumerate(parts)
         if p or broadcast
     ]
@@ -83,13 +89,14 @@ def build_dataflow(
     sink: ClickHouseSink,
     flow_cfg: FlowConfig,
     stats: RunStats | None = None,
-    flow_id: str = "propstream",
+    flow_id: str = FLOW_ID,
     dead_letter_sink: DynamicSink | None = None,
 ) -> Dataflow:
     """Wire the dataflow; no I/O happens until it runs."""
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
+    rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms)
     n_shards = flow_cfg.n_shards
-    layout = state_layout(cfg, catalog.groups)
+    layout = state_layout(cfg, catalog.groups, n_shards)
 
     def parse(batch: SourceBatch) -> ParsedBatch:
         pb = parser.parse_batch(batch)
@@ -100,11 +107,16 @@ def build_dataflow(
     def dead_of(pb: ParsedBatch) -> list[ShardOutput]:
         return [ShardOutput(shard=-1, dead_letters=pb.dead)] if pb.dead else []
 
+    def judge(watermark: int | None, pb: ParsedBatch) -> tuple[int | None, ParsedBatch]:
+        return rules.judge(watermark, pb), pb
+
     flow = Dataflow(flow_id)
     raw = op.input("read", flow, source)
     parsed = op.map("parse", raw, parse)
-    rejected = op.flat_map("parse_errors", parsed, dead_of)
-    routed = op.flat_map("route", parsed, lambda pb: route(n_shards, pb))
+    by_partition = op.key_on("by_partition", parsed, lambda pb: pb.part)
+    judged = op.map("unkey_partition", op.stateful_map("watermark", by_partition, judge), lambda kv: kv[1])
+    rejected = op.flat_map("parse_errors", judged, dead_of)
+    routed = op.flat_map("route", judged, lambda pb: route(n_shards, pb))
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.

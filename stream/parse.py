@@ -24,7 +24,13 @@ _FUTURE = "in the future: timestamp is more than 24 h ahead of the wall clock"
 
 @dataclass
 class ParsedBatch:
-    """Valid events, dead letters (reason, payload, source) and the batch's clock tick."""
+    """Valid events, dead letters (reason, payload, source) and where the batch's partition stands.
+
+    ``tick_ms`` is the wall clock of a live source (None in event time);
+    ``watermark`` the partition's event-time watermark after this batch, set by
+    ``stream.watermark``; ``idle`` says that the partition has nothing more
+    to deliver for now (ended, or no message for a while).
+    """
 
     records: list[EventRecord] = field(default_factory=list)
     dead: list[tuple[str, str, str]] = field(default_factory=list)
@@ -32,7 +38,8 @@ class ParsedBatch:
     n_in: int = 0
     part: str = ""
     n_parts: int = 1
-    final: bool = False
+    idle: bool = False
+    watermark: int | None = None
 
 
 def _payload_text(payload: Any) -> str:
@@ -107,12 +114,18 @@ class EventParser:
         return event.to_record(source)
 
     def parse_batch(self, batch: SourceBatch) -> ParsedBatch:
-        """Validate a batch; its tick is the later of the source's tick and its events' times.
+        """Validate a batch.
 
         An Arrow batch (Parquet) takes the columnar fast path (``stream.columns``);
         the rows it cannot prove valid come back here, one at a time.
         """
-        out = ParsedBatch(n_in=len(batch), part=batch.part, n_parts=batch.n_parts, final=batch.final)
+        out = ParsedBatch(
+            n_in=len(batch),
+            tick_ms=batch.tick_ms,
+            part=batch.part,
+            n_parts=batch.n_parts,
+            idle=batch.idle or batch.final,
+        )
         limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
         records, dead = out.records, out.dead
 
@@ -145,7 +158,4 @@ class EventParser:
                     dead.append((f"unreadable row: {type(exc).__name__}: {str(exc)[:200]}", "", sources[i]))
                     continue
                 take(sources[i], payload, fast if fast is not None else self.parse_one(sources[i], payload))
-        latest = max((r.ts_ms for r in records), default=None)
-        tick = batch.tick_ms
-        out.tick_ms = latest if tick is None or (latest is not None and latest > tick) else tick
         return out

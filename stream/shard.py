@@ -5,14 +5,16 @@ shard holds many customers. That lets one clock tick reach exactly the
 customers whose windows expire (a heap ordered by their next change time), and
 lets every group's model score a whole batch in one ``inplace_predict`` call.
 
+Events reach a shard already judged against their partition's watermark
+(``stream.watermark``: late and skewed events are dead letters by then).
 Processing one ``ShardInput``:
 
-1. events in arrival order: late (older than the shard clock minus the
-   allowed lateness) and duplicate (event_id seen) events become dead
-   letters; the rest are applied to their customer's state, consecutive
-   events of one customer, time and type (a basket's lines) as one update;
-2. the clock moves to the batch's tick; customers due in the expiry heap and
-   every touched customer advance to it;
+1. events in arrival order: duplicates (event_id seen) and events older than
+   the shard's retention horizon become dead letters; the rest are applied to
+   their customer's state, consecutive events of one customer, time and type
+   (a basket's lines) as one update;
+2. the clock moves (see ``CustomerShard.advance``); customers due in the
+   expiry heap and every touched customer advance to it;
 3. changed customers' feature vectors are rebuilt, and every group whose
    model inputs changed is rescored in one call per group (in a scoring
    thread, while the feature rows are built); a group whose production model
@@ -39,7 +41,9 @@ from stream.state import CustomerState, StateConfig
 if TYPE_CHECKING:
     from models.scorer import GroupScorer
 
-STATE_VERSION = 2  # 2: buckets kept in ascending time order, history_days; shards record their layout
+# 2: buckets kept in ascending time order, history_days; shards record their layout
+# 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
+STATE_VERSION = 3
 VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
 
 
@@ -52,14 +56,15 @@ class SnapshotMismatchError(RuntimeError):
     """A recovery snapshot was made by other state code or for another feature layout."""
 
 
-def state_layout(cfg: StateConfig, groups: tuple[ProductGroup, ...]) -> str:
-    """Fingerprint of what the counters in a shard mean: the feature layout and the group rules.
+def state_layout(cfg: StateConfig, groups: tuple[ProductGroup, ...], n_shards: int = 1) -> str:
+    """Fingerprint of what the counters in a shard mean: the feature layout, the group rules, the shard count.
 
     Catalog rows are not part of it: new products may join groups without
-    invalidating counts of events already applied.
+    invalidating counts of events already applied. The number of shards is:
+    it decides which shard holds a customer.
     """
     rules = [g.model_dump(exclude={"base_rate_30d"}) for g in groups]
-    text = cfg.spec.model_dump_json() + repr(rules)
+    text = cfg.spec.model_dump_json() + repr(rules) + f"|shards={n_shards}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -75,11 +80,12 @@ def restore_shard(snapshot: bytes, layout: str) -> CustomerShard:
         raise SnapshotMismatchError(msg)
     if shard.layout != layout:
         msg = (
-            "recovery snapshot was made for other product groups or feature windows "
+            "recovery snapshot was made for other product groups, feature windows or number of shards "
             f"(layout {shard.layout}, now {layout}): resuming would misread its counters; "
             "start with an empty --recovery-dir and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
+    shard.idle = set()  # which partitions are idle is for the source to say again after a restart
     return shard
 
 
@@ -90,14 +96,15 @@ def row_version(as_of_ms: int, seq: int) -> int:
 
 @dataclass
 class ShardInput:
-    """Events for one shard plus the clock tick they bring (ms)."""
+    """Events for one shard, and where their source partition stands."""
 
     shard: int
     events: list[EventRecord]
-    tick_ms: int | None
+    tick_ms: int | None  # wall clock of a live source; None in event time
     part: str = ""  # source partition the batch came from
     n_parts: int = 1  # partitions of the source in all
-    final: bool = False  # the partition has ended
+    idle: bool = False  # the partition has nothing more to deliver for now (or has ended)
+    watermark: int | None = None  # the partition's event-time watermark after the batch
 
 
 @dataclass
@@ -145,27 +152,49 @@ class CustomerShard:
         self.scores: dict[str, np.ndarray] = {}  # user -> last written score per group
         self.model_versions: dict[int, int] = {}  # group -> version last used for the shard
         self.items: dict[tuple[int, str, int], list] = {}  # (hour_ms, item, type) -> [n, qty, cents]
-        self.watermarks: dict[str, int] = {}  # source partition -> latest event time or tick
-        self.ended: set[str] = set()  # source partitions that reached their end
+        self.watermarks: dict[str, int] = {}  # source partition -> its event-time watermark
+        self.idle: set[str] = set()  # partitions with nothing to deliver for now (not kept across restarts)
+        self.horizon: int | None = None  # retention: no event older than this can still be accepted
         self.pending: dict[str, set[int]] = {}  # changed before the clock was known
 
-    def advance_watermark(self, part: str, n_parts: int, t: int | None, final: bool) -> None:
-        """The clock is the slowest live partition's watermark (the fastest once all ended).
+    def advance(self, part: str, n_parts: int, watermark: int | None, tick: int | None, idle: bool, lateness: int):
+        """Record where a partition stands; move the clock and the retention horizon (never backwards).
 
-        Until every partition has reported, the clock stays unknown, so a fast
-        partition cannot make a slow one's events late.
+        The clock, which expires windows: the wall clock of a live source
+        (``tick``); in event time, the slowest watermark among partitions that
+        are not idle, or the fastest once all are idle (as Flink's source
+        idleness: a partition with nothing to deliver does not hold the others
+        back). Until every partition has a watermark or is idle, it is unknown.
+
+        The retention horizon, before which duplicate ids and item cells are
+        forgotten: the slowest watermark of all partitions, idle or not, minus
+        the allowed lateness. A partition accepts nothing older than its own
+        watermark minus the lateness, so nothing it can still send is older
+        than the horizon. Only a partition that has never delivered an event
+        has no watermark: once idle it does not hold the horizon back, and
+        should it then send events older than the horizon, they are dead
+        letters (``process``).
         """
         wm = self.watermarks
-        if t is not None and t > wm.get(part, t - 1):
-            wm[part] = t
-        if final:
-            self.ended.add(part)
-        if len(wm.keys() | self.ended) < n_parts:
+        if watermark is not None and watermark > wm.get(part, watermark - 1):
+            wm[part] = watermark
+        if idle:
+            self.idle.add(part)
+        else:
+            self.idle.discard(part)
+        if len(wm.keys() | self.idle) < n_parts:
             return
-        live = [v for p, v in wm.items() if p not in self.ended]
-        clock = min(live) if live else max(wm.values(), default=None)
+        if tick is not None:
+            clock: int | None = tick
+        else:
+            live = [v for p, v in wm.items() if p not in self.idle]
+            clock = min(live) if live else max(wm.values(), default=None)
         if clock is not None and (self.clock is None or clock > self.clock):
             self.clock = clock
+        if wm:
+            horizon = min(wm.values()) - lateness
+            if self.horizon is None or horizon > self.horizon:
+                self.horizon = horizon
 
 
 class ShardProcessor:
@@ -192,10 +221,8 @@ class ShardProcessor:
         sh.pending = {}
         customers = sh.customers
         items = sh.items
-        single = inp.n_parts == 1
-        clock = sh.clock
+        horizon = sh.horizon
         touched_items: set[tuple[int, str, int]] = set()
-        lateness = self.lateness
         groups_of = self.catalog.groups_of
         applied = out.applied
         # Consecutive events of one customer, time and type (a basket's lines) are counted as one run.
@@ -205,11 +232,11 @@ class ShardProcessor:
         run_n = 0
         for rec in inp.events:
             user, item, type_index, ts, event_id, quantity, cents, _ = rec
-            if clock is not None and ts < clock - lateness:
+            if horizon is not None and ts < horizon:  # only from a partition that was idle without a watermark
                 out.dead_letters.append(
                     (
-                        f"late: event time is {(clock - ts) / 3_600_000:.1f} h before the "
-                        f"stream clock; allowed lateness is {lateness / 3_600_000:.1f} h",
+                        f"late: event time is {(horizon - ts) / 3_600_000:.1f} h before the shard's retention "
+                        "horizon (its partition had delivered nothing while the others moved on)",
                         rec.to_json(),
                         rec.source,
                     )
@@ -246,13 +273,9 @@ class ShardProcessor:
                 cell[0] += 1
                 cell[1] += quantity
                 cell[2] += cents
-            if single and (clock is None or ts > clock):
-                clock = ts  # one partition: its own events move the clock (as advance_watermark would)
         if run_n:
             self._apply_run(dirty, run_key, run_state, run_counts, run_n)
-        last = max((r.ts_ms for r in inp.events), default=None)
-        tick = inp.tick_ms if last is None or (inp.tick_ms is not None and inp.tick_ms > last) else last
-        sh.advance_watermark(inp.part, inp.n_parts, tick, inp.final)
+        sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
         clock = sh.clock
         self._item_rows(sh, out, touched_items)
         if clock is None:
@@ -265,10 +288,12 @@ class ShardProcessor:
             if sh.due.get(user) == due:
                 del sh.due[user]
                 dirty.setdefault(user, set())
+        forget_before = sh.horizon
         for user, changed in dirty.items():
             state = customers[user]
             changed.update(state.advance(cfg, clock))
-            state.forget_seen_before(clock - self.lateness)
+            if forget_before is not None:
+                state.forget_seen_before(forget_before)
         self._refresh(sh, out, dirty, clock)
         return out
 
@@ -293,7 +318,9 @@ class ShardProcessor:
         for key in touched:
             n, qty, cents = items[key]
             rows.append((key[0], key[1], TYPE_NAMES[key[2]], n, qty, cents / 100, shard))
-        horizon = (sh.clock or 0) - self.lateness - 3_600_000
+        if sh.horizon is None:
+            return
+        horizon = sh.horizon - 3_600_000  # an hour cell ends before the horizon: no event can reach it
         if sh.items and min(k[0] for k in sh.items) < horizon:
             sh.items = {k: v for k, v in sh.items.items() if k[0] >= horizon}
 
@@ -309,10 +336,9 @@ class ShardProcessor:
                     swapped.add(gi)
                     sh.model_versions[gi] = v
         users = [u for u, ch in dirty.items() if ch]
-        if swapped:
+        if swapped:  # every live customer; those whose history expired are left to `propstream rescore`
             seen = set(users)
             users += [u for u in sh.customers if u not in seen]
-            users += [u for u in sh.scores if u not in seen and u not in sh.customers]
         n = len(users)
         rows = np.tile(cfg.new_row(), (n, 1))
         seqs = [0] * n
@@ -353,11 +379,13 @@ class ShardProcessor:
             feats.update(zip(recency_names, recency, strict=True))
             start = ends[k]
             out.features.append((users[i], clock, row_version(clock, seqs[i]), feats))
+        dropped: list[str] = []
         for user in dirty:
             state = sh.customers[user]
             if state.is_empty():
                 del sh.customers[user]
                 sh.due.pop(user, None)
+                dropped.append(user)
                 continue
             due = state.next_change(cfg)
             if due is not None and sh.due.get(user) != due:
@@ -365,6 +393,8 @@ class ShardProcessor:
                 heapq.heappush(sh.heap, (due, user))
         if scoring is not None:
             self._record_scores(sh, out, users, plan, scoring.result(), seqs, clock)
+        for user in dropped:  # the last-score cache holds live customers only
+            sh.scores.pop(user, None)
 
     def _scoring_thread(self) -> ThreadPoolExecutor:
         if self._pool is None:

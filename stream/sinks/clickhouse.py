@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -28,6 +29,21 @@ _lock = threading.Lock()
 
 class ClickHouseUnavailableError(RuntimeError):
     """ClickHouse cannot be opened or reached; the message says which and what to do."""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without a password in it, for messages.
+
+    >>> redact_dsn("http://default:s3cret@ch.example:8123/?secure=1")
+    'http://default:***@ch.example:8123/?secure=1'
+    >>> redact_dsn("chdb:///data/chdb")
+    'chdb:///data/chdb'
+    """
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def open_client(dsn: str, user: str | None = None, password: str | None = None) -> Any:
@@ -50,10 +66,18 @@ def open_client(dsn: str, user: str | None = None, password: str | None = None) 
                         f"open a chDB path: is a stream, demo or segment using it?): {exc}"
                     )
                 else:
-                    msg = f"cannot reach ClickHouse at {dsn}: {exc}"
+                    msg = f"cannot reach ClickHouse at {redact_dsn(dsn)}: {_redacted(str(exc), dsn, password)}"
                 raise ClickHouseUnavailableError(msg) from exc
             _clients[dsn] = client
         return client
+
+
+def _redacted(text: str, dsn: str, password: str | None) -> str:
+    """``text`` with every password it could quote replaced (a driver error may echo the URL)."""
+    for secret in (urlsplit(dsn).password, password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text.replace(dsn, redact_dsn(dsn))
 
 
 def create_schema(client: Any, database: str = DATABASE) -> None:

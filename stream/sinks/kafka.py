@@ -13,6 +13,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
+from stream.producer import DeliveryError
 from stream.shard import ShardOutput
 
 MAX_TOPIC_PAYLOAD = 64 * 1024
@@ -48,7 +49,7 @@ class _Partition(StatelessSinkPartition[ShardOutput]):
                 f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'} "
                 "(does the topic exist? `propstream init --kafka ...` creates it)"
             )
-            raise RuntimeError(msg)
+            raise DeliveryError(msg)
 
     def close(self) -> None:
         self.producer.flush(30)

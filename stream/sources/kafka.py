@@ -8,7 +8,10 @@ skipping data.
 
 Each poll becomes one ``SourceBatch``; in wall-clock mode it carries the wall
 clock as its tick, and an idle partition still emits an empty tick batch every
-``tick_seconds`` so windows expire while nothing arrives.
+``tick_seconds`` so windows expire while nothing arrives. A partition that has
+delivered no message for ``idle_seconds`` says so (``SourceBatch.idle``), so
+that in event time it does not hold back the clock of the others (see
+``CustomerShard.advance``); its next message makes it active again.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.sources.base import SourceBatch, SourceError
 
@@ -52,6 +55,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         exit_when_idle: float | None,
         clock: Clock,
         n_parts: int,
+        idle_seconds: float = 10.0,
     ):
         self._topic, self._partition = topic, partition
         self._n_parts = n_parts
@@ -66,6 +70,8 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._clock = clock
         self._last_message = clock()
         self._last_emit = 0.0
+        self._idle_s = idle_seconds
+        self._idle = False
 
     def next_batch(self) -> list[SourceBatch]:
         if self._ended:
@@ -94,11 +100,14 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
             self._last_message = now
         elif self._exit_when_idle is not None and now - self._last_message >= self._exit_when_idle:
             self._ended = True
+        was_idle = self._idle
+        self._idle = self._ended or (not records and now - self._last_message >= self._idle_s)
         tick = int(now * 1000) if self._wall_clock else None
-        if records or self._ended or (tick is not None and now - self._last_emit >= self._tick_s):
+        due = tick is not None and now - self._last_emit >= self._tick_s
+        if records or self._ended or due or self._idle != was_idle:
             self._last_emit = now
             part = f"{self._topic}/{self._partition}"
-            return [SourceBatch(records, tick, part, self._n_parts, final=self._ended)]
+            return [SourceBatch(records, tick, part, self._n_parts, final=self._ended, idle=self._idle)]
         return []
 
     def snapshot(self) -> int:
@@ -121,8 +130,10 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         tick_seconds: float = 1.0,
         exit_when_idle: float | None = None,
         clock: Clock = time.time,
+        idle_seconds: float = 10.0,
     ):
         self.config = consumer_config(bootstrap, extra_config or {})
+        self.idle_seconds = idle_seconds
         self.topic = topic
         self.batch_size = batch_size
         self.wall_clock = wall_clock
@@ -135,6 +146,9 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         consumer = Consumer(self.config)
         try:
             meta = consumer.list_topics(self.topic, timeout=10)
+        except KafkaException as exc:
+            msg = f"cannot reach Kafka at {self.config['bootstrap.servers']}: {exc.args[0].str()}"
+            raise SourceError(msg) from exc
         finally:
             consumer.close()
         topic = meta.topics.get(self.topic)
@@ -158,4 +172,5 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             self.exit_when_idle,
             self.clock,
             self._n_parts or len(self.list_parts()),
+            self.idle_seconds,
         )

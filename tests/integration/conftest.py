@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,23 @@ SMALL_DATA_PARAMS: dict[str, float | int | str] = {"min_child_weight": 1, "max_d
 def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Only one chDB path may be open per process: every test shares it."""
     return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """A running Kafka broker: KAFKA_BOOTSTRAP, or a local KRaft node started here (started only when asked for)."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        yield None, os.environ["KAFKA_BOOTSTRAP"]
+        return
+    from tools.kafka.broker import LocalBroker
+
+    with LocalBroker(data_dir=tmp_path_factory.mktemp("kafka")) as b:
+        yield b, b.bootstrap
+
+
+@pytest.fixture(scope="session")
+def bootstrap(broker) -> str:
+    return broker[1]
 
 
 @pytest.fixture(scope="session")

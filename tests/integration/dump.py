@@ -3,7 +3,16 @@
 Only one process may open a chDB path, so tests that ran the stream in
 subprocesses read the results back through this module, also in a subprocess:
 
-    python -m tests.integration.dump chdb:///path [database]
+    python -m tests.integration.dump [--values] chdb:///path [database]
+
+Every table a run writes is read with FINAL, keyed the way its engine
+replaces rows, and carries the version that decides which row wins. Runs of
+several processes (one chDB each here; one server in production) are merged
+by ``merge`` with the same rule a shared ReplacingMergeTree applies, and
+``values`` drops what legitimately differs between two correct runs: the
+versions and as-of times of refreshes, which follow how batches were cut.
+``score_history`` keeps a row for every batch a score changed in, so only its
+last score per customer and group is compared.
 """
 
 from __future__ import annotations
@@ -13,21 +22,83 @@ import sys
 
 import clickhouse_connect
 
+TABLES = ("features", "scores", "score_history", "events", "dead_letters", "item_activity")
+
 
 def dump(dsn: str, db: str = "propstream") -> dict:
     client = clickhouse_connect.get_client(dsn=dsn)
-    q = client.query
+
+    def rows(sql: str) -> list:
+        return client.query(sql.format(db=db)).result_rows
+
     return {
         "features": {
-            u: dict(f) for u, f in q(f"SELECT user_id, features FROM {db}.customer_features FINAL").result_rows
+            u: [v, dict(f)] for u, v, f in rows("SELECT user_id, version, features FROM {db}.customer_features FINAL")
         },
-        "scores": sorted(
-            [list(r) for r in q(f"SELECT user_id, group_id, score, model_version FROM {db}.scores FINAL").result_rows]
-        ),
-        "events": q(f"SELECT count() FROM {db}.events FINAL").result_rows[0][0],
-        "dead_letters": sorted([list(r) for r in q(f"SELECT source, reason FROM {db}.dead_letters FINAL").result_rows]),
+        "scores": {
+            f"{u}|{g}": [v, s, m]
+            for u, g, v, s, m in rows("SELECT user_id, group_id, version, score, model_version FROM {db}.scores FINAL")
+        },
+        "score_history": {
+            f"{u}|{g}": [v, s, m]
+            for u, g, v, s, m in rows(
+                "SELECT user_id, group_id, max(version), argMax(score, version), argMax(model_version, version) "
+                "FROM {db}.score_history FINAL GROUP BY user_id, group_id"
+            )
+        },
+        "events": {
+            f"{u}|{ts}|{e}": [i, t, q, v, src]
+            for u, ts, e, i, t, q, v, src in rows(
+                "SELECT user_id, toUnixTimestamp64Milli(ts), event_id, item_id, type, quantity, value, source "
+                "FROM {db}.events FINAL"
+            )
+        },
+        "dead_letters": {
+            f"{src}|{r}": p for src, r, p in rows("SELECT source, reason, payload FROM {db}.dead_letters FINAL")
+        },
+        "item_activity": {
+            f"{h}|{i}|{t}|{sh}": [n, q, v]
+            for h, i, t, sh, n, q, v in rows(
+                "SELECT toUnixTimestamp(hour), item_id, type, shard, events, quantity, value "
+                "FROM {db}.item_activity FINAL"
+            )
+        },
+    }
+
+
+def merge(dumps: list[dict]) -> dict:
+    """Several stores as one ReplacingMergeTree would hold them: per key, the highest version wins.
+
+    Item cells are versioned by their event count; the events archive and
+    dead letters by their key alone.
+    """
+    versioned = ("features", "scores", "score_history", "item_activity")
+    out: dict = {t: {} for t in TABLES}
+    for d in dumps:
+        for table in TABLES:
+            merged = out[table]
+            for key, row in d[table].items():
+                old = merged.get(key)
+                if old is None or (table in versioned and row[0] > old[0]):
+                    merged[key] = row
+    return out
+
+
+def values(d: dict) -> dict:
+    """What two correct runs over the same input must agree on."""
+    return {
+        "features": {u: f for u, (_, f) in d["features"].items()},
+        "scores": {k: row[1:] for k, row in d["scores"].items()},
+        "score_history_last": {k: row[1:] for k, row in d["score_history"].items()},
+        "events": {k: row[:4] for k, row in d["events"].items()},  # source names the input (file line or offset)
+        "event_sources": sorted(row[4] for row in d["events"].values()),
+        "dead_letters": d["dead_letters"],
+        "item_activity": d["item_activity"],
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(dump(*sys.argv[1:])))
+    args = sys.argv[1:]
+    as_values = args[:1] == ["--values"]
+    result = dump(*args[as_values:])
+    print(json.dumps(values(result) if as_values else result))

@@ -8,15 +8,10 @@ Central once. These tests never skip: no broker is a failure.
 from __future__ import annotations
 
 import json
-import os
-import random
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -24,71 +19,24 @@ from confluent_kafka.admin import AdminClient
 
 from propstream import app
 from schemas.mapping import ColumnMapping
-from stream.parse import EventParser
-from stream.producer import produce
 from stream.sources.base import SourceError
 from tests.integration.conftest import make_settings, write_events
+from tests.integration.dump import merge, values
 from tests.integration.helpers import production_predict, query, state_config, stored_features, stored_scores
+from tests.integration.kafka_helpers import (
+    ROOT,
+    dump_db,
+    free_addresses,
+    kafka_settings,
+    new_topic,
+    produce_events,
+    run_kafka,
+    stream_cmd,
+    stream_env,
+)
 from tests.synthetic import make_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory):
-    """A running broker: KAFKA_BOOTSTRAP, or a local KRaft node started here."""
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        yield None, os.environ["KAFKA_BOOTSTRAP"]
-        return
-    from tools.kafka.broker import LocalBroker
-
-    with LocalBroker(data_dir=tmp_path_factory.mktemp("kafka")) as b:
-        yield b, b.bootstrap
-
-
-@pytest.fixture(scope="session")
-def bootstrap(broker) -> str:
-    return broker[1]
-
-
-def new_topic(bootstrap: str, partitions: int = 4) -> str:
-    """A fresh events topic and its dead-letter topic, as `propstream init` makes them."""
-    from schemas.settings import KafkaSettings
-    from stream.topics import create_topics
-
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    k = KafkaSettings(bootstrap_servers=bootstrap, topic=name, dead_letter_topic=f"{name}-dlq", partitions=partitions)
-    assert create_topics(k) == {name: "created", f"{name}-dlq": "created"}
-    assert create_topics(k) == {name: "exists", f"{name}-dlq": "exists"}  # idempotent
-    return name
-
-
-def kafka_settings(settings, bootstrap: str, topic: str, **kafka):
-    k = settings.kafka.model_copy(
-        update={
-            "bootstrap_servers": bootstrap,
-            "topic": topic,
-            "dead_letter_topic": f"{topic}-dlq",
-            "clock": "event",
-            **kafka,
-        }
-    )
-    return settings.model_copy(update={"kafka": k})
-
-
-def produce_events(bootstrap: str, topic: str, events: list[dict], path: Path) -> None:
-    from stream.sources import read_records
-
-    report = produce(
-        read_records(write_events(path, events)), EventParser(ColumnMapping()), {"bootstrap.servers": bootstrap}, topic
-    )
-    assert report.sent == len(events) and not report.rejected
-
-
-def run_kafka(settings, exit_when_idle: float = 3.0, **kw):
-    source = app.build_source(settings, None, exit_when_idle=exit_when_idle)
-    return app.run_stream(settings, source, ColumnMapping(), progress=None, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +100,7 @@ def test_poison_messages_go_to_dead_letters_and_the_flow_goes_on(world, trained_
     assert all(s.startswith(f"kafka:{topic}/") for _, s in dead)
     # The same dead letters are on the dead-letter topic, with their reasons.
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False})
-    c.assign([TopicPartition(f"{topic}-dlq", p, 0) for p in range(2)])
+    c.assign([TopicPartition(f"{topic}-dead-letters", p, 0) for p in range(2)])
     got = []
     deadline = time.time() + 20
     while len(got) < len(POISON) and time.time() < deadline:
@@ -167,8 +115,9 @@ def test_resume_after_retention_deleted_the_offsets_fails_loudly(world, trained_
     topic = new_topic(bootstrap, 1)
     produce_events(bootstrap, topic, world.events[:300], tmp_path / "a.jsonl")
     settings = kafka_settings(make_settings(tmp_path, world, chdb_dsn), bootstrap, topic)
+    fresh = app.Execution(recovery_dir=tmp_path / "recovery", snapshot_seconds=0.2, fresh=True)
+    run_kafka(settings, execution=fresh, with_models=False)
     recovery = app.Execution(recovery_dir=tmp_path / "recovery", snapshot_seconds=0.2)
-    run_kafka(settings, execution=recovery, with_models=False)
     produce_events(bootstrap, topic, world.events[300:600], tmp_path / "b.jsonl")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     fut = admin.delete_records([TopicPartition(topic, 0, 450)])
@@ -177,50 +126,6 @@ def test_resume_after_retention_deleted_the_offsets_fails_loudly(world, trained_
         run_kafka(settings, execution=recovery, with_models=False)
     assert isinstance(app.root_cause(info.value), SourceError)
     assert "no longer on the broker" in str(app.root_cause(info.value))
-
-
-def _stream_cmd(data_dir: Path, dsn: str, topic: str, bootstrap: str, world, extra: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "propstream.cli",
-        "run",
-        "--data-dir",
-        str(data_dir),
-        "--clickhouse",
-        dsn,
-        "--input",
-        f"kafka://{bootstrap}/{topic}",
-        "--clock",
-        "event",
-        "--catalog",
-        str(world.catalog_file),
-        "--exit-when-idle",
-        "6",
-        *extra,
-    ]
-
-
-def _env(world) -> dict:
-    # 16 shards so that keys spread over two processes (Bytewax hashes shard keys to workers).
-    return {
-        **os.environ,
-        "PROPSTREAM_GROUPS_FILE": str(world.groups_file),
-        "PROPSTREAM_STREAM__N_SHARDS": "16",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-def _dump(dsn: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.integration.dump", dsn],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -241,47 +146,16 @@ def clean_subprocess_run(big_world, big_topic, bootstrap, trained_dir, tmp_path_
     shutil.copytree(trained_dir / "models", d / "models")
     dsn = f"chdb://{d / 'chdb'}"
     subprocess.run(
-        _stream_cmd(d, dsn, big_topic, bootstrap, big_world, []),
-        env=_env(big_world),
+        stream_cmd(d, dsn, big_topic, bootstrap, big_world, []),
+        env=stream_env(big_world),
         cwd=ROOT,
         check=True,
         timeout=600,
         capture_output=True,
     )
-    result = _dump(dsn)
-    assert result["events"] == len(big_world.events)
+    result = values(dump_db(dsn))
+    assert len(result["events"]) == len(big_world.events)
     return result
-
-
-def test_kill_9_at_random_points_then_resume_equals_a_clean_run(
-    big_world, big_topic, bootstrap, trained_dir, tmp_path, clean_subprocess_run
-):
-    shutil.copytree(trained_dir / "models", tmp_path / "models")
-    dsn = f"chdb://{tmp_path / 'chdb'}"
-    cmd = _stream_cmd(
-        tmp_path,
-        dsn,
-        big_topic,
-        bootstrap,
-        big_world,
-        ["--recovery-dir", str(tmp_path / "recovery"), "--snapshot-seconds", "0.5"],
-    )
-    rng = random.Random(1)
-    kills = 0
-    for _attempt in range(20):
-        proc = subprocess.Popen(cmd, env=_env(big_world), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if kills < 3:
-            time.sleep(rng.uniform(3.0, 6.0))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                continue
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err.decode()[-2000:]
-        break
-    assert kills >= 1
-    assert _dump(dsn) == clean_subprocess_run
 
 
 def test_broker_restart_during_a_run_loses_nothing(
@@ -293,8 +167,8 @@ def test_broker_restart_during_a_run_loses_nothing(
     shutil.copytree(trained_dir / "models", tmp_path / "models")
     dsn = f"chdb://{tmp_path / 'chdb'}"
     proc = subprocess.Popen(
-        _stream_cmd(tmp_path, dsn, big_topic, bootstrap, big_world, []),
-        env=_env(big_world),
+        stream_cmd(tmp_path, dsn, big_topic, bootstrap, big_world, []),
+        env=stream_env(big_world),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -303,42 +177,31 @@ def test_broker_restart_during_a_run_loses_nothing(
     local.restart()
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert _dump(dsn) == clean_subprocess_run
+    assert values(dump_db(dsn)) == clean_subprocess_run
 
 
 def test_two_processes_equal_one(big_world, big_topic, bootstrap, trained_dir, tmp_path, clean_subprocess_run):
-    import socket
-
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    addresses = ",".join(f"127.0.0.1:{p}" for p in ports)
+    addresses = free_addresses(2)
     procs, dsns = [], []
     for i in range(2):
         d = tmp_path / f"p{i}"
         shutil.copytree(trained_dir / "models", d / "models")
         dsns.append(f"chdb://{d / 'chdb'}")  # one chDB per process; a server would be shared
-        cmd = _stream_cmd(
+        cmd = stream_cmd(
             d, dsns[-1], big_topic, bootstrap, big_world, ["--process-id", str(i), "--addresses", addresses]
         )
         procs.append(
-            subprocess.Popen(cmd, env=_env(big_world), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                cmd, env=stream_env(big_world), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
         )
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-2000:]
-    parts = [_dump(d) for d in dsns]
+    parts = [dump_db(d) for d in dsns]
     assert all(p["features"] for p in parts)  # both processes own customers
     assert not parts[0]["features"].keys() & parts[1]["features"].keys()
-    union = {
-        "features": {**parts[0]["features"], **parts[1]["features"]},
-        "scores": sorted(parts[0]["scores"] + parts[1]["scores"]),
-        "events": parts[0]["events"] + parts[1]["events"],
-        "dead_letters": sorted(parts[0]["dead_letters"] + parts[1]["dead_letters"]),
-    }
-    assert union == clean_subprocess_run
+    assert values(merge(parts)) == clean_subprocess_run
 
 
 def test_missing_topic_is_a_clear_error(bootstrap, world, tmp_path, chdb_dsn):
@@ -399,7 +262,7 @@ def test_cli_init_creates_topics_and_produce_reports_rejects(bootstrap, world, t
     assert main(["init", *common, "--kafka", f"kafka://{bootstrap}/{topic}", "--partitions", "3"]) == 0
     meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
     assert len(meta.topics[topic].partitions) == 3
-    assert len(meta.topics["interactions-dead-letters"].partitions) == 3
+    assert len(meta.topics[f"{topic}-dead-letters"].partitions) == 3  # the dead-letter topic follows the topic
     csv_file = tmp_path / "export.csv"
     csv_file.write_text(
         "hh,sku,when,kind\n"

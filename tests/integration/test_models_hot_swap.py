@@ -13,7 +13,7 @@ from models.registry import ModelRegistry
 from models.scorer import GroupScorer, ProductionModels
 from propstream import app
 from propstream.cli import main
-from schemas.events import Event
+from schemas.events import Event, EventRecord
 from stream.shard import CustomerShard, ShardInput, ShardProcessor
 from stream.state import StateConfig
 from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, make_settings, write_events
@@ -33,7 +33,7 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
     proc = ShardProcessor(cfg, catalog, models, allowed_lateness_ms=86_400_000)
     shard = CustomerShard(0)
     records = [Event.model_validate(e).to_record("t") for e in world.events[:2000]]
-    first = proc.process(shard, ShardInput(0, records, max(r.ts_ms for r in records)))
+    first = proc.process(shard, ShardInput(0, records, None, watermark=max(r.ts_ms for r in records)))
     users = {r.user_id for r in records}
     assert {(u, g) for u, g in zip(first.scores.user_id, first.scores.group_id, strict=True)} == {
         (u, g) for u in users for g in spec.groups
@@ -46,7 +46,7 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
     )
     new_version = registry.production_version("coffee")
     assert new_version == 2
-    tick = proc.process(shard, ShardInput(0, [], shard.clock))
+    tick = proc.process(shard, ShardInput(0, [], None, watermark=shard.clock))
     rescored = [
         (u, v)
         for u, g, v in zip(tick.scores.user_id, tick.scores.group_id, tick.scores.model_version, strict=True)
@@ -55,6 +55,25 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
     assert {u for u, _ in rescored} == users
     assert {v for _, v in rescored} == {new_version}
     assert set(tick.scores.group_id) == {"coffee"}  # other groups' features did not change
+
+
+def test_the_last_score_cache_holds_live_customers_only(world, trained_dir, tmp_path, chdb_dsn):
+    """A customer whose history has expired leaves the shard with its cached scores (memory bounded by the living)."""
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    catalog = app.load_catalog(settings)
+    cfg = StateConfig.build(app.feature_spec(catalog))
+    models = ProductionModels(cfg.spec, ModelRegistry(trained_dir / "models"), poll_seconds=3600.0)
+    proc = ShardProcessor(cfg, catalog, models, allowed_lateness_ms=86_400_000)
+    shard = CustomerShard(0)
+    day, start = 86_400_000, 1_483_228_800_000  # 2017-01-01
+    for d in range(0, 1_000, 10):  # one new customer a day for 1,000 days, one event each, ten days a batch
+        batch = [
+            EventRecord(f"once-{d + i}", "i1", 2, start + (d + i) * day, f"e{d + i}", 1.0, 100, "t") for i in range(10)
+        ]
+        proc.process(shard, ShardInput(0, batch, None, watermark=batch[-1].ts_ms))
+        assert shard.scores.keys() <= shard.customers.keys()
+    assert len(shard.customers) < 400  # a year of history and recency, then a customer is forgotten
+    assert shard.scores.keys() == shard.customers.keys()
 
 
 def test_model_whose_features_do_not_match_the_spec_is_refused(world, trained_dir, tmp_path, chdb_dsn):

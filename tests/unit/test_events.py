@@ -332,7 +332,8 @@ def test_parse_batch_rejects_events_more_than_a_day_in_the_future():
     out = p.parse_batch(SourceBatch(batch))
     assert out.n_in == 5
     assert [r.source for r in out.records] == ["f:1", "f:2"]
-    assert out.tick_ms == limit  # the clock never moves to a rejected time
+    # The parser moves no clock: the partition's watermark step does, over the accepted records only.
+    assert out.tick_ms is None and out.watermark is None
     assert [src for _, _, src in out.dead] == ["f:3", "f:4", "f:5"]
     assert "future" in out.dead[0][0] and "future" in out.dead[1][0]
     assert "JSON" in out.dead[2][0]
@@ -347,15 +348,17 @@ def test_parse_batch_uses_the_injected_clock_each_call():
     assert p.parse_batch(SourceBatch([("a", payload)])).dead
     clock["now"] += 2 * 86_400
     out = p.parse_batch(SourceBatch([("a", payload)]))
-    assert not out.dead and out.tick_ms == T0_MS + 2 * 86_400_000
+    assert not out.dead and [r.ts_ms for r in out.records] == [T0_MS + 2 * 86_400_000]
 
 
-def test_parse_batch_tick_is_the_later_of_source_and_events():
+def test_parse_batch_keeps_the_source_tick_and_never_mixes_event_time_into_it():
+    """The wall tick expires windows; event time is the watermark step's business (lateness never sees the tick)."""
     p = EventParser(ColumnMapping(), wall_clock=lambda: T0_MS / 1000)
     payload = json.dumps(ev(timestamp=T0_MS - 60_000))
     assert p.parse_batch(SourceBatch([("a", payload)], tick_ms=T0_MS)).tick_ms == T0_MS
-    assert p.parse_batch(SourceBatch([("a", payload)], tick_ms=T0_MS - 3_600_000)).tick_ms == T0_MS - 60_000
+    assert p.parse_batch(SourceBatch([("a", payload)], tick_ms=T0_MS - 3_600_000)).tick_ms == T0_MS - 3_600_000
     assert p.parse_batch(SourceBatch([], tick_ms=T0_MS)).tick_ms == T0_MS
+    assert p.parse_batch(SourceBatch([], final=True)).idle  # an ended partition is idle for good
 
 
 def test_parse_one_takes_kafka_bytes():

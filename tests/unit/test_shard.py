@@ -1,4 +1,4 @@
-"""The shard: its clock (the slowest live source partition sets it) and how it applies a batch."""
+"""The shard: its clock and retention horizon (from where its source partitions stand) and how it applies a batch."""
 
 from __future__ import annotations
 
@@ -21,35 +21,67 @@ from stream.shard import (
 )
 from stream.state import CustomerState, StateConfig
 
+L = 1_000  # allowed lateness in these tests
+
 
 def test_clock_waits_for_every_partition_then_follows_the_slowest():
     sh = CustomerShard(0)
-    sh.advance_watermark("p0", 2, 5_000, final=False)
-    assert sh.clock is None  # p1 has not reported: p0 alone could make p1's events late
-    sh.advance_watermark("p1", 2, 2_000, final=False)
+    sh.advance("p0", 2, 5_000, None, idle=False, lateness=L)
+    assert sh.clock is None  # p1 has not reported: p0 alone could expire windows p1's events still fall in
+    sh.advance("p1", 2, 2_000, None, idle=False, lateness=L)
     assert sh.clock == 2_000
-    sh.advance_watermark("p0", 2, 9_000, final=False)
+    sh.advance("p0", 2, 9_000, None, idle=False, lateness=L)
     assert sh.clock == 2_000
-    sh.advance_watermark("p1", 2, 7_000, final=False)
+    sh.advance("p1", 2, 7_000, None, idle=False, lateness=L)
     assert sh.clock == 7_000
-    sh.advance_watermark("p1", 2, None, final=True)  # p1 ended: only p0 holds the clock back
+    sh.advance("p1", 2, None, None, idle=True, lateness=L)  # p1 idle: only p0 holds the clock back
     assert sh.clock == 9_000
-    sh.advance_watermark("p0", 2, None, final=True)
+    sh.advance("p0", 2, None, None, idle=True, lateness=L)
     assert sh.clock == 9_000
 
 
 def test_clock_never_moves_backwards():
     sh = CustomerShard(0)
-    sh.advance_watermark("p0", 1, 10_000, final=False)
-    sh.advance_watermark("p0", 1, 3_000, final=False)
+    sh.advance("p0", 1, 10_000, None, idle=False, lateness=L)
+    sh.advance("p0", 1, 3_000, None, idle=False, lateness=L)
     assert sh.clock == 10_000
 
 
-def test_an_ended_partition_that_never_had_events_does_not_block_the_clock():
+def test_an_idle_partition_that_never_had_events_blocks_neither_the_clock_nor_retention():
     sh = CustomerShard(0)
-    sh.advance_watermark("p1", 2, None, final=True)
-    sh.advance_watermark("p0", 2, 4_000, final=False)
-    assert sh.clock == 4_000
+    sh.advance("p1", 2, None, None, idle=True, lateness=L)
+    sh.advance("p0", 2, 4_000, None, idle=False, lateness=L)
+    assert (sh.clock, sh.horizon) == (4_000, 4_000 - L)
+
+
+def test_retention_follows_the_slowest_partition_idle_or_not():
+    """An idle partition with a watermark may still send events as old as its watermark minus the lateness."""
+    sh = CustomerShard(0)
+    sh.advance("p0", 2, 5_000, None, idle=False, lateness=L)
+    sh.advance("p1", 2, 3_000, None, idle=True, lateness=L)
+    assert sh.clock == 5_000  # p1 is idle: it does not hold the clock back
+    assert sh.horizon == 3_000 - L  # but its next event may be as old as 2,000
+    sh.advance("p0", 2, 8_000, None, idle=False, lateness=L)
+    assert (sh.clock, sh.horizon) == (8_000, 2_000)
+
+
+def test_a_live_clock_is_the_wall_tick_and_retention_stays_in_event_time():
+    """Downtime moves the wall clock, never the horizon: a backlog older than the lateness is still applied."""
+    sh = CustomerShard(0)
+    sh.advance("p0", 1, 1_000_000, 1_000_500, idle=False, lateness=L)
+    assert (sh.clock, sh.horizon) == (1_000_500, 1_000_000 - L)
+    sh.advance("p0", 1, None, 1_000_500 + 30 * 3_600_000, idle=False, lateness=L)  # 30 h later, nothing arrived
+    assert (sh.clock, sh.horizon) == (1_000_500 + 30 * 3_600_000, 1_000_000 - L)
+
+
+def test_which_partitions_are_idle_is_not_carried_across_a_restart():
+    """A clean stop leaves every partition idle; after the restart they must not count as idle."""
+    sh = CustomerShard(0, "layout")
+    for p in ("p0", "p1"):
+        sh.advance(p, 2, 5_000 if p == "p0" else 2_000, None, idle=True, lateness=L)
+    assert sh.clock == 5_000
+    resumed = restore_shard(pickle.dumps(sh), "layout")
+    assert resumed.idle == set() and resumed.watermarks == {"p0": 5_000, "p1": 2_000}
 
 
 def test_versions_order_by_event_time_then_sequence_and_shards_are_stable():
@@ -67,7 +99,8 @@ def test_a_basket_counts_once_per_line_and_a_repeated_line_is_a_duplicate():
     lines = [("c1", "e1", 199), ("c2", "e2", 350), ("c1", "e1", 199), ("t1", "e3", 425)]  # e1 is sent twice
     basket = [EventRecord("u1", item, 2, t, eid, 1.0, cents, "test") for item, eid, cents in lines]
     later = EventRecord("u1", "t1", 2, t + 3_600_000, "e4", 1.0, 100, "test")  # next basket, own run
-    out = ShardProcessor(cfg, catalog, None, 3_600_000).process(CustomerShard(0), ShardInput(0, [*basket, later], None))
+    batch = ShardInput(0, [*basket, later], None, watermark=later.ts_ms)
+    out = ShardProcessor(cfg, catalog, None, 3_600_000).process(CustomerShard(0), batch)
     assert [reason.split(":")[0] for reason, _, _ in out.dead_letters] == ["duplicate"]
     assert len(out.applied) == 4
     expected = CustomerState()  # the same events applied one by one, the duplicate left out
@@ -91,7 +124,7 @@ def test_a_snapshot_resumes_only_into_the_layout_and_state_version_that_made_it(
     catalog = GroupCatalog((coffee, tea), {"c1": (0, 2)})
     sh = CustomerShard(0, layout)
     ShardProcessor(cfg, catalog, None, 0).process(
-        sh, ShardInput(0, [EventRecord("u1", "c1", 2, 10**12, "", 1.0, 99, "")], None)
+        sh, ShardInput(0, [EventRecord("u1", "c1", 2, 10**12, "", 1.0, 99, "")], None, watermark=10**12)
     )
     snapshot = pickle.dumps(sh)
     assert restore_shard(snapshot, layout).customers.keys() == {"u1"}
@@ -103,7 +136,8 @@ def test_a_snapshot_resumes_only_into_the_layout_and_state_version_that_made_it(
     assert state_layout(StateConfig.build(fewer_windows), (coffee, tea)) != layout
     # A base rate is documentation, not a rule.
     assert state_layout(cfg, (coffee.model_copy(update={"base_rate_30d": 0.2}), tea)) == layout
-    with pytest.raises(SnapshotMismatchError, match="other product groups or feature windows"):
+    assert state_layout(cfg, (coffee, tea), n_shards=16) != layout  # customers would sit in other shards
+    with pytest.raises(SnapshotMismatchError, match="other product groups, feature windows or number of shards"):
         restore_shard(snapshot, state_layout(cfg, (wider, tea)))
     sh.version = 1  # made by an older build
     with pytest.raises(SnapshotMismatchError, match="state version 1"):

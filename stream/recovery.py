@@ -1,0 +1,212 @@
+"""The recovery store: Bytewax's SQLite partitions in one directory, checked before a run resumes from it.
+
+Bytewax keeps each worker's state snapshots and source offsets in ``part-*.sqlite3``
+files. Left to itself it starts afresh, without a word, from a directory that
+holds none, and resumes from whatever a damaged or partial store still holds.
+Either can lose history for good once the broker's retention has deleted the
+messages a fresh start would need. So a store is created only on purpose
+(``create_store``: ``propstream run --fresh`` or ``propstream init
+--recovery-dir``) and checked before every run (``check_store``):
+
+- every file opens as a Bytewax partition (a truncated or overwritten file
+  does not);
+- the partitions are one complete set (``part_count`` agrees, no index
+  missing or doubled): a store assembled from two stores, or copied in part,
+  is refused;
+- its snapshots were written by this dataflow (their step ids);
+- it has not lost progress: ``propstream-recovery.json`` beside the
+  partitions records the most executions any check or running stream has
+  seen in the store; fewer now means a ``-wal`` file was lost or an older copy
+  was restored.
+
+Rescaling: the store's partition count is fixed when it is created and does
+not depend on how many processes run. Every process of a run opens the same
+directory (shared storage on a cluster), and Bytewax assigns the partitions
+to whichever workers there are, so a flow stopped with N processes resumes
+with M.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "propstream-recovery.json"
+_TABLES = {"parts", "exs", "fronts", "commits", "snaps"}
+
+
+class RecoveryStoreError(ValueError):
+    """A recovery store is missing, damaged, incomplete or not this dataflow's; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What a checked store holds."""
+
+    partitions: int
+    executions: int  # runs the store has recorded (0: never resumed from)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(root.glob("*.sqlite3")) if root.is_dir() else []
+
+
+def create_store(root: Path, partitions: int, flow_id: str) -> StoreState:
+    """Create an empty store of ``partitions`` partitions; refuse to overwrite one."""
+    from bytewax.recovery import init_db_dir
+
+    if _files(root):
+        msg = f"{root} already holds a recovery store: resume from it, or remove the directory to start afresh"
+        raise RecoveryStoreError(msg)
+    root.mkdir(parents=True, exist_ok=True)
+    init_db_dir(root, partitions)
+    _write_marker(root, {"flow_id": flow_id, "partitions": partitions, "executions": 0})
+    return StoreState(partitions, 0)
+
+
+def _read_marker(root: Path) -> dict | None:
+    path = root / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"recovery store marker {path} is unreadable ({exc}): restore it with the store"
+        raise RecoveryStoreError(msg) from exc
+    return marker if isinstance(marker, dict) else {}
+
+
+def _write_marker(root: Path, marker: dict) -> None:
+    tmp = root / f".{MARKER}.{os.getpid()}.{threading.get_ident()}.tmp"  # processes of a run share the store
+    tmp.write_text(json.dumps(marker, sort_keys=True))
+    tmp.replace(root / MARKER)
+
+
+def _read_partition(path: Path, thorough: bool) -> tuple[list[tuple[int, int]], int, set[str]]:
+    """(index, count) rows, executions recorded and snapshot step ids of one partition file."""
+    con = sqlite3.connect(path)
+    try:
+        check = con.execute("PRAGMA quick_check").fetchone() if thorough else ("ok",)
+        if check is None or check[0] != "ok":
+            msg = f"integrity check failed: {check}"
+            raise sqlite3.DatabaseError(msg)
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not _TABLES <= tables:
+            msg = f"not a Bytewax recovery partition (tables {sorted(tables)})"
+            raise sqlite3.DatabaseError(msg)
+        parts = [(int(i), int(n)) for i, n in con.execute("SELECT part_index, part_count FROM parts")]
+        (max_ex,) = con.execute("SELECT MAX(ex_num) FROM exs").fetchone()
+        steps = {s for (s,) in con.execute("SELECT DISTINCT step_id FROM snaps")}
+    finally:
+        con.close()
+    return parts, (0 if max_ex is None else int(max_ex) + 1), steps
+
+
+def _scan(root: Path, flow_id: str, thorough: bool = True) -> StoreState:
+    """Read every partition file; raise if the set is damaged, incomplete or another flow's."""
+    where: dict[int, Path] = {}
+    counts: set[int] = set()
+    executions = 0
+    for path in _files(root):
+        try:
+            parts, ex, steps = _read_partition(path, thorough)
+        except sqlite3.DatabaseError as exc:
+            msg = (
+                f"recovery store file {path} is damaged ({exc}): restore the whole directory from one backup, "
+                "or remove it and start afresh with --fresh"
+            )
+            raise RecoveryStoreError(msg) from exc
+        foreign = sorted(s for s in steps if not s.startswith(f"{flow_id}."))
+        if foreign:
+            msg = f"recovery store {root} holds state of another dataflow (steps {foreign[:3]}): use its own directory"
+            raise RecoveryStoreError(msg)
+        for index, count in parts:
+            if index in where:
+                msg = f"recovery store {root} holds partition {index} twice ({where[index].name}, {path.name})"
+                raise RecoveryStoreError(msg)
+            where[index] = path
+            counts.add(count)
+        executions = max(executions, ex)
+    if len(counts) != 1:
+        msg = (
+            f"recovery store {root} mixes partitions of different stores (partition counts {sorted(counts)}); "
+            "restore one store whole"
+        )
+        raise RecoveryStoreError(msg)
+    (n,) = counts
+    missing = sorted(set(range(n)) - where.keys())
+    if missing:
+        msg = f"recovery store {root} is incomplete: partitions {missing} of {n} are missing; restore the directory"
+        raise RecoveryStoreError(msg)
+    return StoreState(n, executions)
+
+
+def check_store(root: Path, flow_id: str) -> StoreState:
+    """Check a store before a run resumes from it; record what it holds in its marker."""
+    marker = _read_marker(root)
+    if not _files(root):
+        if marker is not None:
+            msg = (
+                f"recovery store {root} has lost its partition files: restore them, "
+                "or remove the directory and start afresh with --fresh"
+            )
+        else:
+            msg = (
+                f"no recovery store at {root}: start one on purpose with --fresh (the stream then reads every "
+                "source from its beginning), or point --recovery-dir at the existing store"
+            )
+        raise RecoveryStoreError(msg)
+    state = _scan(root, flow_id)
+    seen = int((marker or {}).get("executions", 0))
+    if state.executions < seen:
+        msg = (
+            f"recovery store {root} has lost progress: it holds {state.executions} run(s), but {seen} were seen in it "
+            "before (a missing -wal file, or an older copy restored); restore the whole directory, "
+            "or remove it and start afresh with --fresh"
+        )
+        raise RecoveryStoreError(msg)
+    record_progress(root, flow_id, state)
+    return state
+
+
+def record_progress(root: Path, flow_id: str, state: StoreState) -> None:
+    """Raise the marker's count of executions to what the store holds (it never goes down)."""
+    marker = _read_marker(root) or {}
+    if marker.get("executions", -1) < state.executions or marker.get("partitions") != state.partitions:
+        _write_marker(root, {"flow_id": flow_id, "partitions": state.partitions, "executions": state.executions})
+
+
+class ProgressWatch:
+    """While a run lasts, records in the marker the executions the store holds (the new run's among them).
+
+    Without it, a store that loses the current run's ``-wal`` file would look
+    like the store as the run found it: older, but not obviously damaged.
+    """
+
+    def __init__(self, root: Path, flow_id: str, every_s: float):
+        self.root, self.flow_id, self.every_s = root, flow_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="propstream-recovery-watch", daemon=True)
+
+    def __enter__(self) -> ProgressWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._record()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._record()
+
+    def _record(self) -> None:
+        try:
+            record_progress(self.root, self.flow_id, _scan(self.root, self.flow_id, thorough=False))
+        except (RecoveryStoreError, sqlite3.Error, OSError):
+            pass  # a store busy mid-write is read again at the next turn; the check before a run decides

@@ -1,0 +1,106 @@
+"""Helpers for tests against the real Kafka broker: topics, producing, running the stream in and out of process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from propstream import app
+from schemas.mapping import ColumnMapping
+from stream.parse import EventParser
+from stream.producer import produce
+from tests.integration.conftest import write_events
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def new_topic(bootstrap: str, partitions: int = 4) -> str:
+    """A fresh events topic and its dead-letter topic, as `propstream init` makes them."""
+    from schemas.settings import KafkaSettings
+    from stream.topics import create_topics
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    k = KafkaSettings(bootstrap_servers=bootstrap, topic=name, partitions=partitions)
+    assert create_topics(k) == {name: "created", f"{name}-dead-letters": "created"}
+    assert create_topics(k) == {name: "exists", f"{name}-dead-letters": "exists"}  # idempotent
+    return name
+
+
+def kafka_settings(settings, bootstrap: str, topic: str, **kafka):
+    k = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap, "topic": topic, "clock": "event", **kafka})
+    return settings.model_copy(update={"kafka": k})
+
+
+def produce_events(bootstrap: str, topic: str, events: list[dict], path: Path) -> None:
+    from stream.sources import read_records
+
+    report = produce(
+        read_records(write_events(path, events)), EventParser(ColumnMapping()), {"bootstrap.servers": bootstrap}, topic
+    )
+    assert report.sent == len(events) and not report.rejected
+
+
+def run_kafka(settings, exit_when_idle: float = 3.0, **kw):
+    source = app.build_source(settings, None, exit_when_idle=exit_when_idle)
+    return app.run_stream(settings, source, ColumnMapping(), progress=None, **kw)
+
+
+def stream_cmd(data_dir: Path, dsn: str, topic: str, bootstrap: str, world, extra: list[str]) -> list[str]:
+    """`propstream run` over a topic in event time, ending when idle for 6 s."""
+    return [
+        sys.executable,
+        "-m",
+        "propstream.cli",
+        "run",
+        "--data-dir",
+        str(data_dir),
+        "--clickhouse",
+        dsn,
+        "--input",
+        f"kafka://{bootstrap}/{topic}",
+        "--clock",
+        "event",
+        "--catalog",
+        str(world.catalog_file),
+        "--exit-when-idle",
+        "6",
+        *extra,
+    ]
+
+
+def stream_env(world, **more: str) -> dict:
+    # 16 shards so that keys spread over several processes (Bytewax hashes shard keys to workers).
+    return {
+        **os.environ,
+        "PROPSTREAM_GROUPS_FILE": str(world.groups_file),
+        "PROPSTREAM_STREAM__N_SHARDS": "16",
+        "PYTHONPATH": str(ROOT),
+        **more,
+    }
+
+
+def dump_db(dsn: str) -> dict:
+    """Every table of a chDB database (tests.integration.dump), read in a process of its own."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.integration.dump", dsn],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout)
+
+
+def free_addresses(n: int) -> str:
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ",".join(f"127.0.0.1:{p}" for p in ports)
