@@ -29,7 +29,7 @@ from schemas.settings import Settings, StreamSettings
 from stream.dataflow import FLOW_ID, FlowConfig, build_dataflow
 from stream.gcpolicy import collected_every
 from stream.parse import EventParser
-from stream.recovery import ProgressWatch, check_store, create_store
+from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import create_schema
 from stream.sources import FileReplaySource, read_batches
@@ -169,6 +169,16 @@ def run_stream(
         require_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letters_topic])
 
         dead_sink = DeadLetterTopicSink(settings.kafka.client_config(), settings.kafka.dead_letters_topic)
+    recovery = None
+    watch: contextlib.AbstractContextManager = contextlib.nullcontext()
+    resumed = False
+    if execution.recovery_dir is not None:
+        root = execution.recovery_dir
+        if execution.fresh:
+            create_store(root, settings.stream.recovery_partitions, FLOW_ID)
+        resumed = check_store(root, FLOW_ID).starts > 0  # an earlier run may have written rows
+        recovery = RecoveryConfig(root)
+        watch = ProgressWatch(root, FLOW_ID, max(1.0, 2 * execution.snapshot_seconds))
     flow = build_dataflow(
         source,
         EventParser(mapping),
@@ -181,19 +191,11 @@ def run_stream(
             int(settings.stream.allowed_lateness_hours * 3_600_000),
             int(settings.stream.max_ahead_hours * 3_600_000),
             recovery=execution.recovery_dir is not None,
+            resumed=resumed,
         ),
         stats,
         dead_letter_sink=dead_sink,
     )
-    recovery = None
-    watch: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if execution.recovery_dir is not None:
-        root = execution.recovery_dir
-        if execution.fresh:
-            create_store(root, settings.stream.recovery_partitions, FLOW_ID)
-        check_store(root, FLOW_ID)
-        recovery = RecoveryConfig(root)
-        watch = ProgressWatch(root, FLOW_ID, max(1.0, 2 * execution.snapshot_seconds))
     stats.started = time.perf_counter()
     with collected_every(settings.stream.gc_seconds), watch:
         cli_main(
@@ -209,10 +211,10 @@ def run_stream(
 
 def init_recovery(settings: Settings, root: Path) -> str:
     """Create the recovery store at ``root`` if there is none, else check it; a line saying which."""
-    if not any(root.glob("*.sqlite3")) and not (root / "propstream-recovery.json").exists():
+    if not any(root.glob("*.sqlite3")) and not (root / MARKER).exists():
         state = create_store(root, settings.stream.recovery_partitions, FLOW_ID)
         return f"recovery store created at {root}: {state.partitions} partitions"
-    state = check_store(root, FLOW_ID)
+    state = check_store(root, FLOW_ID, starting=False)
     return f"recovery store at {root}: {state.partitions} partitions, {state.executions} run(s) recorded"
 
 

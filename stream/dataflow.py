@@ -65,6 +65,7 @@ class FlowConfig:
     allowed_lateness_ms: int
     max_ahead_ms: int = 30 * 24 * 3_600_000
     recovery: bool = True  # False: Bytewax keeps no snapshots, so the shards need not make them
+    resumed: bool = False  # an earlier run used the recovery store: shards rewrite their rows once
 
 
 def route(n_shards: int, batch: ParsedBatch) -> list[tuple[str, ShardInput]]:
@@ -121,6 +122,7 @@ def build_dataflow(
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.
         shard = restore_shard(resume, layout) if resume is not None else CustomerShard(-1, layout)
+        shard.resumed = flow_cfg.resumed  # a shard new to this run may have had rows written by the last one
         return ShardLogic(processor, shard, flow_cfg.recovery)
 
     keyed_out = op.stateful("customers", routed, builder)

@@ -48,7 +48,8 @@ class StoreState:
     """What a checked store holds."""
 
     partitions: int
-    executions: int  # runs the store has recorded (0: never resumed from)
+    executions: int  # runs Bytewax has recorded in the store
+    starts: int = 0  # runs started on the store before this one (a run may write rows before Bytewax records it)
 
 
 def _files(root: Path) -> list[Path]:
@@ -64,7 +65,7 @@ def create_store(root: Path, partitions: int, flow_id: str) -> StoreState:
         raise RecoveryStoreError(msg)
     root.mkdir(parents=True, exist_ok=True)
     init_db_dir(root, partitions)
-    _write_marker(root, {"flow_id": flow_id, "partitions": partitions, "executions": 0})
+    _write_marker(root, {"flow_id": flow_id, "partitions": partitions, "executions": 0, "starts": 0})
     return StoreState(partitions, 0)
 
 
@@ -145,8 +146,8 @@ def _scan(root: Path, flow_id: str, thorough: bool = True) -> StoreState:
     return StoreState(n, executions)
 
 
-def check_store(root: Path, flow_id: str) -> StoreState:
-    """Check a store before a run resumes from it; record what it holds in its marker."""
+def check_store(root: Path, flow_id: str, starting: bool = True) -> StoreState:
+    """Check a store before a run resumes from it; record what it holds, and (``starting``) one more start."""
     marker = _read_marker(root)
     if not _files(root):
         if marker is not None:
@@ -169,15 +170,22 @@ def check_store(root: Path, flow_id: str) -> StoreState:
             "or remove it and start afresh with --fresh"
         )
         raise RecoveryStoreError(msg)
-    record_progress(root, flow_id, state)
-    return state
+    starts = int((marker or {}).get("starts", state.executions))
+    record_progress(root, flow_id, state, starts + starting)
+    return StoreState(state.partitions, state.executions, starts)
 
 
-def record_progress(root: Path, flow_id: str, state: StoreState) -> None:
+def record_progress(root: Path, flow_id: str, state: StoreState, starts: int | None = None) -> None:
     """Raise the marker's count of executions to what the store holds (it never goes down)."""
     marker = _read_marker(root) or {}
-    if marker.get("executions", -1) < state.executions or marker.get("partitions") != state.partitions:
-        _write_marker(root, {"flow_id": flow_id, "partitions": state.partitions, "executions": state.executions})
+    new = {
+        "flow_id": flow_id,
+        "partitions": state.partitions,
+        "executions": max(state.executions, int(marker.get("executions", 0))),
+        "starts": starts if starts is not None else int(marker.get("starts", 0)),
+    }
+    if new != marker:
+        _write_marker(root, new)
 
 
 class ProgressWatch:

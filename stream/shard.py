@@ -155,7 +155,28 @@ class CustomerShard:
         self.watermarks: dict[str, int] = {}  # source partition -> its event-time watermark
         self.idle: set[str] = set()  # partitions with nothing to deliver for now (not kept across restarts)
         self.horizon: int | None = None  # retention: no event older than this can still be accepted
+        self.resumed = False  # a run before this one may have written rows after its last snapshot
         self.pending: dict[str, set[int]] = {}  # changed before the clock was known
+
+    def rewrite_due(self, live: bool, n_parts: int) -> bool:
+        """Whether to write every customer of the shard now, once after a restart.
+
+        A run that was killed had written rows after its last snapshot. The
+        resumed run recomputes them from the snapshot, but its batches are cut
+        differently, so in event time its last row for a customer can carry a
+        lower version than one the killed run wrote with fewer events applied;
+        and a score equal to the cached one is not written again. Rewriting
+        every customer once, at a clock no killed run can have passed, makes
+        the resumed run's rows win: when live, at the first wall-clock tick
+        (later than anything written before the restart); in event time, once
+        every partition is idle (the input the killed run read has been read
+        again, so the clock is at least where it was, and a row the killed run
+        wrote at this very clock was already final).
+        """
+        if not self.resumed or not (live or len(self.idle) >= n_parts):
+            return False
+        self.resumed = False
+        return True
 
     def advance(self, part: str, n_parts: int, watermark: int | None, tick: int | None, idle: bool, lateness: int):
         """Record where a partition stands; move the clock and the retention horizon (never backwards).
@@ -281,6 +302,7 @@ class ShardProcessor:
         if clock is None:
             sh.pending = dirty  # applied, but nothing can be scored before the clock is known
             return out
+        rewrite = sh.rewrite_due(inp.tick_ms is not None, inp.n_parts)
         # Customers whose windows or recency changed by the clock alone.
         heap = sh.heap
         while heap and heap[0][0] <= clock:
@@ -294,7 +316,7 @@ class ShardProcessor:
             changed.update(state.advance(cfg, clock))
             if forget_before is not None:
                 state.forget_seen_before(forget_before)
-        self._refresh(sh, out, dirty, clock)
+        self._refresh(sh, out, dirty, clock, rewrite)
         return out
 
     def _apply_run(
@@ -324,19 +346,25 @@ class ShardProcessor:
         if sh.items and min(k[0] for k in sh.items) < horizon:
             sh.items = {k: v for k, v in sh.items.items() if k[0] >= horizon}
 
-    def _refresh(self, sh: CustomerShard, out: ShardOutput, dirty: dict[str, set[int]], clock: int) -> None:
-        """Rebuild changed feature vectors, rescore affected groups, schedule next changes."""
+    def _refresh(
+        self, sh: CustomerShard, out: ShardOutput, dirty: dict[str, set[int]], clock: int, rewrite: bool = False
+    ) -> None:
+        """Rebuild changed feature vectors, rescore affected groups, schedule next changes.
+
+        ``rewrite``: every customer's features and every group's score are
+        written, changed or not (see ``CustomerShard.rewrite_due``).
+        """
         cfg = self.cfg
         # Groups whose production model differs from the one this shard last used.
         swapped: set[int] = set()
         if self.models is not None:
             self.models.refresh()
             for gi, v in self.models.versions().items():
-                if sh.model_versions.get(gi) != v:
+                if sh.model_versions.get(gi) != v or rewrite:
                     swapped.add(gi)
                     sh.model_versions[gi] = v
         users = [u for u, ch in dirty.items() if ch]
-        if swapped:  # every live customer; those whose history expired are left to `propstream rescore`
+        if swapped or rewrite:  # every live customer; those whose history expired are left to `propstream rescore`
             seen = set(users)
             users += [u for u in sh.customers if u not in seen]
         n = len(users)
@@ -357,6 +385,7 @@ class ShardProcessor:
             if groups:
                 at_row += [i] * len(groups)
                 at_group += groups
+            if groups or (rewrite and user in customers):
                 with_features.append(i)
         changed[at_row, at_group] = True
         # XGBoost releases the GIL: predictions run in a thread while this one builds rows and schedules.

@@ -72,7 +72,7 @@ def test_resuming_with_changed_product_groups_is_refused(world, tmp_path, chdb_d
     events = write_events(tmp_path / "ev.jsonl", world.events[:1000])
     run = ["run", "--data-dir", str(tmp_path), "--clickhouse", chdb_dsn, "--input", str(events)]
     run += ["--catalog", str(world.catalog_file), "--recovery-dir", str(tmp_path / "rec")]
-    assert main(run) == 0
+    assert main([*run, "--fresh"]) == 0
     assert main(run) == 0  # the same groups resume
     groups.write_text(groups.read_text().replace("[groups.", "[groups.x_", 1))  # one group renamed
     capsys.readouterr()

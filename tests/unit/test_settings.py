@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.settings import Settings, SettingsFileError
+from schemas.settings import KafkaSettings, Settings, SettingsFileError
+from stream.sinks.clickhouse import ClickHouseUnavailableError, open_client
 
 
 def test_the_file_sets_values_and_the_environment_overrides_them(tmp_path, monkeypatch):
@@ -25,3 +26,29 @@ def test_a_missing_or_broken_file_is_an_error_not_defaults(tmp_path, monkeypatch
     monkeypatch.setenv("PROPSTREAM_CONFIG", str(broken))
     with pytest.raises(SettingsFileError, match=r"broken\.toml \(PROPSTREAM_CONFIG\) is not valid TOML"):
         Settings()
+
+
+def test_secrets_never_show_in_reprs_wherever_they_are_given(monkeypatch):
+    monkeypatch.setenv("PROPSTREAM_KAFKA__CONFIG", '{"ssl.key.password": "hunter2", "security.protocol": "SSL"}')
+    monkeypatch.setenv("PROPSTREAM_KAFKA__SASL_PASSWORD", "sasl-pw")
+    monkeypatch.setenv("PROPSTREAM_CLICKHOUSE__PASSWORD", "ch-pw")
+    s = Settings()
+    text = repr(s) + str(s) + repr(s.kafka)
+    for secret in ("hunter2", "sasl-pw", "ch-pw"):
+        assert secret not in text
+    cfg = s.kafka.client_config()  # the client still gets them
+    assert cfg["ssl.key.password"] == "hunter2" and cfg["sasl.password"] == "sasl-pw"
+    assert cfg["security.protocol"] == "SSL"
+    given = KafkaSettings(config={"sasl.oauthbearer.client.secret": "oauth-pw", "acks": "all"})
+    assert "oauth-pw" not in repr(given) and given.client_config()["sasl.oauthbearer.client.secret"] == "oauth-pw"
+
+
+def test_the_dead_letter_topic_follows_the_input_topic_unless_set():
+    assert KafkaSettings(topic="orders").dead_letters_topic == "orders-dead-letters"
+    assert KafkaSettings(topic="orders", dead_letter_topic="dlq").dead_letters_topic == "dlq"
+
+
+def test_a_password_in_a_clickhouse_url_is_not_echoed_in_the_error():
+    with pytest.raises(ClickHouseUnavailableError) as info:
+        open_client("http://default:hunter2@127.0.0.1:9/")  # nothing listens on port 9
+    assert "hunter2" not in str(info.value) and "default:***@127.0.0.1:9" in str(info.value)

@@ -142,3 +142,28 @@ def test_a_snapshot_resumes_only_into_the_layout_and_state_version_that_made_it(
     sh.version = 1  # made by an older build
     with pytest.raises(SnapshotMismatchError, match="state version 1"):
         restore_shard(pickle.dumps(sh), layout)
+
+
+def test_after_a_restart_every_customer_is_rewritten_once_when_no_killed_run_can_be_ahead():
+    """A killed run wrote rows after its snapshot; the resumed run's own rows must end up the newest."""
+    groups = (ProductGroup(name="coffee", items=("c1",)),)
+    cfg = StateConfig.build(FeatureSpec(groups=("coffee",)))
+    proc = ShardProcessor(cfg, GroupCatalog(groups, {"c1": (0, 1)}), None, L)
+    t = 1_500_000_000_000
+    events = [EventRecord(f"u{i}", "c1", 2, t + i, f"e{i}", 1.0, 100, "p0") for i in range(3)]
+    sh = CustomerShard(0, "layout")
+    proc.process(sh, ShardInput(0, events, None, "p0", 2, watermark=t + 2))
+    proc.process(sh, ShardInput(0, [], None, "p1", 2, watermark=t + 5))
+    # Event time: once every partition is idle, the input a killed run read has been read again.
+    resumed = restore_shard(pickle.dumps(sh), "layout")
+    resumed.resumed = True
+    assert not proc.process(resumed, ShardInput(0, [], None, "p0", 2, idle=True)).features  # p1 still active
+    out = proc.process(resumed, ShardInput(0, [], None, "p1", 2, idle=True))
+    assert sorted(u for u, *_ in out.features) == ["u0", "u1", "u2"]
+    assert not proc.process(resumed, ShardInput(0, [], None, "p1", 2, idle=True)).features  # once
+    # Live: the first wall-clock tick is later than anything written before the restart.
+    live = restore_shard(pickle.dumps(sh), "layout")
+    live.resumed = True
+    out = proc.process(live, ShardInput(0, [], t + 60_000, "p0", 2, watermark=t + 2))
+    assert sorted(u for u, *_ in out.features) == ["u0", "u1", "u2"]
+    assert not sh.resumed  # a run that was not resumed rewrites nothing
