@@ -137,7 +137,7 @@ def main() -> None:
 
             bootstrap = stack.enter_context(LocalBroker()).bootstrap
         topic = f"bench-{uuid.uuid4().hex[:8]}"
-        create_topics(KafkaSettings(bootstrap_servers=bootstrap, topic=topic, dead_letter_topic=f"{topic}-dlq"))
+        create_topics(KafkaSettings(bootstrap_servers=bootstrap, topic=topic))
         t0 = time.perf_counter()
         rep = produce(
             read_records(events),

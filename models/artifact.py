@@ -9,9 +9,10 @@ import xgboost as xgb
 
 from models.calibration import apply_calibration
 from schemas.cards import ModelCard
+from schemas.errors import PropstreamError
 
 
-class ModelError(Exception):
+class ModelError(PropstreamError):
     """Base error of the models package."""
 
 

@@ -21,6 +21,7 @@ from offline_train.dataset import build_examples
 from offline_train.rescore import RescoreResult, bulk_rescore
 from offline_train.train import PromotionGate, TrainPlan, train_all
 from schemas.cards import ModelCard
+from schemas.errors import PropstreamError
 from schemas.events import EventRecord
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, load_groups
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-class AppError(Exception):
+class AppError(PropstreamError):
     """A user-facing error of the application layer (bad flags, missing inputs)."""
 
 
@@ -220,6 +221,7 @@ def init_recovery(settings: Settings, root: Path) -> str:
 
 def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[EventRecord], int]:
     """Valid events of files (through the stream's own parser) and the number rejected."""
+    FileReplaySource(paths)  # checks that every file exists and has a known format
     parser = EventParser(mapping)
     records: list[EventRecord] = []
     rejected = 0

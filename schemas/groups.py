@@ -19,11 +19,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.errors import ConfigError
+
 GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ALL_GROUP = "all"
 
 
-class GroupsFileError(ValueError):
+class GroupsFileError(ConfigError):
     """The product-groups file is missing or invalid; the message names the file."""
 
 

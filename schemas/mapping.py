@@ -19,11 +19,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from schemas.errors import ConfigError
+
 TimestampUnit = Literal["iso", "s", "ms", "us", "ns"]
 _SCALE = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
-class MappingFileError(ValueError):
+class MappingFileError(ConfigError):
     """A mapping file is unreadable or invalid; the message names the file."""
 
 

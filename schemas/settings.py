@@ -22,11 +22,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from schemas.errors import ConfigError
+
 DEFAULT_DATA_DIR = Path("propstream-data")
 PACKAGED_GROUPS = Path(__file__).resolve().parent.parent / "propstream" / "data" / "completejourney_groups.toml"
 
 
-class SettingsFileError(ValueError):
+class SettingsFileError(ConfigError):
     """The settings file named by PROPSTREAM_CONFIG is missing or unreadable."""
 
 

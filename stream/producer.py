@@ -15,11 +15,12 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from stream.errors import StreamError
 from stream.parse import EventParser
 from stream.sources.base import RawRecord
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(StreamError):
     """Kafka did not acknowledge some events."""
 
 

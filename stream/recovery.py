@@ -35,11 +35,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.errors import StreamError
+
 MARKER = "propstream-recovery.json"
 _TABLES = {"parts", "exs", "fronts", "commits", "snaps"}
 
 
-class RecoveryStoreError(ValueError):
+class RecoveryStoreError(StreamError, ValueError):
     """A recovery store is missing, damaged, incomplete or not this dataflow's; the message says what to do."""
 
 

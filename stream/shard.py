@@ -36,6 +36,7 @@ import numpy as np
 
 from schemas.events import TYPE_NAMES, EventRecord
 from schemas.groups import GroupCatalog, ProductGroup
+from stream.errors import StreamError
 from stream.state import CustomerState, StateConfig
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def shard_of(user_id: str, n_shards: int) -> int:
     return zlib.crc32(user_id.encode()) % n_shards
 
 
-class SnapshotMismatchError(RuntimeError):
+class SnapshotMismatchError(StreamError):
     """A recovery snapshot was made by other state code or for another feature layout."""
 
 

@@ -19,6 +19,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.ddl import DATABASE, ddl_statements
+from stream.errors import StreamError
 from stream.shard import ShardOutput
 from stream.sinks.base import RunStats, TableWriter, table_rows
 
@@ -27,7 +28,7 @@ _clients: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
-class ClickHouseUnavailableError(RuntimeError):
+class ClickHouseUnavailableError(StreamError):
     """ClickHouse cannot be opened or reached; the message says which and what to do."""
 
 

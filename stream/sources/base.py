@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stream.errors import StreamError
+
 RawRecord = tuple[str, Any]  # (source position, payload: text, bytes or a row dict)
 
 
-class SourceError(ValueError):
+class SourceError(StreamError, ValueError):
     """An input cannot be read at all (missing file, unknown format, lost Kafka offsets)."""
 
 
