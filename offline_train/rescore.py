@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from models.scorer import ProductionModels
+from schemas.ddl import COLUMNS
 from stream.shard import row_version
 from stream.state import StateConfig
 
-SCORE_COLUMNS = ["user_id", "group_id", "score", "model_version", "as_of", "version"]
+SCORE_COLUMNS = list(COLUMNS["scores"])
 
 
 @dataclass

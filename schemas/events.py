@@ -77,6 +77,35 @@ class EventRecord(NamedTuple):
         )
 
 
+class DeadLetter(NamedTuple):
+    """An input that was not applied, and why (a row of ``dead_letters``, less its receive time)."""
+
+    reason: str
+    payload: str  # the raw input as text
+    source: str  # where it came from: file and line, or topic/partition/offset
+
+
+class FeatureRow(NamedTuple):
+    """A customer's feature vector as of a time (a row of ``customer_features``)."""
+
+    user_id: str
+    as_of: int  # ms
+    features: dict[str, float]
+    version: int
+
+
+class ItemActivityRow(NamedTuple):
+    """Cumulative counts of one item, hour, type and shard (a row of ``item_activity``)."""
+
+    hour: int  # ms, start of the hour
+    item_id: str
+    type: str
+    shard: int
+    events: int
+    quantity: float
+    value: float
+
+
 def _timestamp_from_number(x: float, unit: str) -> datetime:
     scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
     return datetime.fromtimestamp(x / scale, tz=UTC)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.events import Event, EventRecord, describe_validation_error
+from schemas.events import DeadLetter, Event, EventRecord, describe_validation_error
 from schemas.mapping import ColumnMapping
 from stream.columns import fast_records, row_dicts
 from stream.sources.base import SourceBatch
@@ -24,7 +24,7 @@ _FUTURE = "in the future: timestamp is more than 24 h ahead of the wall clock"
 
 @dataclass
 class ParsedBatch:
-    """Valid events, dead letters (reason, payload, source) and where the batch's partition stands.
+    """Valid events, dead letters and where the batch's partition stands.
 
     ``tick_ms`` is the wall clock of a live source (None in event time);
     ``watermark`` the partition's event-time watermark after this batch, set by
@@ -33,7 +33,7 @@ class ParsedBatch:
     """
 
     records: list[EventRecord] = field(default_factory=list)
-    dead: list[tuple[str, str, str]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
     tick_ms: int | None = None
     n_in: int = 0
     part: str = ""
@@ -131,9 +131,9 @@ class EventParser:
 
         def take(source: str, payload: Any, rec: EventRecord | str) -> None:
             if isinstance(rec, str):
-                dead.append((rec, _payload_text(payload), source))
+                dead.append(DeadLetter(rec, _payload_text(payload), source))
             elif rec.ts_ms > limit:
-                dead.append((_FUTURE, _payload_text(payload), source))
+                dead.append(DeadLetter(_FUTURE, _payload_text(payload), source))
             else:
                 records.append(rec)
 
@@ -155,7 +155,7 @@ class EventParser:
                 try:
                     payload = row_dicts(table.slice(i, 1))[0]
                 except Exception as exc:  # a value Arrow cannot turn into Python
-                    dead.append((f"unreadable row: {type(exc).__name__}: {str(exc)[:200]}", "", sources[i]))
+                    dead.append(DeadLetter(f"unreadable row: {type(exc).__name__}: {str(exc)[:200]}", "", sources[i]))
                     continue
                 take(sources[i], payload, fast if fast is not None else self.parse_one(sources[i], payload))
         return out

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from schemas.events import TYPE_NAMES, EventRecord
+from schemas.events import TYPE_NAMES, DeadLetter, EventRecord, FeatureRow, ItemActivityRow
 from schemas.groups import GroupCatalog, ProductGroup
 from stream.errors import StreamError
 from stream.state import CustomerState, StateConfig
@@ -76,14 +76,14 @@ def restore_shard(snapshot: bytes, layout: str) -> CustomerShard:
     if version != STATE_VERSION:
         msg = (
             f"recovery snapshot holds customer state version {version}, this build reads version "
-            f"{STATE_VERSION}: start with an empty --recovery-dir and replay the events archive"
+            f"{STATE_VERSION}: start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
     if shard.layout != layout:
         msg = (
             "recovery snapshot was made for other product groups, feature windows or number of shards "
             f"(layout {shard.layout}, now {layout}): resuming would misread its counters; "
-            "start with an empty --recovery-dir and replay the events archive"
+            "start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
     shard.idle = set()  # which partitions are idle is for the source to say again after a restart
@@ -129,10 +129,10 @@ class ShardOutput:
 
     shard: int
     applied: list[EventRecord] = field(default_factory=list)
-    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # reason, payload, source
-    features: list[tuple[str, int, int, dict[str, float]]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    features: list[FeatureRow] = field(default_factory=list)
     scores: ScoreColumns = field(default_factory=ScoreColumns)
-    item_activity: list[tuple[int, str, str, int, int, float, int]] = field(default_factory=list)
+    item_activity: list[ItemActivityRow] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         """Nothing to write."""
@@ -171,8 +171,9 @@ class CustomerShard:
         the resumed run's rows win: when live, at the first wall-clock tick
         (later than anything written before the restart); in event time, once
         every partition is idle (the input the killed run read has been read
-        again, so the clock is at least where it was, and a row the killed run
-        wrote at this very clock was already final).
+        again, so the clock is at least where it was). One edge remains: a
+        killed run that wrote at this very clock while one of its partitions
+        was idle with unread events; the tie goes to the higher sequence.
         """
         if not self.resumed or not (live or len(self.idle) >= n_parts):
             return False
@@ -256,7 +257,7 @@ class ShardProcessor:
             user, item, type_index, ts, event_id, quantity, cents, _ = rec
             if horizon is not None and ts < horizon:  # only from a partition that was idle without a watermark
                 out.dead_letters.append(
-                    (
+                    DeadLetter(
                         f"late: event time is {(horizon - ts) / 3_600_000:.1f} h before the shard's retention "
                         "horizon (its partition had delivered nothing while the others moved on)",
                         rec.to_json(),
@@ -269,7 +270,7 @@ class ShardProcessor:
                 state = customers[user] = CustomerState()
             if not state.see(event_id, ts):
                 out.dead_letters.append(
-                    (f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source)
+                    DeadLetter(f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source)
                 )
                 continue
             key = (user, ts, type_index)
@@ -340,7 +341,7 @@ class ShardProcessor:
         items, rows, shard = sh.items, out.item_activity, sh.shard
         for key in touched:
             n, qty, cents = items[key]
-            rows.append((key[0], key[1], TYPE_NAMES[key[2]], n, qty, cents / 100, shard))
+            rows.append(ItemActivityRow(key[0], key[1], TYPE_NAMES[key[2]], shard, n, qty, cents / 100))
         if sh.horizon is None:
             return
         horizon = sh.horizon - 3_600_000  # an hour cell ends before the horizon: no event can reach it
@@ -408,7 +409,7 @@ class ShardProcessor:
             feats = dict(zip(names[start : ends[k]], values[start : ends[k]], strict=True))
             feats.update(zip(recency_names, recency, strict=True))
             start = ends[k]
-            out.features.append((users[i], clock, row_version(clock, seqs[i]), feats))
+            out.features.append(FeatureRow(users[i], clock, feats, row_version(clock, seqs[i])))
         dropped: list[str] = []
         for user in dirty:
             state = sh.customers[user]

@@ -25,7 +25,7 @@ watermark (the contract still bounds it by the wall clock).
 1050
 >>> [r.ts_ms for r in batch.records]
 [1000, 995, 1050]
->>> [reason.split(":")[0] for reason, _, _ in batch.dead]
+>>> [d.reason.split(":")[0] for d in batch.dead]
 ['late', 'ahead']
 """
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import EventRecord
+from schemas.events import DeadLetter, EventRecord
 from stream.parse import ParsedBatch
 
 HOUR_MS = 3_600_000
@@ -59,10 +59,10 @@ class WatermarkRules:
             ts = rec.ts_ms
             if wm is not None:
                 if ts < wm - lateness:
-                    dead.append((self._late(wm - ts), rec.to_json(), rec.source))
+                    dead.append(DeadLetter(self._late(wm - ts), rec.to_json(), rec.source))
                     continue
                 if ts > wm + ahead:
-                    dead.append((self._ahead(ts - wm), rec.to_json(), rec.source))
+                    dead.append(DeadLetter(self._ahead(ts - wm), rec.to_json(), rec.source))
                     continue
                 if ts > wm:
                     wm = ts

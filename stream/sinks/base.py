@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas.events import TYPE_NAMES
+from schemas.events import TYPE_NAMES, DeadLetter, FeatureRow, ItemActivityRow
 from stream.shard import ShardOutput
 
 TableRows = dict[str, dict[str, list]]  # table -> column -> values
@@ -49,15 +49,15 @@ def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
             v += [c / 100 for c in cents]
             src += sources
         if out.dead_letters:
-            reason, payload, source, rec = cols("dead_letters", "reason", "payload", "source", "received_at")
+            reason, payload, source, rec = cols("dead_letters", *DeadLetter._fields, "received_at")
             for a, b, c in out.dead_letters:
                 reason.append(a)
                 payload.append(b)
                 source.append(c)
                 rec.append(received_ms)
         if out.features:
-            u, asof, feats, ver = cols("customer_features", "user_id", "as_of", "features", "version")
-            for user, as_of, version, f in out.features:
+            u, asof, feats, ver = cols("customer_features", *FeatureRow._fields)
+            for user, as_of, f, version in out.features:
                 u.append(user)
                 asof.append(as_of)
                 feats.append(f)
@@ -75,10 +75,8 @@ def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
                 asof += [sc.as_of] * len(sc)
                 ver += sc.version
         if out.item_activity:
-            h, it, ty, sh, n, q, v = cols(
-                "item_activity", "hour", "item_id", "type", "shard", "events", "quantity", "value"
-            )
-            for hour, item, type_, events, qty, value, shard in out.item_activity:
+            h, it, ty, sh, n, q, v = cols("item_activity", *ItemActivityRow._fields)
+            for hour, item, type_, shard, events, qty, value in out.item_activity:
                 h.append(hour // 1000)
                 it.append(item)
                 ty.append(type_)

@@ -32,18 +32,18 @@ class _Partition(StatelessSinkPartition[ShardOutput]):
     def write_batch(self, items: list[ShardOutput]) -> None:
         now = datetime.now(tz=UTC).isoformat()
         for out in items:
-            for reason, payload, source in out.dead_letters:
-                cut = len(payload) > MAX_TOPIC_PAYLOAD
+            for dead in out.dead_letters:
+                cut = len(dead.payload) > MAX_TOPIC_PAYLOAD
                 value = json.dumps(
                     {
-                        "reason": reason,
-                        "payload": payload[:MAX_TOPIC_PAYLOAD],
+                        "reason": dead.reason,
+                        "payload": dead.payload[:MAX_TOPIC_PAYLOAD],
                         "payload_truncated": cut,
-                        "source": source,
+                        "source": dead.source,
                         "received_at": now,
                     }
                 )
-                self.producer.produce(self.topic, value.encode(), key=source.encode(), on_delivery=self._delivered)
+                self.producer.produce(self.topic, value.encode(), key=dead.source.encode(), on_delivery=self._delivered)
         if self.producer.flush(30) or self.errors:
             msg = (
                 f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'} "

@@ -325,6 +325,17 @@ def _another_flow(store: Path) -> str:
     return "another dataflow"
 
 
+def _a_run_with_a_store(world, trained_dir, bootstrap: str, tmp_path: Path, dsn: str):
+    """300 events on a fresh 2-partition topic, read to their end by a run that made a fresh store."""
+    topic = new_topic(bootstrap, 2)
+    produce_events(bootstrap, topic, world.events[:300], tmp_path / "a.jsonl")
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    store = tmp_path / "recovery"
+    settings = kafka_settings(make_settings(tmp_path, world, dsn), bootstrap, topic)
+    run_kafka(settings, execution=app.Execution(recovery_dir=store, snapshot_seconds=0.2, fresh=True))
+    return topic, store, settings
+
+
 @pytest.mark.parametrize(
     "damage", [_garbage, _truncated, _partition_missing, _store_deleted, _files_deleted, _another_flow]
 )
@@ -332,12 +343,7 @@ def test_a_damaged_or_missing_recovery_store_is_a_one_line_error(
     damage, world, trained_dir, bootstrap, tmp_path, chdb_dsn, capsys
 ):
     """Finding 6: a damaged store was silently ignored, and the stream re-read the topic from offset 0."""
-    topic = new_topic(bootstrap, 2)
-    produce_events(bootstrap, topic, world.events[:300], tmp_path / "e.jsonl")
-    shutil.copytree(trained_dir / "models", tmp_path / "models")
-    store = tmp_path / "recovery"
-    settings = kafka_settings(make_settings(tmp_path, world, chdb_dsn), bootstrap, topic)
-    run_kafka(settings, execution=app.Execution(recovery_dir=store, snapshot_seconds=0.2, fresh=True))
+    topic, store, _ = _a_run_with_a_store(world, trained_dir, bootstrap, tmp_path, chdb_dsn)
     words = damage(store)
     code, err = _cli_run(store, topic, bootstrap, world, tmp_path, chdb_dsn, capsys)
     assert code == 2
@@ -346,12 +352,7 @@ def test_a_damaged_or_missing_recovery_store_is_a_one_line_error(
 
 def test_an_older_copy_of_the_store_is_refused(world, trained_dir, bootstrap, tmp_path, chdb_dsn, capsys):
     """A backup of part-*.sqlite3 taken a run ago (or one that lost its -wal files) holds less than was seen."""
-    topic = new_topic(bootstrap, 2)
-    produce_events(bootstrap, topic, world.events[:300], tmp_path / "a.jsonl")
-    shutil.copytree(trained_dir / "models", tmp_path / "models")
-    store = tmp_path / "recovery"
-    settings = kafka_settings(make_settings(tmp_path, world, chdb_dsn), bootstrap, topic)
-    run_kafka(settings, execution=app.Execution(recovery_dir=store, snapshot_seconds=0.2, fresh=True))
+    topic, store, settings = _a_run_with_a_store(world, trained_dir, bootstrap, tmp_path, chdb_dsn)
     backup = tmp_path / "backup"
     backup.mkdir()
     for f in store.glob("part-*.sqlite3"):

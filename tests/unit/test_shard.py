@@ -108,7 +108,7 @@ def test_a_basket_counts_once_per_line_and_a_repeated_line_is_a_duplicate():
         expected.apply(cfg, rec.ts_ms, rec.type_index, catalog.groups_of(rec.item_id), rec.value_cents)
     row = cfg.new_row()
     expected.write_features(cfg, row)
-    ((user, as_of, _, feats),) = out.features
+    ((user, as_of, feats, _),) = out.features
     assert (user, as_of) == ("u1", t + 3_600_000)
     names = cfg.spec.names
     assert feats == {n: v for n, v in zip(names, row.tolist(), strict=True) if v or n.count("|") == 1}
@@ -159,11 +159,11 @@ def test_after_a_restart_every_customer_is_rewritten_once_when_no_killed_run_can
     resumed.resumed = True
     assert not proc.process(resumed, ShardInput(0, [], None, "p0", 2, idle=True)).features  # p1 still active
     out = proc.process(resumed, ShardInput(0, [], None, "p1", 2, idle=True))
-    assert sorted(u for u, *_ in out.features) == ["u0", "u1", "u2"]
+    assert sorted(row.user_id for row in out.features) == ["u0", "u1", "u2"]
     assert not proc.process(resumed, ShardInput(0, [], None, "p1", 2, idle=True)).features  # once
     # Live: the first wall-clock tick is later than anything written before the restart.
     live = restore_shard(pickle.dumps(sh), "layout")
     live.resumed = True
     out = proc.process(live, ShardInput(0, [], t + 60_000, "p0", 2, watermark=t + 2))
-    assert sorted(u for u, *_ in out.features) == ["u0", "u1", "u2"]
+    assert sorted(row.user_id for row in out.features) == ["u0", "u1", "u2"]
     assert not sh.resumed  # a run that was not resumed rewrites nothing

@@ -1,0 +1,43 @@
+"""The DDL owns each table's columns: the sink writes exactly those, and bulk rescore takes them from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from offline_train.rescore import SCORE_COLUMNS
+from schemas.ddl import COLUMNS, ddl_statements
+from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
+from stream.shard import ScoreColumns, ShardOutput
+from stream.sinks.base import table_rows
+
+
+def test_the_sink_writes_exactly_the_columns_of_each_table():
+    rec = EventRecord("u1", "i1", 2, 1_500_000_000_000, "e1", 1.0, 250, "f:1")
+    out = ShardOutput(
+        shard=0,
+        applied=[rec],
+        dead_letters=[DeadLetter("bad JSON", "{", "f:2")],
+        features=[FeatureRow("u1", rec.ts_ms, {"grp=all|stat=history_days": 0.0}, 7)],
+        scores=ScoreColumns(rec.ts_ms, ["u1"], ["coffee"], [0.5], [1], [7]),
+        item_activity=[ItemActivityRow(rec.ts_ms, "i1", "purchase", 0, 1, 1.0, 2.5)],
+    )
+    rows = table_rows([out], datetime.now(tz=UTC))
+    assert rows.keys() == COLUMNS.keys() - {"models"}  # models are written by `propstream train`
+    for table, columns in rows.items():
+        assert sorted(columns) == sorted(COLUMNS[table]), table
+        assert {len(v) for v in columns.values()} == {1}, table
+
+
+def test_records_name_their_fields_as_their_tables_name_the_columns():
+    assert (*DeadLetter._fields, "received_at") == COLUMNS["dead_letters"]
+    assert FeatureRow._fields == COLUMNS["customer_features"]
+    assert ItemActivityRow._fields == COLUMNS["item_activity"]
+
+
+def test_columns_are_read_from_the_ddl_itself():
+    assert COLUMNS["scores"] == ("user_id", "group_id", "score", "model_version", "as_of", "version")
+    assert COLUMNS["score_history"] == COLUMNS["scores"]
+    assert tuple(SCORE_COLUMNS) == COLUMNS["scores"]
+    for table, names in COLUMNS.items():
+        (create,) = [sql for sql in ddl_statements() if f".{table} (" in sql]
+        assert all(f"\n    {n} " in create for n in names), table
