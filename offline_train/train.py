@@ -23,6 +23,7 @@ from offline_train.dataset import Examples, to_ms
 from offline_train.metrics import calibration_curve, evaluate
 from schemas.cards import ModelCard
 from schemas.features import FeatureSpec
+from schemas.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,13 @@ class PromotionGate:
     by ~0.0005 and Brier by less.
     """
 
-    max_auc_drop: float = 0.005
-    max_brier_rise: float = 0.002
+    max_auc_drop: float
+    max_brier_rise: float
+
+    @classmethod
+    def from_settings(cls, train: TrainSettings) -> PromotionGate:
+        """The gate of the ``train.*`` settings (their defaults are the one place the tolerances are set)."""
+        return cls(train.max_auc_drop, train.max_brier_rise)
 
     def decide(self, candidate: dict[str, float], production: dict[str, float] | None) -> tuple[bool, str]:
         """Whether to promote, and why, from the two models' metrics on one test slice."""
@@ -183,13 +189,16 @@ def slice_metrics(spec: FeatureSpec, ex: Examples, plan: TrainPlan, artifact: Mo
     return evaluate(ex.labels[te, spec.groups.index(artifact.card.group_id)], probs)
 
 
+DEFAULT_GATE = PromotionGate.from_settings(TrainSettings())
+
+
 def train_all(
     spec: FeatureSpec,
     ex: Examples,
     plan: TrainPlan,
     registry: ModelRegistry,
     groups: list[str] | None = None,
-    gate: PromotionGate | None = PromotionGate(),
+    gate: PromotionGate | None = DEFAULT_GATE,
     progress: Callable[[str], None] = print,
     params: dict[str, float | int | str] | None = None,
 ) -> list[ModelCard]:

@@ -304,7 +304,7 @@ def train(
     progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
     registry = ModelRegistry(settings.models_dir)
     t = settings.train
-    gate = None if force else PromotionGate(t.max_auc_drop, t.max_brier_rise)
+    gate = None if force else PromotionGate.from_settings(t)
     cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params)
     write_cards(settings, registry, cards)
     rescore(settings, progress, spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from offline_train.train import PromotionGate
+from schemas.settings import TrainSettings
 
 PROD = {"roc_auc": 0.84, "brier": 0.150}
 
@@ -26,7 +27,7 @@ def test_a_candidate_may_be_slightly_worse_but_not_more(candidate, promoted, why
 
 
 def test_without_a_comparable_production_model_or_test_slice_the_candidate_is_promoted():
-    gate = PromotionGate()
+    gate = PromotionGate.from_settings(TrainSettings())
     assert gate.decide({"roc_auc": 0.6, "brier": 0.2}, None) == (
         True,
         "no readable production model for the current features",
