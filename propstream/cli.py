@@ -12,20 +12,35 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+# Flags that set a setting: argparse dest -> top-level Settings field. A flag given wins over the
+# setting's environment variable and TOML file; a flag not given leaves the setting as configured.
+FLAG_SETTINGS = {
+    "data_dir": "data_dir",
+    "clickhouse": "clickhouse_dsn",
+    "catalog": "catalog_file",
+    "input": "input",
+    "mapping": "mapping",
+    "train_input": "train_input",
+    "kafka": "kafka_url",
+    "recovery_dir": "recovery_dir",
+    "snapshot_seconds": "snapshot_seconds",
+    "process_id": "process_id",
+    "addresses": "addresses",
+}
 
 
 def _settings(args: argparse.Namespace):
     from schemas.settings import Settings
 
-    overrides: dict[str, object] = {}
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = Path(args.data_dir)
-    if getattr(args, "clickhouse", None):
-        overrides["clickhouse_dsn"] = args.clickhouse
-    return Settings(**overrides)  # type: ignore[arg-type]
+    overrides = {
+        field: getattr(args, dest)
+        for dest, field in FLAG_SETTINGS.items()
+        if getattr(args, dest, None) is not None
+    }
+    settings = Settings(**overrides)
+    if getattr(args, "clock", None):
+        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"clock": args.clock})})
+    return settings
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -42,24 +57,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from schemas.mapping import ColumnMapping, load_mapping
 
     settings = _settings(args)
-    if args.fresh and not args.recovery_dir:
+    if settings.input is None:
+        print("propstream run: give --input (or the setting input, env PROPSTREAM_INPUT)", file=sys.stderr)
+        return 2
+    if args.fresh and settings.recovery_dir is None:
         print("propstream run: --fresh creates a recovery store: give --recovery-dir", file=sys.stderr)
         return 2
-    if args.catalog:
-        settings = settings.model_copy(update={"catalog_file": Path(args.catalog)})
-    live = args.input.startswith("kafka://")
+    live = settings.input.startswith("kafka://")
     if live:
-        settings = app.kafka_from_url(settings, args.input)
-        if args.clock:
-            settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"clock": args.clock})})
-    mapping = load_mapping(args.mapping) if args.mapping else ColumnMapping()
-    inputs = None if live else [Path(p) for p in args.input.split(",")]
+        settings = app.kafka_from_url(settings, settings.input)
+    mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
+    inputs = None if live else [Path(p) for p in settings.input.split(",")]
     execution = app.Execution(
-        recovery_dir=Path(args.recovery_dir) if args.recovery_dir else None,
-        snapshot_seconds=args.snapshot_seconds,
+        recovery_dir=settings.recovery_dir,
+        snapshot_seconds=settings.snapshot_seconds,
         fresh=args.fresh,
-        process_id=args.process_id,
-        addresses=tuple(a for a in (args.addresses or "").split(",") if a),
+        process_id=settings.process_id,
+        addresses=tuple(a for a in settings.addresses.split(",") if a),
     )
     source = app.build_source(settings, inputs, exit_when_idle=args.exit_when_idle)
     stats = app.run_stream(settings, source, mapping, execution=execution, dead_letters_to_kafka=live)
@@ -83,9 +97,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from stream.producer import produce
     from stream.sources import read_records
 
-    settings = app.kafka_from_url(_settings(args), args.kafka) if args.kafka else _settings(args)
-    mapping = load_mapping(args.mapping) if args.mapping else ColumnMapping()
-    paths = [Path(p) for p in args.input.split(",")]
+    settings = _settings(args)
+    if settings.kafka_url:
+        settings = app.kafka_from_url(settings, settings.kafka_url)
+    mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
+    paths = [Path(p) for p in args.files.split(",")]
     for p in paths:
         if not p.is_file():
             print(f"propstream produce: input file {p} does not exist", file=sys.stderr)
@@ -121,11 +137,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from schemas.mapping import ColumnMapping, load_mapping
 
     settings = _settings(args)
-    if args.catalog:
-        settings = settings.model_copy(update={"catalog_file": Path(args.catalog)})
-    if args.input:
-        mapping = load_mapping(args.mapping) if args.mapping else ColumnMapping()
-        records, rejected = app.read_file_records([Path(p) for p in args.input.split(",")], mapping)
+    if settings.train_input:
+        mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
+        records, rejected = app.read_file_records([Path(p) for p in settings.train_input.split(",")], mapping)
         print(f"read {len(records):,} events ({rejected:,} rejected by the contract)")
     else:
         records = app.read_archive(settings)
@@ -172,12 +186,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     app.client_for(settings)
     print(f"ClickHouse schema ready: database {settings.clickhouse.database} at {redact_dsn(settings.dsn)}")
-    if args.recovery_dir:
-        print(app.init_recovery(settings, Path(args.recovery_dir)))
-    if args.kafka:
+    if settings.recovery_dir is not None:
+        print(app.init_recovery(settings, settings.recovery_dir))
+    if settings.kafka_url:
         from stream.topics import create_topics
 
-        settings = app.kafka_from_url(settings, args.kafka)
+        settings = app.kafka_from_url(settings, settings.kafka_url)
         if args.partitions:
             settings = settings.model_copy(
                 update={"kafka": settings.kafka.model_copy(update={"partitions": args.partitions})}
@@ -211,9 +225,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _flag(sp: argparse.ArgumentParser, flag: str, env: str | None, text: str, **kw: object) -> None:
-    """A flag whose default comes from an environment variable, named in ``--help``."""
+    """A flag that overrides a setting (``FLAG_SETTINGS``); ``--help`` names the setting's environment variable.
+
+    The flag has no default of its own: when it is not given, the setting
+    keeps the value of its variable, of the TOML file, or its default.
+    """
     if env is not None:
-        kw.setdefault("default", _env(env))
         text = f"{text} (env {env})"
     sp.add_argument(flag, help=text, **kw)  # type: ignore[arg-type]
 
@@ -245,13 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", "The Complete Journey end to end on embedded defaults", cmd_demo)
 
     sp = command("run", "run the stream over files (CSV / JSONL / Parquet) or a Kafka topic", cmd_run)
-    _flag(
-        sp,
-        "--input",
-        "PROPSTREAM_INPUT",
-        "comma-separated files, or kafka://HOST:PORT/TOPIC",
-        required=_env("PROPSTREAM_INPUT") is None,
-    )
+    _flag(sp, "--input", "PROPSTREAM_INPUT", "comma-separated files, or kafka://HOST:PORT/TOPIC")
     files(sp)
     _flag(
         sp,
@@ -278,14 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         "PROPSTREAM_SNAPSHOT_SECONDS",
         "epoch between recovery snapshots, default 10",
         type=float,
-        default=float(_env("PROPSTREAM_SNAPSHOT_SECONDS") or 10),
     )
     _flag(sp, "--process-id", "PROPSTREAM_PROCESS_ID", "this process's index in --addresses", type=int)
     _flag(sp, "--addresses", "PROPSTREAM_ADDRESSES", "comma-separated host:port of every process")
     _flag(sp, "--exit-when-idle", None, "Kafka input: stop after this many seconds without a message", type=float)
 
     sp = command("produce", "validate events from files and send them to Kafka", cmd_produce)
-    _flag(sp, "--input", None, "comma-separated CSV / JSONL / Parquet files", required=True)
+    _flag(sp, "--input", None, "comma-separated CSV / JSONL / Parquet files", required=True, dest="files")
     _flag(sp, "--kafka", "PROPSTREAM_KAFKA_URL", "kafka://HOST:PORT/TOPIC; else the kafka settings")
     files(sp, catalog=False)
     _flag(sp, "--rejects", None, "write rejected rows (source, reason) to this JSONL file")
@@ -296,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_train,
     )
     _flag(sp, "--group", None, "only these groups (repeatable)", action="append")
-    _flag(sp, "--input", "PROPSTREAM_TRAIN_INPUT", "train from files instead of the events archive")
+    _flag(sp, "--input", "PROPSTREAM_TRAIN_INPUT", "train from files instead of the events archive", dest="train_input")
     sp.add_argument(
         "--force", action="store_true", help="promote every new model, even one worse than production on the test slice"
     )

@@ -138,6 +138,15 @@ class Settings(BaseSettings):
     clickhouse_dsn: str = ""
     groups_file: Path = PACKAGED_GROUPS
     catalog_file: Path | None = None
+    # What to run on; each has a command-line flag, which wins (propstream --help names both).
+    input: str | None = None  # `run`: comma-separated files, or kafka://HOST:PORT/TOPIC
+    mapping: Path | None = None  # column mapping TOML of file inputs
+    train_input: str | None = None  # `train`: files instead of the events archive
+    kafka_url: str | None = None  # `produce` / `init`: kafka://HOST:PORT/TOPIC, else the kafka settings
+    recovery_dir: Path | None = None  # the recovery store shared by every process of a run
+    snapshot_seconds: float = Field(default=10.0, gt=0.0)  # epoch between recovery snapshots
+    process_id: int | None = Field(default=None, ge=0)  # this process's index in addresses
+    addresses: str = ""  # comma-separated host:port of every process
     stream: StreamSettings = StreamSettings()
     train: TrainSettings = TrainSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()

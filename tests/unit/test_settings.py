@@ -52,3 +52,22 @@ def test_a_password_in_a_clickhouse_url_is_not_echoed_in_the_error():
     with pytest.raises(ClickHouseUnavailableError) as info:
         open_client("http://default:hunter2@127.0.0.1:9/")  # nothing listens on port 9
     assert "hunter2" not in str(info.value) and "default:***@127.0.0.1:9" in str(info.value)
+
+
+def test_every_run_option_is_a_setting_and_a_flag_given_wins(tmp_path, monkeypatch):
+    from propstream.cli import _settings, build_parser
+
+    config = tmp_path / "propstream.toml"
+    config.write_text(
+        'input = "kafka://broker:9092/orders"\nrecovery_dir = "/srv/recovery"\nsnapshot_seconds = 2.5\n'
+        'addresses = "h0:2101,h1:2101"\nprocess_id = 1\n[kafka]\nclock = "event"\n'
+    )
+    monkeypatch.setenv("PROPSTREAM_CONFIG", str(config))
+    monkeypatch.setenv("PROPSTREAM_SNAPSHOT_SECONDS", "4")
+    s = _settings(build_parser().parse_args(["run"]))
+    assert (s.input, str(s.recovery_dir), s.snapshot_seconds) == ("kafka://broker:9092/orders", "/srv/recovery", 4.0)
+    assert (s.addresses, s.process_id, s.kafka.clock) == ("h0:2101,h1:2101", 1, "event")
+    flags = ["run", "--input", "a.csv", "--snapshot-seconds", "1", "--clock", "wall", "--process-id", "0"]
+    s = _settings(build_parser().parse_args(flags))
+    assert (s.input, s.snapshot_seconds, s.kafka.clock, s.process_id) == ("a.csv", 1.0, "wall", 0)
+    assert str(s.recovery_dir) == "/srv/recovery"  # not given: the file's
