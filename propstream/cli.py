@@ -33,9 +33,7 @@ def _settings(args: argparse.Namespace):
     from schemas.settings import Settings
 
     overrides = {
-        field: getattr(args, dest)
-        for dest, field in FLAG_SETTINGS.items()
-        if getattr(args, dest, None) is not None
+        field: getattr(args, dest) for dest, field in FLAG_SETTINGS.items() if getattr(args, dest, None) is not None
     }
     settings = Settings(**overrides)
     if getattr(args, "clock", None):

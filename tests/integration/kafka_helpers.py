@@ -31,6 +31,13 @@ def new_topic(bootstrap: str, partitions: int = 4) -> str:
     return name
 
 
+def topic_with(events: list[dict], bootstrap: str, work: Path, partitions: int = 4) -> str:
+    """A fresh topic holding ``events``, produced as `propstream produce` would (keyed by user)."""
+    topic = new_topic(bootstrap, partitions)
+    produce_events(bootstrap, topic, events, work / "events.jsonl")
+    return topic
+
+
 def kafka_settings(settings, bootstrap: str, topic: str, **kafka):
     k = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap, "topic": topic, "clock": "event", **kafka})
     return settings.model_copy(update={"kafka": k})

@@ -45,6 +45,7 @@ from tests.integration.kafka_helpers import (
     run_kafka,
     stream_cmd,
     stream_env,
+    topic_with,
 )
 from tests.synthetic import make_world
 
@@ -59,9 +60,7 @@ def chaos_world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chaos_topic(chaos_world, bootstrap, tmp_path_factory):
-    topic = new_topic(bootstrap, 4)
-    produce_events(bootstrap, topic, chaos_world.events, tmp_path_factory.mktemp("ct") / "e.jsonl")
-    return topic
+    return topic_with(chaos_world.events, bootstrap, tmp_path_factory.mktemp("ct"))
 
 
 def clean_run(world, topic: str, bootstrap: str, models: Path, work: Path) -> dict:

@@ -33,6 +33,7 @@ from tests.integration.kafka_helpers import (
     run_kafka,
     stream_cmd,
     stream_env,
+    topic_with,
 )
 from tests.synthetic import make_world
 
@@ -135,9 +136,7 @@ def big_world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def big_topic(big_world, bootstrap, tmp_path_factory):
-    topic = new_topic(bootstrap, 4)
-    produce_events(bootstrap, topic, big_world.events, tmp_path_factory.mktemp("bt") / "e.jsonl")
-    return topic
+    return topic_with(big_world.events, bootstrap, tmp_path_factory.mktemp("bt"))
 
 
 @pytest.fixture(scope="module")
