@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -62,12 +63,22 @@ def create_store(root: Path, partitions: int, flow_id: str) -> StoreState:
     """Create an empty store of ``partitions`` partitions; refuse to overwrite one."""
     from bytewax.recovery import init_db_dir
 
-    if _files(root):
+    if _files(root) or (root / MARKER).exists():
         msg = f"{root} already holds a recovery store: resume from it, or remove the directory to start afresh"
         raise RecoveryStoreError(msg)
-    root.mkdir(parents=True, exist_ok=True)
-    init_db_dir(root, partitions)
-    _write_marker(root, {"flow_id": flow_id, "partitions": partitions, "executions": 0, "starts": 0})
+    if root.exists() and any(root.iterdir()):
+        msg = f"{root} is not empty and holds no recovery store: give an empty or new directory"
+        raise RecoveryStoreError(msg)
+    # Built beside it and renamed into place: a process killed halfway leaves no half-made store.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    building = root.parent / f".{root.name}.{os.getpid()}.creating"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    init_db_dir(building, partitions)
+    _write_marker(building, {"flow_id": flow_id, "partitions": partitions, "executions": 0, "starts": 0})
+    if root.exists():
+        root.rmdir()  # empty, checked above
+    building.rename(root)
     return StoreState(partitions, 0)
 
 

@@ -9,9 +9,12 @@ skipping data.
 Each poll becomes one ``SourceBatch``; in wall-clock mode it carries the wall
 clock as its tick, and an idle partition still emits an empty tick batch every
 ``tick_seconds`` so windows expire while nothing arrives. A partition that has
-delivered no message for ``idle_seconds`` says so (``SourceBatch.idle``), so
-that in event time it does not hold back the clock of the others (see
-``CustomerShard.advance``); its next message makes it active again.
+been read to the end of its log (librdkafka's partition EOF) and has had no
+message for ``idle_seconds`` says so (``SourceBatch.idle``), so that in event
+time it does not hold back the clock of the others (see
+``CustomerShard.advance``); its next message makes it active again. Idleness
+and ``exit_when_idle`` both need the end of the log: a partition slow to
+start is never taken for an empty one.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def consumer_config(bootstrap: str, extra: dict[str, Any]) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "error",
-        "enable.partition.eof": False,
+        "enable.partition.eof": True,  # an EOF event says the partition has been read to its end
         "fetch.max.bytes": 52_428_800,
         **extra,
     }
@@ -72,6 +75,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._last_emit = 0.0
         self._idle_s = idle_seconds
         self._idle = False
+        self._at_end = False
 
     def next_batch(self) -> list[SourceBatch]:
         if self._ended:
@@ -81,6 +85,9 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         for m in msgs:
             err = m.error()
             if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end = True  # read to the end of the log (as it is now)
+                    continue
                 if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
                     msg = (
                         f"kafka {self._topic}/{self._partition}: resume offset {self._next} is no longer "
@@ -95,13 +102,16 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
             offset: int = m.offset()  # type: ignore[assignment]  # set on every consumed message
             records.append((f"kafka:{m.topic()}/{m.partition()}/{offset}", m.value()))
             self._next = offset + 1
+            self._at_end = False
         now = self._clock()
         if records:
             self._last_message = now
-        elif self._exit_when_idle is not None and now - self._last_message >= self._exit_when_idle:
+        elif self._at_end and self._exit_when_idle is not None and now - self._last_message >= self._exit_when_idle:
             self._ended = True
+        # Idle: read to the end and quiet for a while. A partition slow to start (nothing read yet,
+        # not at its end) is not idle: it may hold events the others' clock must wait for.
         was_idle = self._idle
-        self._idle = self._ended or (not records and now - self._last_message >= self._idle_s)
+        self._idle = self._ended or (self._at_end and not records and now - self._last_message >= self._idle_s)
         tick = int(now * 1000) if self._wall_clock else None
         due = tick is not None and now - self._last_emit >= self._tick_s
         if records or self._ended or due or self._idle != was_idle:

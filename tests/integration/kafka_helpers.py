@@ -82,10 +82,12 @@ def stream_cmd(data_dir: Path, dsn: str, topic: str, bootstrap: str, world, extr
 
 def stream_env(world, **more: str) -> dict:
     # 16 shards so that keys spread over several processes (Bytewax hashes shard keys to workers).
+    # Partitions idle after 1 s instead of 10: a harsher test of what idleness may decide.
     return {
         **os.environ,
         "PROPSTREAM_GROUPS_FILE": str(world.groups_file),
         "PROPSTREAM_STREAM__N_SHARDS": "16",
+        "PROPSTREAM_KAFKA__IDLE_SECONDS": "1",
         "PYTHONPATH": str(ROOT),
         **more,
     }
