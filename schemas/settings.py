@@ -93,7 +93,7 @@ class KafkaSettings(BaseModel):
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
     clock: Literal["wall", "event"] = "wall"
     tick_seconds: float = Field(default=1.0, gt=0.0)
-    # A partition without a message for this long is idle: it does not hold back the event-time clock.
+    # A partition read to its end and without a message this long is idle: it does not hold back the event-time clock.
     idle_seconds: float = Field(default=10.0, gt=0.0)
 
     @field_validator("config", mode="before")

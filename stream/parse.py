@@ -29,7 +29,7 @@ class ParsedBatch:
     ``tick_ms`` is the wall clock of a live source (None in event time);
     ``watermark`` the partition's event-time watermark after this batch, set by
     ``stream.watermark``; ``idle`` says that the partition has nothing more
-    to deliver for now (ended, or no message for a while).
+    to deliver for now (ended, or read to its end and quiet for a while).
     """
 
     records: list[EventRecord] = field(default_factory=list)
