@@ -82,7 +82,7 @@ def _column_names(sql: str) -> tuple[str, ...]:
 
 
 # Derived from the DDL above, so a table's columns are spelled once; writers take their names from here
-# (tests/unit/test_ddl.py fails when a writer and its table disagree).
+# (tests/schemas/test_ddl.py fails when a writer and its table disagree).
 COLUMNS: dict[str, tuple[str, ...]] = {table: _column_names(sql) for table, sql in TABLES.items()}
 
 

@@ -10,7 +10,7 @@ the reason if it is rejected.
 The rule this module keeps: a row it accepts yields exactly the record the row
 path would give; when in doubt it accepts nothing. Text with anything but a
 plain character at either end, float ids, ISO strings and nanosecond or float
-epochs all go to the row path. ``tests/unit/test_columns.py`` checks the rule
+epochs all go to the row path. ``tests/stream/test_columns.py`` checks the rule
 on generated batches.
 """
 

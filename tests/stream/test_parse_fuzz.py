@@ -6,7 +6,7 @@ numbers of hundreds of digits, odd unicode, values of the wrong type, rows of
 a mapped export), ``EventParser.parse_batch`` returns every input either as a
 record or as a dead letter with a reason.
 
-``pytest tests/unit/test_parse_fuzz.py -s`` prints how many inputs were tried.
+``pytest tests/stream/test_parse_fuzz.py -s`` prints how many inputs were tried.
 """
 
 from __future__ import annotations
