@@ -162,14 +162,16 @@ def run_stream(
         report=(lambda s: progress(s.line())) if progress else None,
         report_every_s=settings.stream.progress_seconds,
     )
-    dead_sink = None
+    dead_sinks = {"clickhouse_dead_letters": sink.dead_letter_sink()}
     if dead_letters_to_kafka:
         from stream.sinks.kafka import DeadLetterTopicSink
         from stream.topics import require_topics
 
         require_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letters_topic])
 
-        dead_sink = DeadLetterTopicSink(settings.kafka.client_config(), settings.kafka.dead_letters_topic)
+        dead_sinks["dead_letter_topic"] = DeadLetterTopicSink(
+            settings.kafka.client_config(), settings.kafka.dead_letters_topic
+        )
     recovery = None
     watch: contextlib.AbstractContextManager = contextlib.nullcontext()
     resumed = False
@@ -187,6 +189,7 @@ def run_stream(
         catalog,
         models,
         sink,
+        dead_sinks,
         FlowConfig(
             settings.stream.n_shards,
             int(settings.stream.allowed_lateness_hours * 3_600_000),
@@ -195,7 +198,6 @@ def run_stream(
             resumed=resumed,
         ),
         stats,
-        dead_letter_sink=dead_sink,
     )
     stats.started = time.perf_counter()
     with collected_every(settings.stream.gc_seconds), watch:

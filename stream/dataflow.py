@@ -8,7 +8,10 @@
       -> route: split each batch by shard (crc32 of user_id), broadcast where the partition stands
       -> customers: stateful per shard (state, expiry heap, scoring)
       -> clickhouse: one column-oriented insert per table per batch
-      -> dead_letter_topic (optional): dead letters also go to Kafka
+
+    dead letters of parse, watermark and customers (a typed stream of DeadLetter)
+      -> clickhouse_dead_letters: the dead_letters table
+      -> dead_letter_topic (optional): a Kafka topic as well
 """
 
 from __future__ import annotations
@@ -23,12 +26,11 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import DynamicSink
 
-from schemas.events import EventRecord
+from schemas.events import DeadLetter, EventRecord
 from schemas.groups import GroupCatalog
 from stream.parse import EventParser, ParsedBatch
 from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor, restore_shard, shard_of, state_layout
 from stream.sinks.base import RunStats
-from stream.sinks.clickhouse import ClickHouseSink
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
 from stream.watermark import WatermarkRules
@@ -87,13 +89,19 @@ def build_dataflow(
     cfg: StateConfig,
     catalog: GroupCatalog,
     models,
-    sink: ClickHouseSink,
+    sink: DynamicSink[ShardOutput],
+    dead_letter_sinks: dict[str, DynamicSink[DeadLetter]],
     flow_cfg: FlowConfig,
     stats: RunStats | None = None,
     flow_id: str = FLOW_ID,
-    dead_letter_sink: DynamicSink | None = None,
 ) -> Dataflow:
-    """Wire the dataflow; no I/O happens until it runs."""
+    """Wire the dataflow; no I/O happens until it runs.
+
+    ``sink`` takes what the shards changed (``ClickHouseSink`` in production);
+    every sink of ``dead_letter_sinks`` (step id -> sink) takes every dead
+    letter, whichever step found it (``ClickHouseSink.dead_letter_sink()``,
+    a Kafka topic).
+    """
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
     rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms)
     n_shards = flow_cfg.n_shards
@@ -105,9 +113,6 @@ def build_dataflow(
             stats.events_in += pb.n_in
         return pb
 
-    def dead_of(pb: ParsedBatch) -> list[ShardOutput]:
-        return [ShardOutput(shard=-1, dead_letters=pb.dead)] if pb.dead else []
-
     def judge(watermark: int | None, pb: ParsedBatch) -> tuple[int | None, ParsedBatch]:
         return rules.judge(watermark, pb), pb
 
@@ -116,7 +121,7 @@ def build_dataflow(
     parsed = op.map("parse", raw, parse)
     by_partition = op.key_on("by_partition", parsed, lambda pb: pb.part)
     judged = op.map("unkey_partition", op.stateful_map("watermark", by_partition, judge), lambda kv: kv[1])
-    rejected = op.flat_map("parse_errors", judged, dead_of)
+    rejected = op.flat_map("parse_errors", judged, lambda pb: pb.dead)
     routed = op.flat_map("route", judged, lambda pb: route(n_shards, pb))
 
     def builder(resume: bytes | None) -> ShardLogic:
@@ -127,9 +132,8 @@ def build_dataflow(
 
     keyed_out = op.stateful("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])
-    merged = op.merge("all_outputs", outs, rejected)
-    op.output("clickhouse", merged, sink)
-    if dead_letter_sink is not None:
-        dead = op.filter("has_dead_letters", merged, lambda o: bool(o.dead_letters))
-        op.output("dead_letter_topic", dead, dead_letter_sink)
+    op.output("clickhouse", outs, sink)
+    dead = op.merge("dead_letters", rejected, op.flat_map("shard_dead_letters", outs, lambda o: o.dead_letters))
+    for step_id, dead_sink in dead_letter_sinks.items():
+        op.output(step_id, dead, dead_sink)
     return flow

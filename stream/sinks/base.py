@@ -21,13 +21,15 @@ class TableWriter(ABC):
         """Insert one batch of rows given as columns of equal length."""
 
 
-def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
+def table_rows(outputs: list[ShardOutput]) -> TableRows:
     """Merge shard outputs into one column-oriented batch per table.
+
+    Dead letters leave the dataflow by their own stream (``dead_letter_rows``);
+    those a shard found are split off before this sink.
 
     Timestamps stay integers (DateTime64(3) takes epoch milliseconds,
     DateTime epoch seconds): no datetime objects on the hot path.
     """
-    received_ms = int(received_at.timestamp() * 1000)
     t: TableRows = {}
 
     def cols(table: str, *names: str) -> list[list]:
@@ -48,13 +50,6 @@ def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
             q += quantities
             v += [c / 100 for c in cents]
             src += sources
-        if out.dead_letters:
-            reason, payload, source, rec = cols("dead_letters", *DeadLetter._fields, "received_at")
-            for a, b, c in out.dead_letters:
-                reason.append(a)
-                payload.append(b)
-                source.append(c)
-                rec.append(received_ms)
         if out.features:
             u, asof, feats, ver = cols("customer_features", *FeatureRow._fields)
             for user, as_of, f, version in out.features:
@@ -87,6 +82,15 @@ def table_rows(outputs: list[ShardOutput], received_at: datetime) -> TableRows:
     return t
 
 
+def dead_letter_rows(letters: list[DeadLetter], received_at: datetime) -> TableRows:
+    """One column-oriented batch for the ``dead_letters`` table, stamped with the time received."""
+    if not letters:
+        return {}
+    columns = {name: list(values) for name, values in zip(DeadLetter._fields, zip(*letters, strict=True), strict=True)}
+    columns["received_at"] = [int(received_at.timestamp() * 1000)] * len(letters)
+    return {"dead_letters": columns}
+
+
 @dataclass
 class RunStats:
     """Counters of one run, for progress lines, the summary and conservation checks."""
@@ -102,16 +106,24 @@ class RunStats:
     last_write_at: float | None = None
 
     def add(self, outputs: list[ShardOutput]) -> None:
-        """Count what a sink batch carries."""
-        if any(o.applied or o.dead_letters for o in outputs):
-            now = time.time()
-            self.first_write_at = self.first_write_at or now
-            self.last_write_at = now
+        """Count what a sink batch of shard outputs carries."""
+        if any(o.applied for o in outputs):
+            self._wrote_events()
         for o in outputs:
             self.applied += len(o.applied)
-            self.dead_letters += len(o.dead_letters)
             self.score_rows += len(o.scores)
             self.feature_rows += len(o.features)
+
+    def add_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """Count a sink batch of dead letters."""
+        if letters:
+            self._wrote_events()
+        self.dead_letters += len(letters)
+
+    def _wrote_events(self) -> None:
+        now = time.time()
+        self.first_write_at = self.first_write_at or now
+        self.last_write_at = now
 
     @property
     def elapsed(self) -> float:

@@ -19,9 +19,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.ddl import DATABASE, ddl_statements
+from schemas.events import DeadLetter
 from stream.errors import StreamError
 from stream.shard import ShardOutput
-from stream.sinks.base import RunStats, TableWriter, table_rows
+from stream.sinks.base import RunStats, TableRows, TableWriter, dead_letter_rows, table_rows
 
 log = logging.getLogger(__name__)
 _clients: dict[str, Any] = {}
@@ -107,24 +108,40 @@ class ClickHouseWriter(TableWriter):
             )
 
 
-class _Partition(StatelessSinkPartition[ShardOutput]):
-    def __init__(self, writer: TableWriter, stats: RunStats, report: Callable[[RunStats], None] | None, every: float):
+class _Partition(StatelessSinkPartition[Any]):
+    """Writes one batch of items as one insert per table, counts it, reports progress now and then."""
+
+    def __init__(
+        self,
+        writer: TableWriter,
+        rows: Callable[[list], TableRows],
+        count: Callable[[list], None],
+        stats: RunStats,
+        report: Callable[[RunStats], None] | None,
+        every: float,
+    ):
         self.writer = writer
+        self.rows = rows
+        self.count = count
         self.stats = stats
         self.report = report
         self.every = every
 
-    def write_batch(self, items: list[ShardOutput]) -> None:
-        for table, columns in table_rows(items, datetime.now(tz=UTC)).items():
+    def write_batch(self, items: list) -> None:
+        for table, columns in self.rows(items).items():
             self.writer.insert(table, columns)
-        self.stats.add(items)
+        self.count(items)
         if self.report is not None and time.perf_counter() - self.stats.last_report >= self.every:
             self.stats.last_report = time.perf_counter()
             self.report(self.stats)
 
 
 class ClickHouseSink(DynamicSink[ShardOutput]):
-    """Writes every table of a ShardOutput batch; one insert per table per batch."""
+    """Writes every table of a ShardOutput batch; one insert per table per batch.
+
+    ``dead_letter_sink()`` is its companion for the dataflow's dead-letter
+    stream: the same writer and counters, the ``dead_letters`` table.
+    """
 
     def __init__(
         self,
@@ -139,4 +156,18 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         self.every = report_every_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self.writer, self.stats, self.report, self.every)
+        return _Partition(self.writer, table_rows, self.stats.add, self.stats, self.report, self.every)
+
+    def dead_letter_sink(self) -> DynamicSink[DeadLetter]:
+        """The sink of the dead-letter stream into the ``dead_letters`` table."""
+        return _DeadLetterTableSink(self)
+
+
+class _DeadLetterTableSink(DynamicSink[DeadLetter]):
+    def __init__(self, outputs: ClickHouseSink):
+        self.outputs = outputs
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        o = self.outputs
+        rows = lambda letters: dead_letter_rows(letters, datetime.now(tz=UTC))  # noqa: E731
+        return _Partition(o.writer, rows, o.stats.add_dead_letters, o.stats, None, o.every)

@@ -13,13 +13,13 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
+from schemas.events import DeadLetter
 from stream.producer import DeliveryError
-from stream.shard import ShardOutput
 
 MAX_TOPIC_PAYLOAD = 64 * 1024
 
 
-class _Partition(StatelessSinkPartition[ShardOutput]):
+class _Partition(StatelessSinkPartition[DeadLetter]):
     def __init__(self, config: dict[str, Any], topic: str):
         self.topic = topic
         self.producer = Producer({"linger.ms": 5, "enable.idempotence": True, "message.timeout.ms": 20_000, **config})
@@ -29,21 +29,20 @@ class _Partition(StatelessSinkPartition[ShardOutput]):
         if err is not None:
             self.errors.append(err.str())
 
-    def write_batch(self, items: list[ShardOutput]) -> None:
+    def write_batch(self, items: list[DeadLetter]) -> None:
         now = datetime.now(tz=UTC).isoformat()
-        for out in items:
-            for dead in out.dead_letters:
-                cut = len(dead.payload) > MAX_TOPIC_PAYLOAD
-                value = json.dumps(
-                    {
-                        "reason": dead.reason,
-                        "payload": dead.payload[:MAX_TOPIC_PAYLOAD],
-                        "payload_truncated": cut,
-                        "source": dead.source,
-                        "received_at": now,
-                    }
-                )
-                self.producer.produce(self.topic, value.encode(), key=dead.source.encode(), on_delivery=self._delivered)
+        for dead in items:
+            cut = len(dead.payload) > MAX_TOPIC_PAYLOAD
+            value = json.dumps(
+                {
+                    "reason": dead.reason,
+                    "payload": dead.payload[:MAX_TOPIC_PAYLOAD],
+                    "payload_truncated": cut,
+                    "source": dead.source,
+                    "received_at": now,
+                }
+            )
+            self.producer.produce(self.topic, value.encode(), key=dead.source.encode(), on_delivery=self._delivered)
         if self.producer.flush(30) or self.errors:
             msg = (
                 f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'} "
@@ -55,7 +54,7 @@ class _Partition(StatelessSinkPartition[ShardOutput]):
         self.producer.flush(30)
 
 
-class DeadLetterTopicSink(DynamicSink[ShardOutput]):
+class DeadLetterTopicSink(DynamicSink[DeadLetter]):
     """Publishes every dead letter (reason, raw payload, source position) to a topic."""
 
     def __init__(self, config: dict[str, Any], topic: str):

@@ -8,7 +8,7 @@ from offline_train.rescore import SCORE_COLUMNS
 from schemas.ddl import COLUMNS, ddl_statements
 from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
 from stream.shard import ScoreColumns, ShardOutput
-from stream.sinks.base import table_rows
+from stream.sinks.base import dead_letter_rows, table_rows
 
 
 def test_the_sink_writes_exactly_the_columns_of_each_table():
@@ -21,7 +21,8 @@ def test_the_sink_writes_exactly_the_columns_of_each_table():
         scores=ScoreColumns(rec.ts_ms, ["u1"], ["coffee"], [0.5], [1], [7]),
         item_activity=[ItemActivityRow(rec.ts_ms, "i1", "purchase", 0, 1, 1.0, 2.5)],
     )
-    rows = table_rows([out], datetime.now(tz=UTC))
+    now = datetime.now(tz=UTC)
+    rows = table_rows([out]) | dead_letter_rows(out.dead_letters, now)
     assert rows.keys() == COLUMNS.keys() - {"models"}  # models are written by `propstream train`
     for table, columns in rows.items():
         assert sorted(columns) == sorted(COLUMNS[table]), table
