@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.scorer import ProductionModels
-from schemas.ddl import COLUMNS
-from stream.shard import row_version
+from schemas.tables import COLUMNS, row_version
 from stream.state import StateConfig
 
 SCORE_COLUMNS = list(COLUMNS["scores"])

@@ -36,6 +36,7 @@ import numpy as np
 
 from schemas.events import TYPE_NAMES, DeadLetter, EventRecord, FeatureRow, ItemActivityRow
 from schemas.groups import GroupCatalog, ProductGroup
+from schemas.tables import row_version
 from stream.errors import StreamError
 from stream.state import CustomerState, StateConfig
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 # 2: buckets kept in ascending time order, history_days; shards record their layout
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
 STATE_VERSION = 3
-VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
 
 
 def shard_of(user_id: str, n_shards: int) -> int:
@@ -88,11 +88,6 @@ def restore_shard(snapshot: bytes, layout: str) -> CustomerShard:
         raise SnapshotMismatchError(msg)
     shard.idle = set()  # which partitions are idle is for the source to say again after a restart
     return shard
-
-
-def row_version(as_of_ms: int, seq: int) -> int:
-    """Deterministic ReplacingMergeTree version: event time, then per-customer sequence."""
-    return (as_of_ms << VERSION_SHIFT) | (seq & ((1 << VERSION_SHIFT) - 1))
 
 
 @dataclass

@@ -18,8 +18,8 @@ import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from schemas.ddl import DATABASE, ddl_statements
 from schemas.events import DeadLetter
+from schemas.tables import DATABASE, ddl_statements
 from stream.errors import StreamError
 from stream.shard import ShardOutput
 from stream.sinks.base import RunStats, TableRows, TableWriter, dead_letter_rows, table_rows

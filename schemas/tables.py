@@ -82,8 +82,22 @@ def _column_names(sql: str) -> tuple[str, ...]:
 
 
 # Derived from the DDL above, so a table's columns are spelled once; writers take their names from here
-# (tests/schemas/test_ddl.py fails when a writer and its table disagree).
+# (tests/schemas/test_tables.py fails when a writer and its table disagree).
 COLUMNS: dict[str, tuple[str, ...]] = {table: _column_names(sql) for table, sql in TABLES.items()}
+
+
+VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
+
+
+def row_version(as_of_ms: int, seq: int) -> int:
+    """Deterministic ReplacingMergeTree version (invariant 5): event time, then per-customer sequence.
+
+    Never the wall clock at write time, so a replay writes the same versions.
+
+    >>> row_version(1_000, 7) < row_version(1_000, 8) < row_version(1_001, 0)
+    True
+    """
+    return (as_of_ms << VERSION_SHIFT) | (seq & ((1 << VERSION_SHIFT) - 1))
 
 
 def ddl_statements(database: str = DATABASE) -> list[str]:

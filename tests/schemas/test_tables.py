@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from offline_train.rescore import SCORE_COLUMNS
-from schemas.ddl import COLUMNS, ddl_statements
 from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
+from schemas.tables import COLUMNS, ddl_statements, row_version
 from stream.shard import ScoreColumns, ShardOutput
 from stream.sinks.base import dead_letter_rows, table_rows
 
@@ -42,3 +42,8 @@ def test_columns_are_read_from_the_ddl_itself():
     for table, names in COLUMNS.items():
         (create,) = [sql for sql in ddl_statements() if f".{table} (" in sql]
         assert all(f"\n    {n} " in create for n in names), table
+
+
+def test_versions_order_by_event_time_then_sequence_whatever_the_sequence_size():
+    assert row_version(1_000, 7) < row_version(1_000, 8) < row_version(1_001, 0)
+    assert row_version(1_000, (1 << 20) + 3) == row_version(1_000, 3) < row_version(1_001, 0)
