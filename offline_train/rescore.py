@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from models.scorer import ProductionModels
-from schemas.tables import COLUMNS, row_version
+from schemas.tables import CUSTOMER_FEATURES, SCORE_TABLES, SCORES, row_version
 from stream.state import StateConfig
 
-SCORE_COLUMNS = list(COLUMNS["scores"])
+SCORE_COLUMNS = list(SCORES.inserted)
 
 
 @dataclass
@@ -39,10 +39,10 @@ class RescoreResult:
 
 def stale_groups(client: Any, database: str, models: ProductionModels) -> list[int]:
     """Indices of groups whose stored scores are not all from their production model."""
-    n_customers = client.query(f"SELECT count() FROM {database}.customer_features FINAL").result_rows[0][0]
+    n_customers = client.query(f"SELECT count() FROM {CUSTOMER_FEATURES.at(database)} FINAL").result_rows[0][0]
     stored: dict[str, dict[int, int]] = {}
     for group, version, n in client.query(
-        f"SELECT group_id, model_version, count() FROM {database}.scores FINAL GROUP BY group_id, model_version"
+        f"SELECT group_id, model_version, count() FROM {SCORES.at(database)} FINAL GROUP BY group_id, model_version"
     ).result_rows:
         stored.setdefault(group, {})[int(version)] = int(n)
     stale = []
@@ -68,14 +68,13 @@ def bulk_rescore(
         return result
     names = models.spec.groups
     result.groups = [names[gi] for gi in groups]
-    clock = client.query(f"SELECT toUnixTimestamp64Milli(max(as_of)) FROM {database}.customer_features").result_rows[0][
-        0
-    ]
+    features = CUSTOMER_FEATURES.at(database)
+    clock = client.query(f"SELECT toUnixTimestamp64Milli(max(as_of)) FROM {features}").result_rows[0][0]
     index = cfg.spec.index
     last = ""
     while True:
         batch = client.query(
-            f"SELECT user_id, features, version FROM {database}.customer_features FINAL "
+            f"SELECT user_id, features, version FROM {CUSTOMER_FEATURES.at(database)} FINAL "
             f"WHERE user_id > {{last:String}} ORDER BY user_id LIMIT {int(page)}",
             parameters={"last": last},
         ).result_rows
@@ -96,9 +95,9 @@ def bulk_rescore(
             cols["model_version"] += [scorer.version] * len(users)
             cols["as_of"] += [clock] * len(users)
             cols["version"] += versions
-        for table in ("scores", "score_history"):
+        for table in SCORE_TABLES:
             client.insert(
-                f"{database}.{table}",
+                table.at(database),
                 [cols[c] for c in SCORE_COLUMNS],
                 column_names=SCORE_COLUMNS,
                 column_oriented=True,

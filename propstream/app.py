@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -27,16 +26,16 @@ from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, load_groups
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
+from schemas.tables import EVENTS, MODELS, SCORES, Migration
 from stream.dataflow import FLOW_ID, FlowConfig, build_dataflow
 from stream.gcpolicy import collected_every
 from stream.parse import EventParser
 from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
-from stream.sinks.clickhouse import create_schema
+from stream.sinks.clickhouse import migrate
 from stream.sources import FileReplaySource, read_batches
 from stream.state import StateConfig
 
-log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
@@ -75,12 +74,25 @@ def feature_spec(catalog: GroupCatalog) -> FeatureSpec:
     return FeatureSpec(groups=catalog.names)
 
 
+_migrated: set[tuple[str, str]] = set()  # (DSN, database) brought up to date by this process
+
+
 def client_for(settings: Settings) -> Any:
-    """The ClickHouse client with the schema in place."""
+    """The ClickHouse client, its store brought up to date (once per process)."""
+    client, _ = open_store(settings)
+    return client
+
+
+def open_store(settings: Settings) -> tuple[Any, list[Migration]]:
+    """The ClickHouse client and the migrations this call applied (none once up to date)."""
     pw = settings.clickhouse.password
     client = open_client(settings.dsn, settings.clickhouse.user, pw.get_secret_value() if pw else None)
-    create_schema(client, settings.clickhouse.database)
-    return client
+    key = (settings.dsn, settings.clickhouse.database)
+    if key in _migrated:
+        return client, []
+    applied = migrate(client, settings.clickhouse.database)
+    _migrated.add(key)
+    return client, applied
 
 
 def kafka_from_url(settings: Settings, url: str) -> Settings:
@@ -243,7 +255,7 @@ def read_archive(settings: Settings) -> list[EventRecord]:
     db = settings.clickhouse.database
     q = client.query(
         f"SELECT user_id, item_id, type, toUnixTimestamp64Milli(ts), event_id, quantity, value, source "
-        f"FROM {db}.events FINAL ORDER BY ts, user_id, event_id"
+        f"FROM {EVENTS.at(db)} FINAL ORDER BY ts, user_id, event_id"
     )
     return [
         EventRecord(u, i, TYPE_INDEX[t], int(ts), e, float(q_), round(v * 100), s)
@@ -345,7 +357,7 @@ def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCa
     stored = {
         (g, int(v)): stage
         for g, v, stage in client.query(
-            f"SELECT group_id, version, stage FROM {db}.models FINAL WHERE group_id IN {{groups:Array(String)}}",
+            f"SELECT group_id, version, stage FROM {MODELS.at(db)} FINAL WHERE group_id IN {{groups:Array(String)}}",
             parameters={"groups": groups},
         ).result_rows
     }
@@ -360,9 +372,9 @@ def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCa
                 rows.append([g, v, stage, json.dumps(c.metrics), c.model_dump_json(), c.created_at, now])
     if rows:
         client.insert(
-            f"{db}.models",
+            MODELS.at(db),
             rows,
-            column_names=["group_id", "version", "stage", "metrics", "card", "created_at", "updated_at"],
+            column_names=list(MODELS.inserted),
         )
 
 
@@ -377,12 +389,13 @@ def segment(settings: Settings, group: str, min_score: float | None, top: int | 
     where = "group_id = {group:String}" + ("" if min_score is None else " AND score >= {min_score:Float64}")
     limit = "" if top is None else " LIMIT {top:UInt64}"
     rows = client.query(
-        f"SELECT user_id, score, model_version, as_of FROM {db}.scores FINAL "
+        f"SELECT user_id, score, model_version, as_of FROM {SCORES.at(db)} FINAL "
         f"WHERE {where} ORDER BY score DESC, user_id{limit}",
         parameters={k: v for k, v in {"group": group, "min_score": min_score, "top": top}.items() if v is not None},
     ).result_rows
     if not rows:
-        known = [g for (g,) in client.query(f"SELECT DISTINCT group_id FROM {db}.scores ORDER BY group_id").result_rows]
+        groups = client.query(f"SELECT DISTINCT group_id FROM {SCORES.at(db)} ORDER BY group_id").result_rows
+        known = [g for (g,) in groups]
         if group not in known:
             msg = f"no scores for group {group!r}; groups with scores: {', '.join(known) or 'none yet'}"
             raise AppError(msg)

@@ -179,11 +179,17 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from propstream import app
+    from schemas.tables import SCHEMA_VERSION
     from stream.sinks.clickhouse import redact_dsn
 
     settings = _settings(args)
-    app.client_for(settings)
-    print(f"ClickHouse schema ready: database {settings.clickhouse.database} at {redact_dsn(settings.dsn)}")
+    _, applied = app.open_store(settings)
+    for m in applied:
+        print(f"ClickHouse schema migration {m.version}: {m.description}")
+    print(
+        f"ClickHouse schema version {SCHEMA_VERSION} ready: database {settings.clickhouse.database} "
+        f"at {redact_dsn(settings.dsn)}"
+    )
     if settings.recovery_dir is not None:
         print(app.init_recovery(settings, settings.recovery_dir))
     if settings.kafka_url:

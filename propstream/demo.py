@@ -8,19 +8,20 @@ from pathlib import Path
 from propstream import app, completejourney
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
+from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, SCORES
 from stream.sinks.clickhouse import redact_dsn
 
-EXAMPLE_QUERIES = """\
+EXAMPLE_QUERIES = f"""\
 -- customers likely to buy coffee/tea in the next 30 days (calibrated probability >= 0.5)
-SELECT user_id, score FROM propstream.scores FINAL
+SELECT user_id, score FROM {SCORES.at()} FINAL
 WHERE group_id = 'coffee_tea' AND score >= 0.5 ORDER BY score DESC;
 
 -- segment sizes per group at a threshold of 0.3
 SELECT group_id, countIf(score >= 0.3) AS customers, round(avg(score), 3) AS mean_score
-FROM propstream.scores FINAL GROUP BY group_id ORDER BY customers DESC;
+FROM {SCORES.at()} FINAL GROUP BY group_id ORDER BY customers DESC;
 
 -- top 100 for a campaign, with a 10% holdout (stable hash of the customer) for uplift
-SELECT user_id, score, cityHash64(user_id) % 10 = 0 AS holdout FROM propstream.scores FINAL
+SELECT user_id, score, cityHash64(user_id) % 10 = 0 AS holdout FROM {SCORES.at()} FINAL
 WHERE group_id = 'summer_grilling' ORDER BY score DESC LIMIT 100;"""
 
 
@@ -42,9 +43,9 @@ def run(settings: Settings, log=print) -> dict:
     flow_s = stats.elapsed
     client = app.client_for(settings)
     db = settings.clickhouse.database
-    customers = client.query(f"SELECT count() FROM {db}.customer_features FINAL").result_rows[0][0]
-    score_rows = client.query(f"SELECT count() FROM {db}.scores FINAL").result_rows[0][0]
-    dead = client.query(f"SELECT count() FROM {db}.dead_letters FINAL").result_rows[0][0]
+    customers = client.query(f"SELECT count() FROM {CUSTOMER_FEATURES.at(db)} FINAL").result_rows[0][0]
+    score_rows = client.query(f"SELECT count() FROM {SCORES.at(db)} FINAL").result_rows[0][0]
+    dead = client.query(f"SELECT count() FROM {DEAD_LETTERS.at(db)} FINAL").result_rows[0][0]
     summary = {
         "events_in": stats.events_in,
         "applied": stats.applied,

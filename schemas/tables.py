@@ -1,30 +1,212 @@
-"""ClickHouse schema of database ``propstream`` (idempotent DDL).
+"""The ClickHouse tables of database ``propstream``: one owner for names, columns, engines, keys and migrations.
 
 Table and column names are a contract with dashboards and marketing's SQL
-(see DESIGN.md). Upserted tables are ReplacingMergeTree with a deterministic
-``version`` (event time, then per-customer sequence): read them with FINAL.
-The events archive and dead letters are ReplacingMergeTree too, keyed by
-event id and source position, so a replay after a crash does not duplicate
-them.
+(see DESIGN.md). Writers take column names from ``Table.inserted`` and
+readers take table names from here; ``tests/schemas/test_tables.py`` fails
+when a writer and its table disagree, and ``tests/integration/test_schema.py``
+when the store that ``MIGRATIONS`` build differs from the tables declared
+here.
+
+Upserted tables are ReplacingMergeTree with a deterministic ``version``
+(``row_version``: event time, then per-customer sequence): read them with
+FINAL. The events archive and dead letters are ReplacingMergeTree too, keyed
+by event id and source position, so a replay after a crash does not
+duplicate them.
+
+A store is brought up to date by ``MIGRATIONS``, applied in order and
+recorded in ``schema_migrations`` (``stream.sinks.clickhouse.migrate``, run by
+``propstream init`` and by every command that opens the store). Every
+statement is idempotent (``IF NOT EXISTS``), so a store made before versions
+were recorded, or two processes migrating at once, come out the same. To
+change a table: edit its declaration below and append a migration that
+brings an existing store to it; never edit a released migration.
+
+>>> SCORES.inserted
+('user_id', 'group_id', 'score', 'model_version', 'as_of', 'version')
+>>> SCORES.at("propstream")
+'propstream.scores'
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 DATABASE = "propstream"
 
-SCORE_COLUMNS = """
-CREATE TABLE IF NOT EXISTS {{db}}.{table} (
+
+class Column(NamedTuple):
+    """A column: its name, ClickHouse type, and a default the server fills in (writers leave it out)."""
+
+    name: str
+    type: str
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table as the current schema version has it."""
+
+    name: str
+    columns: tuple[Column, ...]
+    engine: str  # as in CREATE TABLE, e.g. "ReplacingMergeTree(version)"
+    order_by: tuple[str, ...]
+    doc: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every column name, in table order."""
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def inserted(self) -> tuple[str, ...]:
+        """The columns a writer supplies (all but those the server fills in)."""
+        return tuple(c.name for c in self.columns if c.default is None)
+
+    def at(self, database: str = DATABASE) -> str:
+        """The qualified name for SQL."""
+        return f"{database}.{self.name}"
+
+
+_SCORE_COLUMNS = (
+    Column("user_id", "String"),
+    Column("group_id", "LowCardinality(String)"),
+    Column("score", "Float64"),
+    Column("model_version", "UInt32"),
+    Column("as_of", "DateTime64(3, 'UTC')"),
+    Column("version", "UInt64"),
+    Column("written_at", "DateTime64(3, 'UTC')", "now64(3)"),
+)
+
+EVENTS = Table(
+    "events",
+    (
+        Column("user_id", "String"),
+        Column("item_id", "String"),
+        Column("type", "LowCardinality(String)"),
+        Column("ts", "DateTime64(3, 'UTC')"),
+        Column("event_id", "String"),
+        Column("quantity", "Float64"),
+        Column("value", "Float64"),
+        Column("source", "String"),
+    ),
+    "ReplacingMergeTree",
+    ("user_id", "ts", "event_id"),
+    "validated events archive (training from the archive, backfills)",
+)
+CUSTOMER_FEATURES = Table(
+    "customer_features",
+    (
+        Column("user_id", "String"),
+        Column("as_of", "DateTime64(3, 'UTC')"),
+        Column("features", "Map(LowCardinality(String), Float64)"),
+        Column("version", "UInt64"),
+    ),
+    "ReplacingMergeTree(version)",
+    ("user_id",),
+    "latest feature vector per customer",
+)
+SCORES = Table(
+    "scores",
+    _SCORE_COLUMNS,
+    "ReplacingMergeTree(version)",
+    ("group_id", "user_id"),
+    "latest calibrated score per group and customer; written_at: when the row reached ClickHouse",
+)
+SCORE_HISTORY = Table(
+    "score_history",
+    _SCORE_COLUMNS,
+    "ReplacingMergeTree(version)",
+    ("group_id", "user_id", "as_of", "model_version"),
+    "every change of a score",
+)
+MODELS = Table(
+    "models",
+    (
+        Column("group_id", "LowCardinality(String)"),
+        Column("version", "UInt32"),
+        Column("stage", "LowCardinality(String)"),
+        Column("metrics", "String"),
+        Column("card", "String"),
+        Column("created_at", "DateTime64(3, 'UTC')"),
+        Column("updated_at", "DateTime64(3, 'UTC')"),
+    ),
+    "ReplacingMergeTree(updated_at)",
+    ("group_id", "version"),
+    "model cards and stages (written by `propstream train`)",
+)
+DEAD_LETTERS = Table(
+    "dead_letters",
+    (
+        Column("reason", "String"),
+        Column("payload", "String"),
+        Column("source", "String"),
+        Column("received_at", "DateTime64(3, 'UTC')"),
+    ),
+    "ReplacingMergeTree",
+    ("source", "reason"),
+    "inputs not applied: reason, raw payload, source position",
+)
+ITEM_ACTIVITY = Table(
+    "item_activity",
+    (
+        Column("hour", "DateTime('UTC')"),
+        Column("item_id", "String"),
+        Column("type", "LowCardinality(String)"),
+        Column("shard", "UInt16"),
+        Column("events", "UInt64"),
+        Column("quantity", "Float64"),
+        Column("value", "Float64"),
+    ),
+    "ReplacingMergeTree(events)",
+    ("hour", "item_id", "type", "shard"),
+    "per item, event hour and type: cumulative counts (sum over shards)",
+)
+SCHEMA_MIGRATIONS = Table(
+    "schema_migrations",
+    (
+        Column("version", "UInt32"),
+        Column("description", "String"),
+        Column("applied_at", "DateTime64(3, 'UTC')"),
+    ),
+    "ReplacingMergeTree",
+    ("version",),
+    "which migrations the store has had",
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (EVENTS, CUSTOMER_FEATURES, SCORES, SCORE_HISTORY, MODELS, DEAD_LETTERS, ITEM_ACTIVITY)
+}
+SCORE_TABLES = (SCORES, SCORE_HISTORY)  # every score row goes to both
+# Column names a writer supplies, per table (the stream's records name their fields the same way).
+COLUMNS: dict[str, tuple[str, ...]] = {name: t.inserted for name, t in TABLES.items()}
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: idempotent statements (``{db}`` is the database)."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_V1_SCORES = """CREATE TABLE IF NOT EXISTS {{db}}.{table} (
     user_id String,
     group_id LowCardinality(String),
     score Float64,
     model_version UInt32,
     as_of DateTime64(3, 'UTC'),
     version UInt64
-) ENGINE = ReplacingMergeTree(version)"""
+) ENGINE = ReplacingMergeTree(version) ORDER BY {order}"""
 
-TABLES: dict[str, str] = {
-    "events": """
-CREATE TABLE IF NOT EXISTS {db}.events (
+# Released migrations are history: append, never edit.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "the tables as stores made before schema versions have them",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.events (
     user_id String,
     item_id String,
     type LowCardinality(String),
@@ -34,19 +216,15 @@ CREATE TABLE IF NOT EXISTS {db}.events (
     value Float64,
     source String
 ) ENGINE = ReplacingMergeTree ORDER BY (user_id, ts, event_id)""",
-    "customer_features": """
-CREATE TABLE IF NOT EXISTS {db}.customer_features (
+            """CREATE TABLE IF NOT EXISTS {db}.customer_features (
     user_id String,
     as_of DateTime64(3, 'UTC'),
     features Map(LowCardinality(String), Float64),
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY user_id""",
-    # scores keeps the latest row per (group, customer); score_history every change.
-    "scores": SCORE_COLUMNS.format(table="scores") + " ORDER BY (group_id, user_id)",
-    "score_history": SCORE_COLUMNS.format(table="score_history")
-    + " ORDER BY (group_id, user_id, as_of, model_version)",
-    "models": """
-CREATE TABLE IF NOT EXISTS {db}.models (
+            _V1_SCORES.format(table="scores", order="(group_id, user_id)"),
+            _V1_SCORES.format(table="score_history", order="(group_id, user_id, as_of, model_version)"),
+            """CREATE TABLE IF NOT EXISTS {db}.models (
     group_id LowCardinality(String),
     version UInt32,
     stage LowCardinality(String),
@@ -55,15 +233,13 @@ CREATE TABLE IF NOT EXISTS {db}.models (
     created_at DateTime64(3, 'UTC'),
     updated_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (group_id, version)""",
-    "dead_letters": """
-CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+            """CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     reason String,
     payload String,
     source String,
     received_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree ORDER BY (source, reason)""",
-    "item_activity": """
-CREATE TABLE IF NOT EXISTS {db}.item_activity (
+            """CREATE TABLE IF NOT EXISTS {db}.item_activity (
     hour DateTime('UTC'),
     item_id String,
     type LowCardinality(String),
@@ -72,18 +248,25 @@ CREATE TABLE IF NOT EXISTS {db}.item_activity (
     quantity Float64,
     value Float64
 ) ENGINE = ReplacingMergeTree(events) ORDER BY (hour, item_id, type, shard)""",
-}
+        ),
+    ),
+    Migration(
+        2,
+        "scores and score_history record when each row reached ClickHouse (written_at), to measure freshness",
+        tuple(
+            f"ALTER TABLE {{db}}.{t} ADD COLUMN IF NOT EXISTS written_at DateTime64(3, 'UTC') DEFAULT now64(3)"
+            for t in ("scores", "score_history")
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-def _column_names(sql: str) -> tuple[str, ...]:
-    """The column names of one CREATE TABLE statement, in order."""
-    body = sql[sql.index("(") + 1 : sql.index(") ENGINE")]
-    return tuple(line.split()[0] for line in body.strip().splitlines())
-
-
-# Derived from the DDL above, so a table's columns are spelled once; writers take their names from here
-# (tests/schemas/test_tables.py fails when a writer and its table disagree).
-COLUMNS: dict[str, tuple[str, ...]] = {table: _column_names(sql) for table, sql in TABLES.items()}
+def schema_migrations_ddl(database: str = DATABASE) -> str:
+    """The table that records applied migrations (it exists before any migration runs)."""
+    t = SCHEMA_MIGRATIONS
+    cols = ",\n    ".join(f"{c.name} {c.type}" for c in t.columns)
+    return f"CREATE TABLE IF NOT EXISTS {t.at(database)} (\n    {cols}\n) ENGINE = {t.engine} ORDER BY {t.order_by[0]}"
 
 
 VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq
@@ -98,8 +281,3 @@ def row_version(as_of_ms: int, seq: int) -> int:
     True
     """
     return (as_of_ms << VERSION_SHIFT) | (seq & ((1 << VERSION_SHIFT) - 1))
-
-
-def ddl_statements(database: str = DATABASE) -> list[str]:
-    """CREATE statements for the database and every table, safe to run twice."""
-    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [sql.format(db=database).strip() for sql in TABLES.values()]

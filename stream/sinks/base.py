@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.events import TYPE_NAMES, DeadLetter, FeatureRow, ItemActivityRow
+from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES
 from stream.shard import ShardOutput
 
 TableRows = dict[str, dict[str, list]]  # table -> column -> values
@@ -38,9 +39,7 @@ def table_rows(outputs: list[ShardOutput]) -> TableRows:
 
     for out in outputs:
         if out.applied:
-            u, i, ty, ts, eid, q, v, src = cols(
-                "events", "user_id", "item_id", "type", "ts", "event_id", "quantity", "value", "source"
-            )
+            u, i, ty, ts, eid, q, v, src = cols(EVENTS.name, *EVENTS.inserted)
             users, items, types, times, ids, quantities, cents, sources = zip(*out.applied, strict=True)
             u += users
             i += items
@@ -51,7 +50,7 @@ def table_rows(outputs: list[ShardOutput]) -> TableRows:
             v += [c / 100 for c in cents]
             src += sources
         if out.features:
-            u, asof, feats, ver = cols("customer_features", *FeatureRow._fields)
+            u, asof, feats, ver = cols(CUSTOMER_FEATURES.name, *FeatureRow._fields)
             for user, as_of, f, version in out.features:
                 u.append(user)
                 asof.append(as_of)
@@ -59,10 +58,8 @@ def table_rows(outputs: list[ShardOutput]) -> TableRows:
                 ver.append(version)
         sc = out.scores
         if len(sc):
-            for table in ("scores", "score_history"):
-                u, g, s, mv, asof, ver = cols(
-                    table, "user_id", "group_id", "score", "model_version", "as_of", "version"
-                )
+            for table in SCORE_TABLES:
+                u, g, s, mv, asof, ver = cols(table.name, *SCORES.inserted)
                 u += sc.user_id
                 g += sc.group_id
                 s += sc.score
@@ -70,7 +67,7 @@ def table_rows(outputs: list[ShardOutput]) -> TableRows:
                 asof += [sc.as_of] * len(sc)
                 ver += sc.version
         if out.item_activity:
-            h, it, ty, sh, n, q, v = cols("item_activity", *ItemActivityRow._fields)
+            h, it, ty, sh, n, q, v = cols(ITEM_ACTIVITY.name, *ItemActivityRow._fields)
             for hour, item, type_, shard, events, qty, value in out.item_activity:
                 h.append(hour // 1000)
                 it.append(item)
@@ -88,7 +85,7 @@ def dead_letter_rows(letters: list[DeadLetter], received_at: datetime) -> TableR
         return {}
     columns = {name: list(values) for name, values in zip(DeadLetter._fields, zip(*letters, strict=True), strict=True)}
     columns["received_at"] = [int(received_at.timestamp() * 1000)] * len(letters)
-    return {"dead_letters": columns}
+    return {DEAD_LETTERS.name: columns}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.events import DeadLetter
-from schemas.tables import DATABASE, ddl_statements
+from schemas.tables import DATABASE, MIGRATIONS, SCHEMA_MIGRATIONS, Migration, schema_migrations_ddl
 from stream.errors import StreamError
 from stream.shard import ShardOutput
 from stream.sinks.base import RunStats, TableRows, TableWriter, dead_letter_rows, table_rows
@@ -82,10 +82,51 @@ def _redacted(text: str, dsn: str, password: str | None) -> str:
     return text.replace(dsn, redact_dsn(dsn))
 
 
-def create_schema(client: Any, database: str = DATABASE) -> None:
-    """Create the database and tables; idempotent."""
-    for sql in ddl_statements(database):
-        client.command(sql)
+class SchemaTooNewError(StreamError):
+    """The store was migrated by a newer propstream than this one."""
+
+
+def schema_version(client: Any, database: str = DATABASE) -> int:
+    """The last migration a store has had (0: none recorded)."""
+    exists = client.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": database, "t": SCHEMA_MIGRATIONS.name},
+    ).result_rows[0][0]
+    if not exists:
+        return 0
+    return int(client.query(f"SELECT max(version) FROM {SCHEMA_MIGRATIONS.at(database)}").result_rows[0][0])
+
+
+def migrate(client: Any, database: str = DATABASE) -> list[Migration]:
+    """Bring the store up to date: apply the migrations it has not had, in order; the ones applied.
+
+    Idempotent, and safe when two processes migrate at once (every statement
+    is IF NOT EXISTS). A store made by a newer propstream is refused rather
+    than written with an older idea of its tables.
+    """
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(schema_migrations_ddl(database))
+    current = schema_version(client, database)
+    newest = MIGRATIONS[-1].version
+    if current > newest:
+        msg = (
+            f"database {database} has schema version {current}, this propstream knows up to {newest}: "
+            "upgrade propstream to use this store"
+        )
+        raise SchemaTooNewError(msg)
+    applied = []
+    for m in MIGRATIONS:
+        if m.version <= current:
+            continue
+        for sql in m.statements:
+            client.command(sql.format(db=database))
+        client.insert(
+            SCHEMA_MIGRATIONS.at(database),
+            [[m.version, m.description, datetime.now(tz=UTC)]],
+            column_names=list(SCHEMA_MIGRATIONS.names),
+        )
+        applied.append(m)
+    return applied
 
 
 class ClickHouseWriter(TableWriter):

@@ -3,7 +3,7 @@
 Only one process may open a chDB path, so tests that ran the stream in
 subprocesses read the results back through this module, also in a subprocess:
 
-    python -m tests.integration.dump [--values] chdb:///path [database]
+    python -m tests.integration.dump [--values | --schema] chdb:///path [database]
 
 Every table a run writes is read with FINAL, keyed the way its engine
 replaces rows, and carries the version that decides which row wins. Runs of
@@ -66,6 +66,25 @@ def dump(dsn: str, db: str = "propstream") -> dict:
     }
 
 
+def schema(client, db: str = "propstream") -> dict:
+    """Each table's engine, sorting key and columns as the store has them, and its schema version."""
+    tables = {
+        name: {"engine_full": engine, "sorting_key": key, "columns": []}
+        for name, engine, key in client.query(
+            "SELECT name, engine_full, sorting_key FROM system.tables WHERE database = {db:String}",
+            parameters={"db": db},
+        ).result_rows
+    }
+    for table, name, type_, default in client.query(
+        "SELECT table, name, type, default_expression FROM system.columns WHERE database = {db:String} "
+        "ORDER BY table, position",
+        parameters={"db": db},
+    ).result_rows:
+        tables[table]["columns"].append([name, type_, default or None])
+    (version,) = client.query(f"SELECT max(version) FROM {db}.schema_migrations").result_rows[0]
+    return {"tables": tables, "version": version}
+
+
 def merge(dumps: list[dict]) -> dict:
     """Several stores as one ReplacingMergeTree would hold them: per key, the highest version wins.
 
@@ -99,6 +118,9 @@ def values(d: dict) -> dict:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[:1] == ["--schema"]:
+        print(json.dumps(schema(clickhouse_connect.get_client(dsn=args[1]), *args[2:])))
+        sys.exit()
     as_values = args[:1] == ["--values"]
     result = dump(*args[as_values:])
     print(json.dumps(values(result) if as_values else result))

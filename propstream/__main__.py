@@ -1,0 +1,7 @@
+"""``python -m propstream``: the same command line as the ``propstream`` script."""
+
+import sys
+
+from propstream.cli import main
+
+sys.exit(main())
