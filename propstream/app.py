@@ -23,7 +23,7 @@ from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
 from schemas.events import EventRecord
 from schemas.features import FeatureSpec
-from schemas.groups import GroupCatalog, load_groups
+from schemas.groups import GroupCatalog, ProductGroup, load_groups
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
 from schemas.tables import EVENTS, MODELS, SCORES, Migration
@@ -50,9 +50,16 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def group_rules(settings: Settings) -> tuple[ProductGroup, ...]:
+    """The product groups of the settings' groups file, or the packaged Complete Journey groups."""
+    from propstream.completejourney import GROUPS_FILE
+
+    return load_groups(settings.groups_file or GROUPS_FILE)
+
+
 def load_catalog(settings: Settings) -> GroupCatalog:
     """Product groups resolved over the catalog file (items without a catalog row join only ``all``)."""
-    groups = load_groups(settings.groups_file)
+    groups = group_rules(settings)
     path = settings.catalog_file
     if path is None:
         return GroupCatalog.build(groups, [])
@@ -331,7 +338,7 @@ def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | 
     Scoring needs the feature layout (the group names), not the product catalog.
     """
     if spec is None:
-        spec = FeatureSpec(groups=tuple(g.name for g in load_groups(settings.groups_file)))
+        spec = FeatureSpec(groups=tuple(g.name for g in group_rules(settings)))
     models = ProductionModels(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
     result = bulk_rescore(
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress

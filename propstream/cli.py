@@ -12,8 +12,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-# Flags that set a setting: argparse dest -> top-level Settings field. A flag given wins over the
-# setting's environment variable and TOML file; a flag not given leaves the setting as configured.
+# Flags that set a setting: argparse dest -> setting key (``section.name`` for nested ones). A flag
+# given wins over the setting's environment variable and TOML file; a flag not given leaves the
+# setting as configured. Help text and variable names come from the settings model.
 FLAG_SETTINGS = {
     "data_dir": "data_dir",
     "clickhouse": "clickhouse_dsn",
@@ -26,18 +27,25 @@ FLAG_SETTINGS = {
     "snapshot_seconds": "snapshot_seconds",
     "process_id": "process_id",
     "addresses": "addresses",
+    "clock": "kafka.clock",
+    "partitions": "kafka.partitions",
 }
 
 
 def _settings(args: argparse.Namespace):
     from schemas.settings import Settings
 
-    overrides = {
-        field: getattr(args, dest) for dest, field in FLAG_SETTINGS.items() if getattr(args, dest, None) is not None
-    }
-    settings = Settings(**overrides)
-    if getattr(args, "clock", None):
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"clock": args.clock})})
+    overrides: dict = {}
+    for dest, key in FLAG_SETTINGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            *sections, name = key.split(".")
+            target = overrides
+            for section in sections:
+                target = target.setdefault(section, {})
+            target[name] = value
+    settings = Settings(**overrides)  # nested sections merge with the environment and the file
+    logging.getLogger().setLevel(settings.log_level)
     return settings
 
 
@@ -196,10 +204,6 @@ def cmd_init(args: argparse.Namespace) -> int:
         from stream.topics import create_topics
 
         settings = app.kafka_from_url(settings, settings.kafka_url)
-        if args.partitions:
-            settings = settings.model_copy(
-                update={"kafka": settings.kafka.model_copy(update={"partitions": args.partitions})}
-            )
         for topic, state in create_topics(settings.kafka).items():
             print(f"Kafka topic {topic}: {state}")
     return 0
@@ -228,15 +232,41 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flag(sp: argparse.ArgumentParser, flag: str, env: str | None, text: str, **kw: object) -> None:
-    """A flag that overrides a setting (``FLAG_SETTINGS``); ``--help`` names the setting's environment variable.
+def settings_table() -> str:
+    """Every setting as a Markdown table: TOML key, variable, flag, default, meaning (README shows the same)."""
+    from schemas.settings import setting_docs
+
+    flags = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_SETTINGS.items()}
+    flags["train_input"] = "`train --input`"
+    flags["kafka_url"] = "--kafka"
+    lines = ["| setting | environment variable | flag | default | what it does |", "|---|---|---|---|---|"]
+    for d in setting_docs():
+        flag = flags.get(d.key, "")
+        flag = flag if flag.startswith("`") or not flag else f"`{flag}`"
+        default = f"`{d.default}`" if d.default else ""
+        lines.append(f"| `{d.key}` | `{d.env}` | {flag} | {default} | {d.description.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
+def _flag(sp: argparse.ArgumentParser, flag: str, text: str | None = None, **kw: object) -> None:
+    """A flag that overrides a setting (``FLAG_SETTINGS``); its help is the setting's, with its variable and default.
 
     The flag has no default of its own: when it is not given, the setting
     keeps the value of its variable, of the TOML file, or its default.
+    ``text`` replaces the setting's description where a command uses it
+    in its own way.
     """
-    if env is not None:
-        text = f"{text} (env {env})"
-    sp.add_argument(flag, help=text, **kw)  # type: ignore[arg-type]
+    from schemas.settings import setting_docs
+
+    dest = str(kw.get("dest") or flag.lstrip("-").replace("-", "_"))
+    doc = {d.key: d for d in setting_docs()}[FLAG_SETTINGS[dest]]
+    default = f", default {doc.default}" if doc.default else ""
+    sp.add_argument(flag, help=f"{text or doc.description} (env {doc.env}{default})", **kw)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,37 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.set_defaults(func=func)
         if common:
-            _flag(sp, "--data-dir", "PROPSTREAM_DATA_DIR", "data directory, default ./propstream-data")
-            _flag(
-                sp,
-                "--clickhouse",
-                "PROPSTREAM_CLICKHOUSE_DSN",
-                "ClickHouse DSN, chdb:///path or http://host:8123; default chDB inside the data dir",
-            )
+            _flag(sp, "--data-dir")
+            _flag(sp, "--clickhouse")
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         return sp
 
     def files(sp: argparse.ArgumentParser, catalog: bool = True) -> None:
-        _flag(sp, "--mapping", "PROPSTREAM_MAPPING", "column mapping TOML")
+        _flag(sp, "--mapping")
         if catalog:
-            _flag(sp, "--catalog", "PROPSTREAM_CATALOG_FILE", "product catalog Parquet/CSV")
+            _flag(sp, "--catalog")
 
     command("demo", "The Complete Journey end to end on embedded defaults", cmd_demo)
+    command(
+        "settings", "every setting: TOML key, environment variable, flag, default, meaning", cmd_settings, common=False
+    )
 
     sp = command("run", "run the stream over files (CSV / JSONL / Parquet) or a Kafka topic", cmd_run)
-    _flag(sp, "--input", "PROPSTREAM_INPUT", "comma-separated files, or kafka://HOST:PORT/TOPIC")
+    _flag(sp, "--input")
     files(sp)
-    _flag(
-        sp,
-        "--clock",
-        "PROPSTREAM_KAFKA__CLOCK",
-        "Kafka input: expire windows by the wall clock (live, default) or event time (backfill)",
-        choices=["wall", "event"],
-    )
+    _flag(sp, "--clock", choices=["wall", "event"])
     _flag(
         sp,
         "--recovery-dir",
-        "PROPSTREAM_RECOVERY_DIR",
         "recovery store, one for all processes: resume from its snapshots (checked first: a missing, damaged "
         "or partial store is an error)",
     )
@@ -287,30 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create the recovery store (refused if one exists): the stream reads every source from its start",
     )
-    _flag(
-        sp,
-        "--snapshot-seconds",
-        "PROPSTREAM_SNAPSHOT_SECONDS",
-        "epoch between recovery snapshots, default 10",
+    _flag(sp, "--snapshot-seconds", type=float)
+    _flag(sp, "--process-id", type=int)
+    _flag(sp, "--addresses")
+    sp.add_argument(
+        "--exit-when-idle",
         type=float,
+        help="Kafka input: stop once every partition is read to its end and quiet this many seconds",
     )
-    _flag(sp, "--process-id", "PROPSTREAM_PROCESS_ID", "this process's index in --addresses", type=int)
-    _flag(sp, "--addresses", "PROPSTREAM_ADDRESSES", "comma-separated host:port of every process")
-    _flag(sp, "--exit-when-idle", None, "Kafka input: stop after this many seconds without a message", type=float)
 
     sp = command("produce", "validate events from files and send them to Kafka", cmd_produce)
-    _flag(sp, "--input", None, "comma-separated CSV / JSONL / Parquet files", required=True, dest="files")
-    _flag(sp, "--kafka", "PROPSTREAM_KAFKA_URL", "kafka://HOST:PORT/TOPIC; else the kafka settings")
+    sp.add_argument("--input", help="comma-separated CSV / JSONL / Parquet files", required=True, dest="files")
+    _flag(sp, "--kafka")
     files(sp, catalog=False)
-    _flag(sp, "--rejects", None, "write rejected rows (source, reason) to this JSONL file")
+    sp.add_argument("--rejects", help="write rejected rows (source, reason) to this JSONL file")
 
     sp = command(
         "train",
         "train, calibrate and evaluate one model per group; promote it unless worse than production; rescore",
         cmd_train,
     )
-    _flag(sp, "--group", None, "only these groups (repeatable)", action="append")
-    _flag(sp, "--input", "PROPSTREAM_TRAIN_INPUT", "train from files instead of the events archive", dest="train_input")
+    sp.add_argument("--group", help="only these groups (repeatable)", action="append")
+    _flag(sp, "--input", dest="train_input")
     sp.add_argument(
         "--force", action="store_true", help="promote every new model, even one worse than production on the test slice"
     )
@@ -323,33 +342,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sp = command("init", "create the ClickHouse schema and, with --kafka, the topics (idempotent)", cmd_init)
-    _flag(
-        sp, "--kafka", "PROPSTREAM_KAFKA_URL", "kafka://HOST:PORT/TOPIC: also create the events and dead-letter topics"
-    )
-    _flag(sp, "--partitions", None, "partitions per topic (default: settings, 4)", type=int)
+    _flag(sp, "--kafka", "kafka://HOST:PORT/TOPIC: also create the events and dead-letter topics")
+    _flag(sp, "--partitions", type=int)
     _flag(
         sp,
         "--recovery-dir",
-        "PROPSTREAM_RECOVERY_DIR",
         "also create this recovery store if there is none (stream.recovery_partitions partitions), else check it",
     )
 
     command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
 
     sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
-    sp.add_argument("--group", required=True)
-    sp.add_argument("--min-score", type=float)
-    sp.add_argument("--top", type=int)
-    sp.add_argument("--format", choices=["csv", "json"], default="csv")
+    sp.add_argument("--group", required=True, help="the product group")
+    sp.add_argument("--min-score", type=float, help="customers whose calibrated probability is at least this")
+    sp.add_argument("--top", type=int, help="the N customers with the highest scores")
+    sp.add_argument("--format", choices=["csv", "json"], default="csv", help="output format, default csv")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``propstream`` console script."""
-    logging.basicConfig(
-        level=os.environ.get("PROPSTREAM_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError
 
@@ -367,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # the reader went away (`propstream settings | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 0
     except user_errors as exc:
         print(f"propstream {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -25,7 +25,6 @@ from pydantic_settings import (
 from schemas.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path("propstream-data")
-PACKAGED_GROUPS = Path(__file__).resolve().parent.parent / "propstream" / "data" / "completejourney_groups.toml"
 
 
 class SettingsFileError(ConfigError):
@@ -47,19 +46,39 @@ class StreamSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # One shard per process is fastest (one predict call per group and batch); scale-out wants >= 8 per process.
-    n_shards: int = Field(default=1, ge=1, le=4096)
-    batch_size: int = Field(default=50_000, ge=1, le=1_000_000)  # replay batch: one refresh per customer per batch
-    # Judged per source partition against its own event-time watermark (stream/watermark.py).
-    allowed_lateness_hours: float = Field(default=24.0, ge=0.0, le=24.0 * 90)
-    # An event further than this past its partition's watermark is refused (a skewed clock, a wrong unit).
-    max_ahead_hours: float = Field(default=24.0 * 30, gt=0.0)
-    model_poll_seconds: float = Field(default=5.0, gt=0.0)
-    progress_seconds: float = Field(default=5.0, gt=0.0)
-    predict_threads: int = Field(default=0, ge=0)  # XGBoost threads when scoring (0: one per CPU)
-    gc_seconds: float = Field(default=60.0, ge=0.0)  # collect cyclic garbage on this timer (0: Python's default)
-    # Partitions of a new recovery store; fixed for its life, independent of how many processes run.
-    recovery_partitions: int = Field(default=4, ge=1, le=1024)
+    n_shards: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="customer shards (one per process is fastest: one predict call per group and batch; "
+        "scale-out wants >= 8 per process)",
+    )
+    batch_size: int = Field(
+        default=50_000, ge=1, le=1_000_000, description="file replay batch: one refresh per customer per batch"
+    )
+    allowed_lateness_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        le=24.0 * 90,
+        description="an event this far behind its source partition's watermark is a dead letter (stream/watermark.py)",
+    )
+    max_ahead_hours: float = Field(
+        default=24.0 * 30,
+        gt=0.0,
+        description="an event this far past its partition's watermark is refused (a skewed clock, a wrong unit)",
+    )
+    model_poll_seconds: float = Field(default=5.0, gt=0.0, description="how often the stream looks for promoted models")
+    progress_seconds: float = Field(default=5.0, gt=0.0, description="how often a run prints a progress line")
+    predict_threads: int = Field(default=0, ge=0, description="XGBoost threads when scoring (0: one per CPU)")
+    gc_seconds: float = Field(
+        default=60.0, ge=0.0, description="collect cyclic garbage on this timer (0: Python's default collector)"
+    )
+    recovery_partitions: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="partitions of a new recovery store: fixed for its life, whatever the number of processes",
+    )
 
 
 class TrainSettings(BaseModel):
@@ -68,8 +87,12 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Both models are measured on the candidate's test slice; the seed alone moves ROC AUC by ~0.0005.
-    max_auc_drop: float = Field(default=0.005, ge=0.0, le=1.0)
-    max_brier_rise: float = Field(default=0.002, ge=0.0, le=1.0)
+    max_auc_drop: float = Field(
+        default=0.005, ge=0.0, le=1.0, description="a candidate whose ROC AUC is lower by more is not promoted"
+    )
+    max_brier_rise: float = Field(
+        default=0.002, ge=0.0, le=1.0, description="a candidate whose Brier score is higher by more is not promoted"
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -82,19 +105,27 @@ class KafkaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic: str = "interactions"
-    dead_letter_topic: str | None = None  # default: "<topic>-dead-letters" (see dead_letters_topic)
-    partitions: int = Field(default=4, ge=1, le=10_000)
-    replication_factor: int = Field(default=1, ge=1, le=10)
-    # Values of secret-looking keys (passwords, secrets, tokens, key material) are kept as SecretStr.
-    config: dict[str, SecretStr | str | int | float | bool] = {}
-    sasl_password: SecretStr | None = None
-    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
-    clock: Literal["wall", "event"] = "wall"
-    tick_seconds: float = Field(default=1.0, gt=0.0)
-    # A partition read to its end and without a message this long is idle: it does not hold back the event-time clock.
-    idle_seconds: float = Field(default=10.0, gt=0.0)
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka brokers, host:port,...")
+    topic: str = Field(default="interactions", description="the events topic (keyed by user_id)")
+    dead_letter_topic: str | None = Field(default=None, description='dead letters; default "<topic>-dead-letters"')
+    partitions: int = Field(default=4, ge=1, le=10_000, description="partitions of topics `init` creates")
+    replication_factor: int = Field(default=1, ge=1, le=10, description="replication of topics `init` creates")
+    config: dict[str, SecretStr | str | int | float | bool] = Field(
+        default={},
+        description="librdkafka settings passed through (values of secret-looking keys are kept as SecretStr)",
+    )
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (a secret)")
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000, description="messages per poll of a partition")
+    clock: Literal["wall", "event"] = Field(
+        default="wall", description="expire windows by the wall clock (live) or event time (backfill)"
+    )
+    tick_seconds: float = Field(default=1.0, gt=0.0, description="wall-clock tick of a live stream")
+    idle_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="a partition read to its end and quiet this long is idle: it does not hold the event-time "
+        "clock back",
+    )
 
     @field_validator("config", mode="before")
     @classmethod
@@ -123,10 +154,10 @@ class ClickHouseSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dsn: str = ""
-    database: str = "propstream"
-    user: str | None = None
-    password: SecretStr | None = None
+    dsn: str = Field(default="", description="chdb:///path or http://host:8123 (see clickhouse_dsn)")
+    database: str = Field(default="propstream", description="the database of propstream's tables")
+    user: str | None = Field(default=None, description="server user")
+    password: SecretStr | None = Field(default=None, description="server password (a secret)")
 
 
 class Settings(BaseSettings):
@@ -134,19 +165,28 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROPSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
-    data_dir: Path = DEFAULT_DATA_DIR
-    clickhouse_dsn: str = ""
-    groups_file: Path = PACKAGED_GROUPS
-    catalog_file: Path | None = None
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="models, embedded ClickHouse and prepared data")
+    clickhouse_dsn: str = Field(
+        default="", description="ClickHouse: chdb:///path or http://host:8123; default chDB inside the data dir"
+    )
+    groups_file: Path | None = Field(
+        default=None, description="product groups TOML; default the packaged Complete Journey groups"
+    )
+    catalog_file: Path | None = Field(default=None, description="product catalog Parquet/CSV (item_id, attributes)")
     # What to run on; each has a command-line flag, which wins (propstream --help names both).
-    input: str | None = None  # `run`: comma-separated files, or kafka://HOST:PORT/TOPIC
-    mapping: Path | None = None  # column mapping TOML of file inputs
-    train_input: str | None = None  # `train`: files instead of the events archive
-    kafka_url: str | None = None  # `produce` / `init`: kafka://HOST:PORT/TOPIC, else the kafka settings
-    recovery_dir: Path | None = None  # the recovery store shared by every process of a run
-    snapshot_seconds: float = Field(default=10.0, gt=0.0)  # epoch between recovery snapshots
-    process_id: int | None = Field(default=None, ge=0)  # this process's index in addresses
-    addresses: str = ""  # comma-separated host:port of every process
+    input: str | None = Field(default=None, description="`run`: comma-separated files, or kafka://HOST:PORT/TOPIC")
+    mapping: Path | None = Field(default=None, description="column mapping TOML of file inputs")
+    train_input: str | None = Field(default=None, description="`train`: files instead of the events archive")
+    kafka_url: str | None = Field(
+        default=None, description="`produce` / `init`: kafka://HOST:PORT/TOPIC, else the kafka settings"
+    )
+    recovery_dir: Path | None = Field(default=None, description="the recovery store shared by every process of a run")
+    snapshot_seconds: float = Field(default=10.0, gt=0.0, description="epoch between recovery snapshots")
+    process_id: int | None = Field(default=None, ge=0, description="this process's index in addresses")
+    addresses: str = Field(default="", description="comma-separated host:port of every process of a run")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING", description="log messages of this level and above go to stderr"
+    )
     stream: StreamSettings = StreamSettings()
     train: TrainSettings = TrainSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
@@ -184,3 +224,35 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Root of the model registry."""
         return self.data_dir / "models"
+
+
+class SettingDoc(NamedTuple):
+    """One setting as users set it: TOML key, environment variable, default, what it does."""
+
+    key: str
+    env: str
+    default: str
+    description: str
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a setting key.
+
+    >>> env_name("kafka.clock")
+    'PROPSTREAM_KAFKA__CLOCK'
+    """
+    return "PROPSTREAM_" + key.replace(".", "__").upper()
+
+
+def setting_docs(model: type[BaseModel] = Settings, prefix: str = "") -> list[SettingDoc]:
+    """Every setting, nested sections included, generated from the models (the one place they are documented)."""
+    docs = []
+    for name, info in model.model_fields.items():
+        key = prefix + name
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            docs += setting_docs(info.annotation, key + ".")
+            continue
+        default = info.get_default(call_default_factory=True)
+        shown = "" if default is None or default in ("", {}) else str(default)
+        docs.append(SettingDoc(key, env_name(key), shown, info.description or ""))
+    return docs
