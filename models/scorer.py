@@ -49,7 +49,10 @@ class GroupScorer:
 
 
 class ProductionModels:
-    """The production model of each group, as the registry says right now."""
+    """The production model of each group, as the registry says right now.
+
+    Built empty (no I/O); ``load`` builds one and reads the registry.
+    """
 
     def __init__(
         self,
@@ -66,7 +69,15 @@ class ProductionModels:
         self._clock = clock
         self._next_poll = float("-inf")
         self.scorers: dict[int, GroupScorer] = {}
-        self.refresh(force=True)
+
+    @classmethod
+    def load(
+        cls, spec: FeatureSpec, registry: ModelRegistry, poll_seconds: float = 5.0, threads: int = 1
+    ) -> ProductionModels:
+        """The production models of ``registry`` now (models that cannot be loaded are logged and skipped)."""
+        models = cls(spec, registry, poll_seconds, threads=threads)
+        models.refresh(force=True)
+        return models
 
     def refresh(self, force: bool = False) -> bool:
         """Swap in models whose production pointer moved; returns whether any did."""

@@ -52,16 +52,6 @@ class TrainPlan:
     test: datetime | None
 
     @classmethod
-    def monthly(cls, first: datetime, calibrate: datetime, test: datetime | None) -> TrainPlan:
-        """Monthly training cutoffs from ``first`` up to (not incl.) ``calibrate``."""
-        out = []
-        t = first
-        while t < calibrate:
-            out.append(t)
-            t = t.replace(year=t.year + (t.month // 12), month=t.month % 12 + 1)
-        return cls(tuple(out), (calibrate,), test)
-
-    @classmethod
     def semimonthly(
         cls, first: datetime, calibrate: datetime, test: datetime | None, horizon_days: int = 30
     ) -> TrainPlan:

@@ -165,7 +165,7 @@ def run_stream(
     cfg = StateConfig.build(spec)
     models = None
     if with_models:
-        models = ProductionModels(
+        models = ProductionModels.load(
             spec,
             ModelRegistry(settings.models_dir),
             settings.stream.model_poll_seconds,
@@ -339,7 +339,7 @@ def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | 
     """
     if spec is None:
         spec = FeatureSpec(groups=tuple(g.name for g in group_rules(settings)))
-    models = ProductionModels(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
+    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
     result = bulk_rescore(
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress
     )

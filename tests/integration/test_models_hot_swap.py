@@ -29,7 +29,7 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
     spec = app.feature_spec(catalog)
     cfg = StateConfig.build(spec)
     registry = ModelRegistry(settings.models_dir)
-    models = ProductionModels(spec, registry, poll_seconds=0.0)
+    models = ProductionModels.load(spec, registry, poll_seconds=0.0)
     proc = ShardProcessor(cfg, catalog, models, allowed_lateness_ms=86_400_000)
     shard = CustomerShard(0)
     records = [Event.model_validate(e).to_record("t") for e in world.events[:2000]]
@@ -62,7 +62,7 @@ def test_the_last_score_cache_holds_live_customers_only(world, trained_dir, tmp_
     settings = make_settings(tmp_path, world, chdb_dsn)
     catalog = app.load_catalog(settings)
     cfg = StateConfig.build(app.feature_spec(catalog))
-    models = ProductionModels(cfg.spec, ModelRegistry(trained_dir / "models"), poll_seconds=3600.0)
+    models = ProductionModels.load(cfg.spec, ModelRegistry(trained_dir / "models"), poll_seconds=3600.0)
     proc = ShardProcessor(cfg, catalog, models, allowed_lateness_ms=86_400_000)
     shard = CustomerShard(0)
     day, start = 86_400_000, 1_483_228_800_000  # 2017-01-01
