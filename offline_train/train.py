@@ -9,6 +9,7 @@ replaces the production model unless it is worse on that same test slice
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -86,16 +87,47 @@ class PromotionGate:
 
     max_auc_drop: float
     max_brier_rise: float
+    min_auc: float = 0.0
+    min_distinct_predictions: int = 1
 
     @classmethod
     def from_settings(cls, train: TrainSettings) -> PromotionGate:
         """The gate of the ``train.*`` settings (their defaults are the one place the tolerances are set)."""
-        return cls(train.max_auc_drop, train.max_brier_rise)
+        return cls(train.max_auc_drop, train.max_brier_rise, train.min_auc, train.min_distinct_predictions)
+
+    def useless(self, candidate: dict[str, float]) -> str | None:
+        """Why a model must never be served whatever production holds (even as a group's first), or None.
+
+        >>> gate = PromotionGate(0.005, 0.002, min_auc=0.55, min_distinct_predictions=10)
+        >>> gate.useless({"roc_auc": 0.5, "distinct_predictions": 1.0})
+        'ROC AUC 0.5000 is below the floor 0.55 (train.min_auc)'
+        >>> gate.useless({"roc_auc": 0.8, "distinct_predictions": 3.0})
+        'only 3 distinct predictions on the test slice, fewer than 10 (train.min_distinct_predictions)'
+        >>> gate.useless({"roc_auc": 0.8, "distinct_predictions": 500.0}) is None
+        True
+        """
+        if not candidate:
+            return None  # no test slice: nothing to judge by
+        auc = candidate["roc_auc"]
+        if math.isnan(auc):
+            return "ROC AUC is undefined: the test slice holds only one class (no buyer, or only buyers)"
+        if auc < self.min_auc:
+            return f"ROC AUC {auc:.4f} is below the floor {self.min_auc} (train.min_auc)"
+        distinct = int(candidate.get("distinct_predictions", self.min_distinct_predictions))
+        if distinct < self.min_distinct_predictions:
+            return (
+                f"only {distinct} distinct predictions on the test slice, fewer than "
+                f"{self.min_distinct_predictions} (train.min_distinct_predictions)"
+            )
+        return None
 
     def decide(self, candidate: dict[str, float], production: dict[str, float] | None) -> tuple[bool, str]:
         """Whether to promote, and why, from the two models' metrics on one test slice."""
         if not candidate:
             return True, "no test slice to compare on"
+        useless = self.useless(candidate)
+        if useless is not None:
+            return False, useless
         if production is None:
             return True, "no readable production model for the current features"
         auc, prod_auc = candidate["roc_auc"], production["roc_auc"]
@@ -188,18 +220,26 @@ def train_all(
     plan: TrainPlan,
     registry: ModelRegistry,
     groups: list[str] | None = None,
-    gate: PromotionGate | None = DEFAULT_GATE,
+    gate: PromotionGate = DEFAULT_GATE,
     progress: Callable[[str], None] = print,
     params: dict[str, float | int | str] | None = None,
+    force: bool = False,
 ) -> list[ModelCard]:
-    """Train and register every group's model; promote it if ``gate`` lets it (always, with no gate)."""
+    """Train and register every group's model; promote it if ``gate`` lets it.
+
+    ``force`` skips the comparison with production, never the floor: a model
+    that cannot rank (``PromotionGate.useless``) is not served.
+    """
     cards = []
     for group in groups or list(spec.groups):
         art = train_group(spec, group, ex, plan, registry.next_version(group), params)
         registry.register(art)
         current = registry.production_version(group)
-        promote, why = True, "the first model of the group" if current is None else "without the gate"
-        if gate is not None and current is not None:
+        promote, why = True, "the first model of the group" if current is None else "forced"
+        useless = gate.useless(art.card.metrics)
+        if useless is not None:
+            promote, why = False, useless
+        elif not force and current is not None:
             production = None
             try:
                 production = slice_metrics(spec, ex, plan, registry.load(group, current))
@@ -209,10 +249,11 @@ def train_all(
         if promote:
             registry.promote(group, art.card.version)
         m = art.card.metrics
+        stays = f"v{current} stays" if current is not None else "the group has no scores"
         progress(
             f"  {group:<22} v{art.card.version}  auc={m.get('roc_auc', float('nan')):.3f}  "
             f"ece={m.get('ece', float('nan')):.3f}  n_train={art.card.n_train:,}  "
-            + (f"promoted ({why})" if promote else f"not promoted, v{current} stays ({why})")
+            + (f"promoted ({why})" if promote else f"not promoted, {stays} ({why})")
         )
         cards.append(art.card)
     return cards

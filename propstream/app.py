@@ -307,7 +307,9 @@ def train(
 ) -> list[ModelCard]:
     """Build point-in-time examples by replay, train one model per group, promote those the gate lets through.
 
-    ``force`` promotes every new model without comparing it with production.
+    ``force`` promotes every new model without comparing it with production
+    (a model below the floor, ``train.min_auc`` and ``train.min_distinct_predictions``,
+    is still not promoted).
     """
     catalog = load_catalog(settings)
     spec = feature_spec(catalog)
@@ -325,8 +327,8 @@ def train(
     progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
     registry = ModelRegistry(settings.models_dir)
     t = settings.train
-    gate = None if force else PromotionGate.from_settings(t)
-    cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params)
+    gate = PromotionGate.from_settings(t)
+    cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params, force=force)
     write_cards(settings, registry, cards)
     rescore(settings, progress, spec)
     return cards

@@ -93,6 +93,17 @@ class TrainSettings(BaseModel):
     max_brier_rise: float = Field(
         default=0.002, ge=0.0, le=1.0, description="a candidate whose Brier score is higher by more is not promoted"
     )
+    min_auc: float = Field(
+        default=0.55,
+        ge=0.0,
+        le=1.0,
+        description="a model ranking worse than this ROC AUC on its test slice is never promoted, even a group's first",
+    )
+    min_distinct_predictions: int = Field(
+        default=10,
+        ge=1,
+        description="a model with fewer distinct predictions on its test slice is never promoted (one score for all)",
+    )
 
 
 class KafkaSettings(BaseModel):

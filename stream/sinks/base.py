@@ -25,8 +25,9 @@ class TableWriter(ABC):
 def table_rows(outputs: list[ShardOutput]) -> TableRows:
     """Merge shard outputs into one column-oriented batch per table.
 
-    Dead letters leave the dataflow by their own stream (``dead_letter_rows``);
-    those a shard found are split off before this sink.
+    Dead letters leave the dataflow by their own stream (``dead_letter_rows``):
+    the ones a shard found ride in ``ShardOutput.dead_letters`` only until the
+    dataflow splits them into that stream, so this ignores them.
 
     Timestamps stay integers (DateTime64(3) takes epoch milliseconds,
     DateTime epoch seconds): no datetime objects on the hot path.

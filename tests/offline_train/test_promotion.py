@@ -33,3 +33,47 @@ def test_without_a_comparable_production_model_or_test_slice_the_candidate_is_pr
         "no readable production model for the current features",
     )
     assert gate.decide({}, PROD) == (True, "no test slice to compare on")
+
+
+def _examples(spec, n: int, cutoffs, rng):
+    """Rows at each cutoff: `learnable` buys when one of its inputs is high, `noise` at random, `never` never."""
+    import numpy as np
+
+    from offline_train.dataset import Examples, to_ms
+
+    rows = n * len(cutoffs)
+    x = rng.poisson(2.0, size=(rows, len(spec.names))).astype(np.float64)
+    signal = spec.index[spec.default_inputs("learnable")[0]]
+    labels = np.zeros((rows, len(spec.groups)), dtype=bool)
+    labels[:, spec.groups.index("learnable")] = x[:, signal] + rng.normal(0, 1, rows) > 2.5
+    labels[:, spec.groups.index("noise")] = rng.random(rows) < 0.3
+    at = np.repeat([to_ms(c) for c in cutoffs], n)
+    return Examples(at, [f"u{i % n}" for i in range(rows)], x, labels)
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_a_model_that_cannot_rank_is_never_promoted_even_as_the_first_or_forced(tmp_path, forced):
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from models.registry import ModelRegistry
+    from offline_train.train import DEFAULT_GATE, TrainPlan, train_all
+    from schemas.features import FeatureSpec
+
+    spec = FeatureSpec(groups=("learnable", "noise", "never"))
+    cutoffs = [datetime(2024, m, 1, tzinfo=UTC) for m in (1, 2, 3, 4)]
+    ex = _examples(spec, 400, cutoffs, np.random.default_rng(7))
+    plan = TrainPlan(tuple(cutoffs[:2]), (cutoffs[2],), cutoffs[3])
+    registry = ModelRegistry(tmp_path / "models")
+    lines: list[str] = []
+    small = {"min_child_weight": 1}  # the default (100) is for tens of thousands of rows
+    cards = train_all(spec, ex, plan, registry, gate=DEFAULT_GATE, progress=lines.append, params=small, force=forced)
+    by_group = {c.group_id: c for c in cards}
+    assert by_group["learnable"].metrics["roc_auc"] > 0.7
+    assert registry.production_version("learnable") == by_group["learnable"].version
+    assert registry.production_version("noise") is None and registry.production_version("never") is None
+    noise = next(line for line in lines if "noise" in line)
+    assert "not promoted, the group has no scores" in noise and "below the floor 0.55" in noise
+    never = next(line for line in lines if line.split()[0] == "never")
+    assert "only one class" in never  # no buyer in the test slice: ranking is undefined
