@@ -21,7 +21,7 @@ def test_readme_shows_the_generated_settings_table():
     text = README.read_text()
     block = re.search(r"<!-- settings:begin[^\n]*-->\n(.*?)\n<!-- settings:end -->", text, re.S)
     assert block is not None, "README lacks the settings block"
-    assert block.group(1) == settings_table(), "README's settings table is stale: paste `propstream settings`"
+    assert block.group(1) == settings_table(), "README's settings table is stale: run tools/readme_settings.py"
 
 
 def test_every_flag_has_help_and_a_setting_flag_names_its_variable():
