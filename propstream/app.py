@@ -387,6 +387,23 @@ def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCa
         )
 
 
+class QueryError(AppError):
+    """ClickHouse refused a query (`propstream sql`)."""
+
+
+def run_query(settings: Settings, sql: str) -> Any:
+    """The result of one query on the store; a refused query is a one-line QueryError."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    client = client_for(settings)
+    try:
+        return client.query(sql)
+    except ClickHouseError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"ClickHouse refused the query: {first}"
+        raise QueryError(msg) from exc
+
+
 def segment(settings: Settings, group: str, min_score: float | None, top: int | None) -> list[tuple]:
     """Customers of ``group`` with a score of at least ``min_score``, or its ``top`` customers, best first.
 

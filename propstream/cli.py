@@ -49,10 +49,15 @@ def _settings(args: argparse.Namespace):
     return settings
 
 
+def say(*text: object) -> None:
+    """Progress and notes: stderr, so that stdout holds only a command's result (one JSON document with --json)."""
+    print(*text, file=sys.stderr, flush=True)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from propstream import demo
 
-    summary = demo.run(_settings(args))
+    summary = demo.run(_settings(args), log=say if args.json else print)
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -82,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         addresses=tuple(a for a in settings.addresses.split(",") if a),
     )
     source = app.build_source(settings, inputs, exit_when_idle=args.exit_when_idle)
-    stats = app.run_stream(settings, source, mapping, execution=execution, dead_letters_to_kafka=live)
+    stats = app.run_stream(settings, source, mapping, progress=say, execution=execution, dead_letters_to_kafka=live)
     result = {
         "events_in": stats.events_in,
         "applied": stats.applied,
@@ -111,7 +116,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     for p in paths:
         if not p.is_file():
             print(f"propstream produce: input file {p} does not exist", file=sys.stderr)
-            return 2
+            return 1
     records = (r for p in paths for r in read_records(p))
 
     def show(rep) -> None:
@@ -146,14 +151,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if settings.train_input:
         mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
         records, rejected = app.read_file_records([Path(p) for p in settings.train_input.split(",")], mapping)
-        print(f"read {len(records):,} events ({rejected:,} rejected by the contract)")
+        say(f"read {len(records):,} events ({rejected:,} rejected by the contract)")
     else:
         records = app.read_archive(settings)
-        print(f"read {len(records):,} events from the events archive")
+        say(f"read {len(records):,} events from the events archive")
     if not records:
         print("propstream train: no events to train on", file=sys.stderr)
-        return 2
-    cards = app.train(settings, records, args.group or None, force=args.force)
+        return 1
+    cards = app.train(settings, records, args.group or None, force=args.force, progress=say if args.json else print)
     if args.json:
         from models.registry import ModelRegistry
 
@@ -177,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_rescore(args: argparse.Namespace) -> int:
     from propstream import app
 
-    result = app.rescore(_settings(args), progress=print)
+    result = app.rescore(_settings(args), progress=say)
     if args.json:
         print(json.dumps({"groups": result.groups, "customers": result.customers, "score_rows": result.rows}))
     elif not result.groups:
@@ -209,6 +214,43 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    from propstream import app
+
+    settings = _settings(args)
+    result = app.run_query(settings, args.query)
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        print(json.dumps(rows, default=str))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(result.column_names)
+        w.writerows(result.result_rows)
+    else:
+        print(_table(result.column_names, result.result_rows))
+    return 0
+
+
+def _table(names: tuple[str, ...], rows: list) -> str:
+    """An aligned text table (numbers right-aligned).
+
+    >>> print(_table(("group_id", "n"), [("coffee", 12), ("pet", 7)]))
+    group_id   n
+    coffee    12
+    pet        7
+    """
+    cells = [[str(v) for v in row] for row in rows]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(names))]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(list(names)), *(line(r) for r in cells)])
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from schemas.events import event_json_schema
 
@@ -221,9 +263,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     if (args.min_score is None) == (args.top is None):
         print("propstream segment: give exactly one of --min-score or --top", file=sys.stderr)
-        return 2
+        return 2  # usage
     rows = app.segment(_settings(args), args.group, args.min_score, args.top)
-    if args.format == "json":
+    if args.format == "json" or args.json:
         print(json.dumps([{"user_id": u, "score": s, "model_version": v, "as_of": str(a)} for u, s, v, a in rows]))
     else:
         w = csv.writer(sys.stdout)
@@ -269,9 +311,22 @@ def _flag(sp: argparse.ArgumentParser, flag: str, text: str | None = None, **kw:
     sp.add_argument(flag, help=f"{text or doc.description} (env {doc.env}{default})", **kw)  # type: ignore[arg-type]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("propstream")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag shows its environment-variable fallback."""
-    p = argparse.ArgumentParser(prog="propstream", description="Streaming propensity scoring.")
+    p = argparse.ArgumentParser(
+        prog="propstream",
+        description="Streaming propensity scoring. Exit status: 0 done, 1 failed, 2 usage or settings error.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, text: str, func, *, common: bool = True) -> argparse.ArgumentParser:
@@ -350,7 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
         "also create this recovery store if there is none (stream.recovery_partitions partitions), else check it",
     )
 
-    command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
+    sp = command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
+    sp.add_argument("--json", action="store_true", help="the schema is JSON already: accepted for uniformity")
+
+    sp = command("sql", "run a query on the ClickHouse store (embedded chDB or a server) and print the rows", cmd_sql)
+    sp.add_argument("query", help="the SQL, e.g. \"SELECT count() FROM propstream.scores FINAL\"")
+    sp.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output format, default table"
+    )
 
     sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
     sp.add_argument("--group", required=True, help="the product group")
@@ -367,10 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError
 
     from propstream.app import root_cause
-    from schemas.errors import PropstreamError
+    from schemas.errors import ConfigError, PropstreamError
 
     # Expected failures: the project's own (one root), settings that do not validate, and Bytewax's
-    # recovery errors (the store check refuses those stores first; these are a last line).
+    # recovery errors (the store check refuses those stores first; these are a last line). Settings
+    # and configuration files are usage (status 2, as argparse's own errors); the rest failed at work (1).
     user_errors = (
         PropstreamError,
         ValidationError,
@@ -378,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         MissingPartitionsError,
         NoPartitionsError,
     )
+
+    def status(exc: BaseException) -> int:
+        return 2 if isinstance(exc, ConfigError | ValidationError) else 1
+
     try:
         return int(args.func(args))
     except BrokenPipeError:  # the reader went away (`propstream settings | head`): not an error of ours
@@ -385,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except user_errors as exc:
         print(f"propstream {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return status(exc)
     except Exception as exc:
         cause = root_cause(exc)
         if isinstance(cause, user_errors):  # raised inside the dataflow, wrapped by Bytewax
             print(f"propstream {args.command}: {cause}", file=sys.stderr)
-            return 2
+            return status(cause)
         raise
 
 

@@ -31,11 +31,11 @@ def test_every_error_of_the_packages_has_the_one_root():
     assert [e.__qualname__ for e in errors if not issubclass(e, PropstreamError)] == []
 
 
-def test_the_cli_prints_any_of_them_in_one_line_with_status_2(tmp_path, capsys, monkeypatch):
+def test_the_cli_prints_any_of_them_in_one_line_with_status_1_or_2_for_configuration(tmp_path, capsys, monkeypatch):
     from propstream.cli import main
 
     train = ["train", "--data-dir", str(tmp_path), "--input"]
-    assert main([*train, str(tmp_path / "none.jsonl")]) == 2  # a missing input file: SourceError
+    assert main([*train, str(tmp_path / "none.jsonl")]) == 1  # a missing input file: SourceError
     events = tmp_path / "e.jsonl"
     events.write_text('{"user_id": "u", "item_id": "i", "type": "view", "timestamp": "2017-01-01T00:00:00Z"}\n')
     monkeypatch.setenv("PROPSTREAM_GROUPS_FILE", str(tmp_path / "no-groups.toml"))
