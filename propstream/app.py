@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from stream.sources import FileReplaySource, read_batches
 from stream.state import StateConfig
 
 Progress = Callable[[str], None]
+
+log = logging.getLogger(__name__)
 
 
 class AppError(PropstreamError):
@@ -73,7 +76,11 @@ def load_catalog(settings: Settings) -> GroupCatalog:
     if "item_id" not in table.column_names:
         msg = f"catalog file {path} needs an item_id column; it has {table.column_names}"
         raise AppError(msg)
-    return GroupCatalog.build(groups, table.to_pylist())
+    catalog = GroupCatalog.build(groups, table.to_pylist())
+    empty = [g for g, n in catalog.member_counts().items() if n == 0]
+    if empty:  # loud, never silent: such a group's model can learn nothing (`propstream groups` lists them)
+        log.warning("product groups with no item in catalog %s: %s", path, ", ".join(empty))
+    return catalog
 
 
 def feature_spec(catalog: GroupCatalog) -> FeatureSpec:
@@ -113,10 +120,15 @@ def kafka_from_url(settings: Settings, url: str) -> Settings:
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=update)})
 
 
-def build_source(settings: Settings, inputs: list[Path] | None, exit_when_idle: float | None = None) -> Source:
-    """Files to replay, or (``inputs`` None) the Kafka topic of the settings."""
+def build_source(
+    settings: Settings,
+    inputs: list[Path] | None,
+    exit_when_idle: float | None = None,
+    mapping: ColumnMapping | None = None,
+) -> Source:
+    """Files to replay (read as ``mapping`` says), or (``inputs`` None) the Kafka topic of the settings."""
     if inputs is not None:
-        return FileReplaySource(inputs, settings.stream.batch_size)  # fails fast on a missing file
+        return FileReplaySource(inputs, settings.stream.batch_size, mapping)  # fails fast on a missing file
     from stream.sources.kafka import KafkaSource
 
     k = settings.kafka
@@ -242,12 +254,12 @@ def init_recovery(settings: Settings, root: Path) -> str:
 
 def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[EventRecord], int]:
     """Valid events of files (through the stream's own parser) and the number rejected."""
-    FileReplaySource(paths)  # checks that every file exists and has a known format
+    FileReplaySource(paths, mapping=mapping)  # checks that every file exists and has a known format
     parser = EventParser(mapping)
     records: list[EventRecord] = []
     rejected = 0
     for p in paths:
-        for batch in read_batches(p, StreamSettings().batch_size):
+        for batch in read_batches(p, StreamSettings().batch_size, mapping=mapping):
             parsed = parser.parse_batch(batch)
             records += parsed.records
             rejected += len(parsed.dead)

@@ -19,6 +19,7 @@ FLAG_SETTINGS = {
     "data_dir": "data_dir",
     "clickhouse": "clickhouse_dsn",
     "catalog": "catalog_file",
+    "groups": "groups_file",
     "input": "input",
     "mapping": "mapping",
     "train_input": "train_input",
@@ -86,12 +87,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         process_id=settings.process_id,
         addresses=tuple(a for a in settings.addresses.split(",") if a),
     )
-    source = app.build_source(settings, inputs, exit_when_idle=args.exit_when_idle)
+    source = app.build_source(settings, inputs, exit_when_idle=args.exit_when_idle, mapping=mapping)
     stats = app.run_stream(settings, source, mapping, progress=say, execution=execution, dead_letters_to_kafka=live)
     result = {
         "events_in": stats.events_in,
         "applied": stats.applied,
         "dead_letters": stats.dead_letters,
+        "dropped": stats.dropped,
         "score_rows": stats.score_rows,
         "seconds": round(stats.elapsed, 2),
         "first_write_at": stats.first_write_at,
@@ -117,7 +119,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         if not p.is_file():
             print(f"propstream produce: input file {p} does not exist", file=sys.stderr)
             return 1
-    records = (r for p in paths for r in read_records(p))
+    records = (r for p in paths for r in read_records(p, mapping=mapping))
 
     def show(rep) -> None:
         print(f"  {rep.read:,} read, {rep.sent:,} acknowledged, {len(rep.rejected):,} rejected", file=sys.stderr)
@@ -249,6 +251,22 @@ def _table(names: tuple[str, ...], rows: list) -> str:
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(list(names)), *(line(r) for r in cells)])
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from propstream import app
+
+    settings = _settings(args)
+    counts = app.load_catalog(settings).member_counts()
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print(_table(("group", "items"), list(counts.items())))
+    if settings.catalog_file is None:
+        say("no catalog (--catalog or catalog_file): every group is empty; events count only in `all`")
+    elif not all(counts.values()):
+        say("groups with no item match no catalog row: check their rules against the catalog's columns")
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -404,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--recovery-dir",
         "also create this recovery store if there is none (stream.recovery_partitions partitions), else check it",
     )
+
+    sp = command("groups", "the product groups and how many catalog items each holds", cmd_groups)
+    _flag(sp, "--catalog")
+    _flag(sp, "--groups")
 
     sp = command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
     sp.add_argument("--json", action="store_true", help="the schema is JSON already: accepted for uniformity")

@@ -38,7 +38,7 @@ def run(settings: Settings, log=print) -> dict:
     cards = app.train(settings, records, progress=log)
     del records
     log(f"[3/4] replaying {events.name} through the dataflow into ClickHouse ({redact_dsn(settings.dsn)})")
-    source = app.build_source(settings, [Path(events)])
+    source = app.build_source(settings, [Path(events)], mapping=mapping)
     stats = app.run_stream(settings, source, mapping, progress=lambda s: log("  " + s))
     flow_s = stats.elapsed
     client = app.client_for(settings)

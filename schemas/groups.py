@@ -25,6 +25,19 @@ GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ALL_GROUP = "all"
 
 
+def key(value: Any) -> str | None:
+    """A catalog or rule value as text: integers (and integral floats, as CSV readers make them) without ".0".
+
+    >>> key(7), key(7.0), key(" 7 "), key("COFFEE"), key(None)
+    ('7', '7', '7', 'COFFEE', None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 class GroupsFileError(ConfigError):
     """The product-groups file is missing or invalid; the message names the file."""
 
@@ -50,20 +63,33 @@ class ProductGroup(BaseModel):
             raise ValueError(msg)
         return v
 
-    @field_validator("brand", mode="before")
+    @field_validator("departments", "categories", "product_types", "items", "brand", mode="before")
     @classmethod
-    def _brand_list(cls, v: Any) -> Any:
-        return (v,) if isinstance(v, str) else v
+    def _values_are_text(cls, v: Any) -> Any:
+        # Catalog values are compared as text (``key``): `categories = [1042]` and "1042" are one rule.
+        if isinstance(v, str | int):
+            v = (v,)
+        return tuple(key(x) for x in v) if isinstance(v, list | tuple) else v
 
     def matches(self, product: Mapping[str, Any]) -> bool:
-        """Whether a catalog row (department, product_category, product_type, brand) is in the group."""
-        if self.brand and product.get("brand") not in self.brand:
+        """Whether a catalog row (department, product_category, product_type, brand) is in the group.
+
+        Values are compared as text, so a catalog read with numeric ids matches
+        rules written either way:
+
+        >>> ProductGroup(name="pet", categories=[1042]).matches({"product_category": 1042})
+        True
+        >>> ProductGroup(name="pet", categories=["1042"]).matches({"product_category": 1042.0})
+        True
+        """
+        get = product.get
+        if self.brand and key(get("brand")) not in self.brand:
             return False
         return (
-            product.get("department") in self.departments
-            or product.get("product_category") in self.categories
-            or product.get("product_type") in self.product_types
-            or str(product.get("item_id")) in self.items
+            key(get("department")) in self.departments
+            or key(get("product_category")) in self.categories
+            or key(get("product_type")) in self.product_types
+            or key(get("item_id")) in self.items
         )
 
 
@@ -108,8 +134,16 @@ class GroupCatalog:
         for row in products:
             member = tuple(i for i, g in enumerate(groups) if g.matches(row))
             if member:
-                item_groups[str(row["item_id"])] = (*member, all_index)
+                item_groups[str(key(row["item_id"]))] = (*member, all_index)
         return cls(groups, item_groups)
+
+    def member_counts(self) -> dict[str, int]:
+        """Items of the catalog in each group (``all`` excluded), in group order."""
+        counts = dict.fromkeys(self.names, 0)
+        for member in self._item_groups.values():
+            for gi in member[:-1]:
+                counts[self.names[gi]] += 1
+        return counts
 
     def groups_of(self, item_id: str) -> tuple[int, ...]:
         """Group indices of an item, always ending with the ``all`` index."""

@@ -3,6 +3,9 @@
 Any CSV / JSONL / Parquet export can be replayed once a mapping names which of
 its columns holds user_id, item_id, type and timestamp (and the timestamp's
 unit). Missing optional fields fall back to constants or contract defaults.
+A CSV file without a header line names its columns in ``csv_columns``; raw
+type values are renamed to the contract's by ``type_values`` (``pv`` ->
+``view``), and those in ``drop_types`` are skipped, counted as dropped.
 
 >>> m = ColumnMapping(user_id="household_id", item_id="product_id",
 ...                   timestamp="ts", timestamp_unit="s", type_value="purchase")
@@ -43,13 +46,43 @@ class ColumnMapping(BaseModel):
     event_id: tuple[str, ...] | str | None = "event_id"  # several columns are joined with ':'
     quantity: str | None = "quantity"
     value: str | None = "value"
+    csv_columns: tuple[str, ...] | None = None  # a CSV file without a header line: its columns, in order
+    type_values: dict[str, str] = {}  # raw type value -> contract type, e.g. {"pv": "view", "buy": "purchase"}
+    drop_types: tuple[str, ...] = ()  # raw type values skipped on purpose: counted as dropped, not dead letters
 
     @model_validator(mode="after")
     def _type_source(self) -> ColumnMapping:
         if self.type_value is None and self.type is None:
             msg = "a mapping needs either a `type` column or a constant `type_value`"
             raise ValueError(msg)
+        from schemas.events import TYPE_INDEX
+
+        unknown = sorted(t for t in self.type_values.values() if t not in TYPE_INDEX)
+        if unknown:
+            msg = f"type_values map to {unknown}, which are not event types; use one of {sorted(TYPE_INDEX)}"
+            raise ValueError(msg)
+        both = sorted(set(self.type_values) & set(self.drop_types))
+        if both:
+            msg = f"type values {both} are both renamed (type_values) and dropped (drop_types)"
+            raise ValueError(msg)
         return self
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns every row must have for the mapping to read it (user, item, timestamp, type)."""
+        typed = () if self.type_value is not None else (self.type or "",)
+        return (self.user_id, self.item_id, self.timestamp, *typed)
+
+    def drops(self, row: dict[str, Any]) -> bool:
+        """Whether a raw row's type is one the mapping skips on purpose (``drop_types``).
+
+        >>> ColumnMapping(drop_types=("fav",)).drops({"type": "fav"})
+        True
+        """
+        if not self.drop_types or self.type_value is not None:
+            return False
+        raw = row.get(self.type or "")
+        return raw is not None and str(raw) in self.drop_types
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         """Rename one raw row to contract field names (values are validated later)."""
@@ -57,7 +90,7 @@ class ColumnMapping(BaseModel):
         out: dict[str, Any] = {
             "user_id": get(self.user_id),
             "item_id": get(self.item_id),
-            "type": self.type_value if self.type_value is not None else get(self.type or ""),
+            "type": self.type_value if self.type_value is not None else self._type(get(self.type or "")),
             "timestamp": self._timestamp(get(self.timestamp)),
         }
         eid = self.event_id
@@ -78,6 +111,11 @@ class ColumnMapping(BaseModel):
             if v is not None and v != "":
                 out["value"] = v
         return out
+
+    def _type(self, raw: Any) -> Any:
+        if raw is None or not self.type_values:
+            return raw
+        return self.type_values.get(str(raw), raw)
 
     def _timestamp(self, v: Any) -> Any:
         if self.timestamp_unit == "iso" or v is None or isinstance(v, datetime):

@@ -154,6 +154,9 @@ def fast_records(batch: pa.RecordBatch, mapping: ColumnMapping, sources: list[st
             return none
         found = pc.index_in(type_col, value_set=_TYPES)
         ok &= _mask(found.is_valid())
+        renamed = [*mapping.type_values, *mapping.drop_types]
+        if renamed:  # values the mapping renames or drops take the row path, which applies the mapping
+            ok &= ~_mask(pc.is_in(type_col, value_set=pa.array(renamed, pa.string())))
         type_index = found.fill_null(0).to_numpy()
 
     quantity, ok_q = _number(_column(batch, mapping.quantity), 1.0, 0.0, MAX_QUANTITY, n)

@@ -111,6 +111,7 @@ def build_dataflow(
         pb = parser.parse_batch(batch)
         if stats is not None:
             stats.events_in += pb.n_in
+            stats.dropped += pb.dropped
         return pb
 
     def judge(watermark: int | None, pb: ParsedBatch) -> tuple[int | None, ParsedBatch]:

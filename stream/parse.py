@@ -36,6 +36,7 @@ class ParsedBatch:
     dead: list[DeadLetter] = field(default_factory=list)
     tick_ms: int | None = None
     n_in: int = 0
+    dropped: int = 0  # of a type the mapping drops on purpose (neither applied nor dead letters)
     part: str = ""
     n_parts: int = 1
     idle: bool = False
@@ -71,8 +72,8 @@ class EventParser:
         # Text in the wire format (what `propstream produce` sends) validates straight from JSON.
         self._wire_format = mapping == ColumnMapping()
 
-    def parse_one(self, source: str, payload: Any) -> EventRecord | str:
-        """An EventRecord, or the reason it is not one; never raises, whatever the payload holds.
+    def parse_one(self, source: str, payload: Any) -> EventRecord | str | None:
+        """An EventRecord, or the reason it is not one, or None for a type the mapping drops; never raises.
 
         The known failures get their own words; anything else (a parser's
         RecursionError on deep nesting, an OverflowError from a huge number, a
@@ -85,7 +86,7 @@ class EventParser:
         except Exception as exc:
             return f"unparseable: {type(exc).__name__}: {str(exc)[:200]}"
 
-    def _parse_one(self, source: str, payload: Any) -> EventRecord | str:
+    def _parse_one(self, source: str, payload: Any) -> EventRecord | str | None:
         if self._wire_format and isinstance(payload, bytes | str) and len(payload) <= MAX_PAYLOAD_BYTES // 4:
             try:
                 return Event.model_validate_json(payload).to_record(source)
@@ -107,6 +108,8 @@ class EventParser:
                 return f"bad JSON: {exc}"
         if not isinstance(payload, dict):
             return f"not an object: JSON value is {type(payload).__name__}"
+        if self.mapping.drops(payload):
+            return None
         try:
             event = Event.model_validate(self.mapping.apply(payload))
         except ValidationError as exc:
@@ -129,8 +132,10 @@ class EventParser:
         limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
         records, dead = out.records, out.dead
 
-        def take(source: str, payload: Any, rec: EventRecord | str) -> None:
-            if isinstance(rec, str):
+        def take(source: str, payload: Any, rec: EventRecord | str | None) -> None:
+            if rec is None:
+                out.dropped += 1
+            elif isinstance(rec, str):
                 dead.append(DeadLetter(rec, _payload_text(payload), source))
             elif rec.ts_ms > limit:
                 dead.append(DeadLetter(_FUTURE, _payload_text(payload), source))

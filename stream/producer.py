@@ -31,6 +31,7 @@ class ProduceReport:
     read: int = 0
     sent: int = 0
     failed: int = 0
+    dropped: int = 0  # of a type the mapping drops on purpose
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
 
 
@@ -58,6 +59,9 @@ def produce(
     for source, payload in records:
         report.read += 1
         rec = parser.parse_one(source, payload)
+        if rec is None:
+            report.dropped += 1
+            continue
         if isinstance(rec, str):
             report.rejected.append((source, rec))
             continue

@@ -96,6 +96,7 @@ class RunStats:
     events_in: int = 0
     applied: int = 0
     dead_letters: int = 0
+    dropped: int = 0  # of a type the mapping drops on purpose
     score_rows: int = 0
     feature_rows: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -130,8 +131,9 @@ class RunStats:
 
     def line(self) -> str:
         """One progress line."""
-        rate = (self.applied + self.dead_letters) / max(self.elapsed, 1e-9)
+        rate = (self.applied + self.dead_letters + self.dropped) / max(self.elapsed, 1e-9)
+        dropped = f"{self.dropped:,} dropped by the mapping, " if self.dropped else ""
         return (
-            f"{self.applied:,} applied, {self.dead_letters:,} dead letters, "
+            f"{self.applied:,} applied, {self.dead_letters:,} dead letters, {dropped}"
             f"{self.score_rows:,} score rows, {rate:,.0f} events/s"
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from schemas.mapping import ColumnMapping
 from stream.columns import row_dicts
 from stream.sources.base import RawRecord, SourceBatch, SourceError
 
@@ -33,8 +34,24 @@ def file_format(path: Path) -> str:
     return fmt
 
 
-def read_records(path: Path, skip: int = 0) -> Iterator[RawRecord]:
-    """Yield records of one file, skipping the first ``skip``."""
+def _require_columns(path: Path, names: list[str] | None, mapping: ColumnMapping | None) -> None:
+    """A file whose columns lack what the mapping reads is an error, not a dead letter per row."""
+    if mapping is None or names is None:
+        return
+    missing = [c for c in mapping.required_columns if c not in names]
+    if missing:
+        hint = "" if mapping.csv_columns else " (a CSV file without a header line: name its columns in csv_columns)"
+        msg = f"{path}: the mapping reads columns {missing}, which the file does not have; it has {names[:12]}{hint}"
+        raise SourceError(msg)
+
+
+def read_records(path: Path, skip: int = 0, mapping: ColumnMapping | None = None) -> Iterator[RawRecord]:
+    """Yield records of one file, skipping the first ``skip``.
+
+    With a ``mapping``, a CSV or Parquet file must have the columns it reads
+    (``SourceError`` otherwise), and a CSV file without a header line takes
+    its column names from ``mapping.csv_columns``.
+    """
     fmt = file_format(path)
     name = str(path)
     if fmt == "jsonl":
@@ -44,14 +61,24 @@ def read_records(path: Path, skip: int = 0) -> Iterator[RawRecord]:
             for i, line in enumerate(itertools.islice(lines, skip, None), start=skip + 1):
                 yield f"{name}:{i}", line.rstrip("\r\n")
     elif fmt == "csv":
+        columns = mapping.csv_columns if mapping is not None else None
         with path.open("r", encoding="utf-8", errors="replace", newline="") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(f, fieldnames=list(columns) if columns else None)
+            _require_columns(path, list(reader.fieldnames or []), mapping)
+            header = 0 if columns else 1  # line 1 is the header, unless the mapping names the columns
             for i, row in enumerate(itertools.islice(reader, skip, None), start=skip + 1):
-                yield f"{name}:{i + 1}", row  # +1: line 1 is the header
+                yield f"{name}:{i + header}", row
     else:
+        _require_columns(path, _parquet_columns(path), mapping)
         for first, batch in _parquet_batches(path, 65_536, skip):
             for n, row in enumerate(row_dicts(batch), start=first):
                 yield f"{name}:row{n}", row
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.ParquetFile(path).schema_arrow.names)
 
 
 def _parquet_batches(path: Path, batch_size: int, skip: int) -> Iterator[tuple[int, Any]]:
@@ -66,7 +93,9 @@ def _parquet_batches(path: Path, batch_size: int, skip: int) -> Iterator[tuple[i
         n += batch.num_rows
 
 
-def read_batches(path: Path, batch_size: int, skip: int = 0, n_parts: int = 1) -> Iterator[SourceBatch]:
+def read_batches(
+    path: Path, batch_size: int, skip: int = 0, n_parts: int = 1, mapping: ColumnMapping | None = None
+) -> Iterator[SourceBatch]:
     """Batches of one file after its first ``skip`` records; the last one is marked final.
 
     Parquet leaves as Arrow record batches (the parser's columnar fast path),
@@ -75,12 +104,13 @@ def read_batches(path: Path, batch_size: int, skip: int = 0, n_parts: int = 1) -
     part = str(path)
     batches: Iterator[SourceBatch]
     if file_format(path) == "parquet":
+        _require_columns(path, _parquet_columns(path), mapping)
         batches = (
             SourceBatch([], None, part, n_parts, columns=b, first_row=first)
             for first, b in _parquet_batches(path, batch_size, skip)
         )
     else:
-        records = read_records(path, skip)
+        records = read_records(path, skip, mapping)
         chunks = iter(lambda: list(itertools.islice(records, batch_size)), [])
         batches = (SourceBatch(c, None, part, n_parts) for c in chunks)
     last = SourceBatch([], None, part, n_parts)
@@ -93,9 +123,9 @@ def read_batches(path: Path, batch_size: int, skip: int = 0, n_parts: int = 1) -
 
 
 class _FilePartition(StatefulSourcePartition[SourceBatch, int]):
-    def __init__(self, path: Path, batch_size: int, resume: int | None, n_parts: int):
+    def __init__(self, path: Path, batch_size: int, resume: int | None, n_parts: int, mapping: ColumnMapping | None):
         self._emitted = resume or 0
-        self._batches = read_batches(path, batch_size, self._emitted, n_parts)
+        self._batches = read_batches(path, batch_size, self._emitted, n_parts, mapping)
 
     def next_batch(self) -> list[SourceBatch]:
         batch = next(self._batches)  # StopIteration after the final batch ends the partition
@@ -109,7 +139,7 @@ class _FilePartition(StatefulSourcePartition[SourceBatch, int]):
 class FileReplaySource(FixedPartitionedSource[SourceBatch, int]):
     """Replays files in their order; each item is a batch of raw records."""
 
-    def __init__(self, paths: list[Path], batch_size: int = 20_000):
+    def __init__(self, paths: list[Path], batch_size: int = 20_000, mapping: ColumnMapping | None = None):
         for p in paths:
             if not p.is_file():
                 msg = f"input file {p} does not exist"
@@ -117,9 +147,10 @@ class FileReplaySource(FixedPartitionedSource[SourceBatch, int]):
             file_format(p)
         self.paths = paths
         self.batch_size = batch_size
+        self.mapping = mapping  # header-less CSV columns, and the columns every file must have
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in self.paths]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(Path(for_part), self.batch_size, resume_state, len(self.paths))
+        return _FilePartition(Path(for_part), self.batch_size, resume_state, len(self.paths), self.mapping)
