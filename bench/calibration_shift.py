@@ -25,6 +25,7 @@ from models.calibration import apply_calibration, fit_isotonic
 from models.registry import ModelRegistry
 from offline_train.dataset import build_examples, to_ms
 from offline_train.metrics import expected_calibration_error
+from offline_train.train import TrainPlan
 from propstream import app, completejourney
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
@@ -52,7 +53,7 @@ def main() -> None:
     spec = app.feature_spec(catalog)
     records, _ = app.read_file_records([events], load_mapping(completejourney.MAPPING_FILE))
     first, last = (datetime.fromtimestamp(t / 1000, tz=UTC) for t in (records[0].ts_ms, records[-1].ts_ms))
-    plan = app.default_plan(first, last)
+    plan = TrainPlan.fit(first, last)
     assert plan.test is not None
     cal_cut, test_cut = plan.calibrate[0], plan.test
     ex = build_examples(records, StateConfig.build(spec), catalog, [cal_cut, test_cut])

@@ -78,16 +78,21 @@ def build_examples(
     catalog: GroupCatalog,
     cutoffs: list[datetime],
     horizon_days: int = 30,
+    label_types: tuple[str, ...] = ("purchase",),
 ) -> Examples:
-    """Examples at each cutoff with labels over the following ``horizon_days``."""
+    """Examples at each cutoff; a group's label: an event of ``label_types`` in it over the next ``horizon_days``."""
     cut_ms = [to_ms(c) for c in cutoffs]
     feats = replay_features(records, cfg, catalog, cut_ms)
     n_groups = len(catalog.groups)
-    purchase = TYPE_INDEX["purchase"]
-    # Purchases per group as (user, ts) arrays, for the label scan.
+    unknown = sorted(set(label_types) - set(TYPE_INDEX))
+    if unknown:
+        msg = f"label types {unknown} are not event types; use some of {sorted(TYPE_INDEX)}"
+        raise ValueError(msg)
+    labelled = {TYPE_INDEX[t] for t in label_types}
+    # Label events per group as (user, ts) arrays, for the label scan.
     buyers: list[list[tuple[int, str]]] = [[] for _ in range(n_groups)]
     for r in records:
-        if r.type_index == purchase:
+        if r.type_index in labelled:
             for g in catalog.groups_of(r.item_id)[:-1]:
                 buyers[g].append((r.ts_ms, r.user_id))
     buyer_ts = [np.array([t for t, _ in b], dtype=np.int64) for b in buyers]

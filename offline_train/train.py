@@ -23,6 +23,7 @@ from models.registry import ModelRegistry
 from offline_train.dataset import Examples, to_ms
 from offline_train.metrics import calibration_curve, evaluate
 from schemas.cards import ModelCard
+from schemas.errors import PropstreamError
 from schemas.features import FeatureSpec
 from schemas.settings import TrainSettings
 
@@ -44,6 +45,18 @@ DEFAULT_PARAMS: dict[str, float | int | str] = {
 DEFAULT_ROUNDS = 300
 
 
+class TrainError(PropstreamError):
+    """Training cannot be done as asked (too little data for the plan)."""
+
+
+def _month_start(t: datetime) -> datetime:
+    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_start(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """Which cutoffs train, calibrate and test."""
@@ -51,6 +64,46 @@ class TrainPlan:
     train: tuple[datetime, ...]
     calibrate: tuple[datetime, ...]
     test: datetime | None
+
+    @classmethod
+    def fit(cls, first_event: datetime, last_event: datetime, train: TrainSettings | None = None) -> TrainPlan:
+        """The plan that fits the data's time range under the ``train.*`` settings.
+
+        Test at the last cutoff whose labels (``label_horizon_days``) the data
+        covers, calibrate one horizon earlier, train from ``history_days``
+        after the first event, every ``cutoff_every_days`` (default: month
+        starts for test and calibration, the 1st and 15th for training). For
+        The Complete Journey (2017-01-01 .. 2018-01-01) with the defaults:
+        train Feb 1 .. Oct 1, calibrate Nov 1, test Dec 1.
+        """
+        t = train or TrainSettings()
+        horizon = timedelta(days=t.label_horizon_days)
+        start = first_event + timedelta(days=t.history_days)
+        if t.cutoff_every_days is None:
+            test = _month_start(last_event - horizon)
+            calibrate = _month_start(test - horizon)  # its labels close by the test cutoff
+            first = start if start == _month_start(start) else _month_start(_month_start(start) + timedelta(days=32))
+            plan = cls.semimonthly(first, calibrate, test, t.label_horizon_days)
+        else:
+            test = _day_start(last_event - horizon)
+            calibrate = test - horizon
+            every = timedelta(days=t.cutoff_every_days)
+            cut = _day_start(start) + (timedelta(days=1) if start != _day_start(start) else timedelta(0))
+            cuts = []
+            while cut + horizon <= calibrate:
+                cuts.append(cut)
+                cut += every
+            plan = cls(tuple(cuts), (calibrate,), test)
+        if not plan.train:
+            cadence = "semimonthly" if t.cutoff_every_days is None else f"every {t.cutoff_every_days} days"
+            msg = (
+                f"events from {first_event.date()} to {last_event.date()} are too short to train: need "
+                f"{t.history_days} days of history (train.history_days), training cutoffs ({cadence}; "
+                f"train.cutoff_every_days), and two {t.label_horizon_days}-day label windows "
+                "(train.label_horizon_days)"
+            )
+            raise TrainError(msg)
+        return plan
 
     @classmethod
     def semimonthly(

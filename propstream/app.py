@@ -282,32 +282,6 @@ def read_archive(settings: Settings) -> list[EventRecord]:
     ]
 
 
-def _month_start(t: datetime) -> datetime:
-    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def default_plan(first_event: datetime, last_event: datetime, horizon_days: int = 30) -> TrainPlan:
-    """The training plan that fits the data's time range.
-
-    Test at the last month start whose labels the data covers, calibrate a
-    month earlier, train semimonthly from a month after the first event. For
-    The Complete Journey (2017-01-01 .. 2018-01-01): train Feb 1 .. Oct 1 (1st
-    and 15th), calibrate Nov 1, test Dec 1.
-    """
-    test = _month_start(last_event - timedelta(days=horizon_days))
-    calibrate = _month_start(test - timedelta(days=horizon_days))  # its labels close by the test cutoff
-    start = first_event + timedelta(days=28)  # about a month of history before the first cutoff
-    first = start if start == _month_start(start) else _month_start(_month_start(start) + timedelta(days=32))
-    plan = TrainPlan.semimonthly(first, calibrate, test, horizon_days)
-    if not plan.train:
-        msg = (
-            f"events from {first_event.date()} to {last_event.date()} are too short to train: "
-            f"need a month of history, training cutoffs, and two {horizon_days}-day label windows"
-        )
-        raise AppError(msg)
-    return plan
-
-
 def train(
     settings: Settings,
     records: list[EventRecord],
@@ -329,13 +303,14 @@ def train(
     if plan is None:
         ts = [r.ts_ms for r in records]
         first, last = (datetime.fromtimestamp(t / 1000, tz=UTC) for t in (min(ts), max(ts)))
-        plan = default_plan(first, last)
+        plan = TrainPlan.fit(first, last, settings.train)
     unknown = sorted(set(groups or []) - set(spec.groups))
     if unknown:
         msg = f"unknown group(s) {unknown}; configured groups are {list(spec.groups)}"
         raise AppError(msg)
     progress(f"building point-in-time examples at {len(plan.all_cutoffs())} cutoffs from {len(records):,} events")
-    ex = build_examples(records, cfg, catalog, plan.all_cutoffs())
+    t = settings.train
+    ex = build_examples(records, cfg, catalog, plan.all_cutoffs(), t.label_horizon_days, t.label_types)
     progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
     registry = ModelRegistry(settings.models_dir)
     t = settings.train

@@ -99,6 +99,21 @@ class TrainSettings(BaseModel):
         le=1.0,
         description="a model ranking worse than this ROC AUC on its test slice is never promoted, even a group's first",
     )
+    label_horizon_days: int = Field(
+        default=30, ge=1, le=365, description="a label is a label-type event in the group within this many days"
+    )
+    label_types: tuple[str, ...] = Field(
+        default=("purchase",), min_length=1, description="the event types that count as the label event"
+    )
+    cutoff_every_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=365,
+        description="days between training cutoffs; default month starts (training on the 1st and 15th)",
+    )
+    history_days: int = Field(
+        default=28, ge=0, le=3650, description="history a customer needs before the first training cutoff"
+    )
     min_distinct_predictions: int = Field(
         default=10,
         ge=1,

@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from propstream.app import AppError, default_plan
+from offline_train.train import TrainError, TrainPlan
+from schemas.settings import TrainSettings
 
 
 def test_complete_journey_range_gives_the_documented_plan():
-    plan = default_plan(datetime(2017, 1, 1, 11, 53, tzinfo=UTC), datetime(2018, 1, 1, 4, 1, tzinfo=UTC))
+    plan = TrainPlan.fit(datetime(2017, 1, 1, 11, 53, tzinfo=UTC), datetime(2018, 1, 1, 4, 1, tzinfo=UTC))
     assert plan.train[0] == datetime(2017, 2, 1, tzinfo=UTC)
     assert plan.train[-1] == datetime(2017, 10, 1, tzinfo=UTC)
     assert len(plan.train) == 17  # the 1st and the 15th
@@ -21,7 +22,7 @@ def test_complete_journey_range_gives_the_documented_plan():
 @pytest.mark.parametrize("days", [160, 200, 400])
 def test_labels_never_overlap_the_next_slice(days):
     first = datetime(2019, 3, 7, tzinfo=UTC)
-    plan = default_plan(first, first + timedelta(days=days))
+    plan = TrainPlan.fit(first, first + timedelta(days=days))
     horizon = timedelta(days=30)
     assert all(t + horizon <= plan.calibrate[0] for t in plan.train)
     assert plan.calibrate[0] + horizon <= plan.test
@@ -30,5 +31,25 @@ def test_labels_never_overlap_the_next_slice(days):
 
 
 def test_too_little_history_is_a_clear_error():
-    with pytest.raises(AppError, match="too short to train"):
-        default_plan(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 3, 1, tzinfo=UTC))
+    with pytest.raises(TrainError, match="too short to train"):
+        TrainPlan.fit(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 3, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("horizon", "every", "weeks"), [(7, 7, 6), (14, 7, 10), (7, 1, 5)])
+def test_a_few_weeks_train_with_a_short_horizon_and_a_cadence_in_days(horizon, every, weeks):
+    first = datetime(2024, 5, 6, 9, 30, tzinfo=UTC)
+    last = first + timedelta(weeks=weeks)
+    t = TrainSettings(label_horizon_days=horizon, cutoff_every_days=every, history_days=7)
+    plan = TrainPlan.fit(first, last, t)
+    h = timedelta(days=horizon)
+    assert plan.train and all(b - a == timedelta(days=every) for a, b in zip(plan.train, plan.train[1:], strict=False))
+    assert plan.train[0] >= first + timedelta(days=7)  # the history before the first cutoff
+    assert all(c + h <= plan.calibrate[0] for c in plan.train)  # no label window reaches the next slice
+    assert plan.calibrate[0] + h <= plan.test and plan.test + h <= last
+    assert all(c == c.replace(hour=0, minute=0) for c in plan.all_cutoffs())
+
+
+def test_a_too_short_export_names_the_settings_that_would_fit_it():
+    first = datetime(2024, 5, 6, tzinfo=UTC)
+    with pytest.raises(TrainError, match=r"train\.label_horizon_days"):
+        TrainPlan.fit(first, first + timedelta(days=20), TrainSettings(label_horizon_days=7, cutoff_every_days=7))
