@@ -1,4 +1,4 @@
-"""Isotonic calibration by pool-adjacent-violators, stored as a piecewise-linear map.
+"""Isotonic and Platt calibration (fitted by scikit-learn), stored as a piecewise-linear map.
 
 >>> cal = fit_isotonic([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
 >>> apply_calibration(cal, [0.1, 0.4]).tolist()
@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 from schemas.cards import Calibration
 
@@ -17,35 +19,27 @@ from schemas.cards import Calibration
 def fit_isotonic(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> Calibration:
     """Fit a non-decreasing map raw score -> P(label=1).
 
-    Blocks of the PAV solution become knots at their mean raw score; between
-    knots the map interpolates linearly, so nearby customers get distinct
-    probabilities instead of a handful of steps.
+    scikit-learn's ``IsotonicRegression`` pools adjacent violators (equal raw
+    scores, and scores less than 1e-15 apart, are one block from the start,
+    so ties get their pooled rate).
+    Each block becomes one knot at its mean raw score; between knots the map
+    interpolates linearly, so nearby customers get distinct probabilities
+    instead of a handful of steps, and the map has at most one knot per block.
     """
     x = np.asarray(raw, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    if x.shape != y.shape or x.size == 0:
-        msg = f"fit_isotonic needs equal, non-empty arrays, got {x.shape} and {y.shape}"
+    if x.shape != y.shape or x.size == 0 or x.ndim != 1:
+        msg = f"fit_isotonic needs equal, non-empty 1-d arrays, got {x.shape} and {y.shape}"
         raise ValueError(msg)
-    # Equal raw scores are one block from the start, so ties get their pooled rate.
-    ux, inv = np.unique(x, return_inverse=True)
-    counts_u = np.bincount(inv).astype(np.float64)
-    sums_u = np.bincount(inv, weights=y)
-    # Pool adjacent violators over blocks: (sum_y, count, sum_x).
-    sums: list[float] = []
-    counts: list[float] = []
-    xs: list[float] = []
-    for xi, si, ci in zip(ux, sums_u, counts_u, strict=True):
-        sums.append(float(si))
-        counts.append(float(ci))
-        xs.append(float(xi) * ci)
-        while len(sums) > 1 and sums[-2] / counts[-2] >= sums[-1] / counts[-1]:
-            s, c, sx = sums.pop(), counts.pop(), xs.pop()
-            sums[-1] += s
-            counts[-1] += c
-            xs[-1] += sx
-    knots_x = [sx / c for sx, c in zip(xs, counts, strict=True)]
-    knots_y = [s / c for s, c in zip(sums, counts, strict=True)]
-    return Calibration(method="isotonic", x=tuple(knots_x), y=tuple(knots_y))
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, y)
+    # The fitted step function keeps the first and last raw score of each block; blocks
+    # have strictly increasing rates, so a block starts where the threshold's rate changes.
+    starts = np.flatnonzero(np.r_[True, np.diff(iso.y_thresholds_) != 0])
+    block_start_x, block_rate = iso.X_thresholds_[starts], iso.y_thresholds_[starts]
+    # scikit-learn does not return the blocks' sizes: count each block's rows for its mean raw score.
+    block = np.searchsorted(block_start_x, x, side="right") - 1
+    knots_x = np.bincount(block, weights=x) / np.bincount(block)
+    return Calibration(method="isotonic", x=tuple(knots_x.tolist()), y=tuple(block_rate.tolist()))
 
 
 def apply_calibration(cal: Calibration, raw: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -74,18 +68,16 @@ def fit_platt(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndar
         raise ValueError(msg)
     eps = 1e-6
     z = np.log(np.clip(x, eps, 1 - eps) / (1 - np.clip(x, eps, 1 - eps)))
-    # Newton-Raphson on the logistic log-likelihood, a tiny ridge keeps it finite
-    # when the slice is separable or constant.
-    a, b = 1.0, 0.0
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(a * z + b)))
-        w = p * (1 - p)
-        g = np.array([np.dot(z, p - y) + 1e-6 * a, np.sum(p - y) + 1e-6 * b])
-        h = np.array([[np.dot(w, z * z) + 1e-6, np.dot(w, z)], [np.dot(w, z), np.sum(w) + 1e-6]])
-        step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
-            break
+    if np.all(y == y[0]):
+        # LogisticRegression needs both classes; the likelihood is then maximised by
+        # a = 0 and the slice's rate (0 or 1), which sigmoid reaches only at b = +-inf.
+        a, b = 0.0, float("inf") if y[0] > 0 else float("-inf")
+    else:
+        # Newton's method on the logistic log-likelihood; C=1e6 is a tiny ridge on the
+        # slope that keeps it finite when the slice is separable.
+        lr = LogisticRegression(C=1e6, solver="newton-cholesky", tol=1e-10, max_iter=100)
+        lr.fit(z.reshape(-1, 1), y)
+        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     a = max(a, 0.0)  # the map must not decrease
     zk = np.linspace(z.min(), z.max(), n_knots) if z.max() > z.min() else z[:1]
     knots_x = 1.0 / (1.0 + np.exp(-zk))

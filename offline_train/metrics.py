@@ -1,68 +1,74 @@
 """Model quality metrics: ranking, probability accuracy, calibration.
 
+ROC AUC, average precision, Brier score and the calibration curve come from
+scikit-learn; this module keeps the card's shapes (a float per metric, NaN
+where a metric is undefined, and counts per calibration bin).
+
 >>> round(roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 3)
 0.75
+>>> average_precision([1, 0, 1], [0.5, 0.5, 0.9])  # the tie at 0.5 is one threshold
+0.8333333333333333
+>>> average_precision([0, 1, 1], [0.5, 0.5, 0.9])  # so row order does not matter
+0.8333333333333333
+>>> calibration_curve([0, 0, 1, 1], [0.05, 0.15, 0.15, 0.95])
+[(0.05, 0.0, 1), (0.15, 0.5, 2), (0.95, 1.0, 1)]
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.calibration import calibration_curve as _sk_calibration_curve
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
 def roc_auc(labels: np.ndarray | list, scores: np.ndarray | list) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    """Area under the ROC curve (tied scores count 1/2); NaN if only one class is present."""
     y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks over ties
-    _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
 
 
 def average_precision(labels: np.ndarray | list, scores: np.ndarray | list) -> float:
-    """Average precision (area under the precision-recall step curve)."""
+    """Average precision: sum over distinct scores of (recall step) x precision; NaN without positives.
+
+    Customers with the same score form one threshold, as in scikit-learn, so
+    the result does not depend on the order of the rows.
+    """
     y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
     if not y.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted = y[order]
-    tp = np.cumsum(y_sorted)
-    precision = tp / np.arange(1, len(y) + 1)
-    return float(precision[y_sorted].sum() / y.sum())
+    return float(average_precision_score(y, np.asarray(scores, dtype=np.float64)))
 
 
 def brier(labels: np.ndarray | list, probs: np.ndarray | list) -> float:
     """Mean squared error of probabilities."""
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.asarray(probs, dtype=np.float64)
-    return float(np.mean((p - y) ** 2))
+    return float(brier_score_loss(np.asarray(labels, dtype=bool), np.asarray(probs, dtype=np.float64)))
 
 
 def calibration_curve(
     labels: np.ndarray | list, probs: np.ndarray | list, n_bins: int = 10
 ) -> list[tuple[float, float, int]]:
-    """Per equal-width bin: (mean predicted, observed rate, count); empty bins omitted."""
-    y = np.asarray(labels, dtype=np.float64)
+    """Per equal-width bin of ``probs`` (in [0, 1]): (mean predicted, observed rate, count); empty bins omitted.
+
+    The bins are scikit-learn's (``strategy="uniform"``): ``[0, 1/n]`` then
+    ``(k/n, (k+1)/n]``, so a probability exactly on an inner edge falls in the
+    lower bin.
+    """
+    y = np.asarray(labels, dtype=bool)
     p = np.asarray(probs, dtype=np.float64)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    out = []
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            out.append((float(p[m].mean()), float(y[m].mean()), int(m.sum())))
-    return out
+    if p.size == 0:
+        return []
+    observed, predicted = _sk_calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
+    # scikit-learn does not return the bin sizes (the weights of ECE and the card's curve);
+    # count them with its own bin edges and rule (searchsorted on the inner edges).
+    counts = np.bincount(np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p), minlength=n_bins)
+    return [(float(pm), float(obs), int(c)) for pm, obs, c in zip(predicted, observed, counts[counts > 0], strict=True)]
 
 
 def expected_calibration_error(labels: np.ndarray | list, probs: np.ndarray | list, n_bins: int = 10) -> float:
-    """Count-weighted mean |predicted - observed| over equal-width bins."""
+    """Count-weighted mean |predicted - observed| over equal-width bins; NaN for no rows."""
+    # Not in scikit-learn: a weighted mean over the bins of calibration_curve.
     curve = calibration_curve(labels, probs, n_bins)
     n = sum(c for _, _, c in curve)
     return float(sum(abs(pm - obs) * c for pm, obs, c in curve) / n) if n else float("nan")

@@ -1,4 +1,4 @@
-"""Isotonic calibration (models/calibration.py)."""
+"""Isotonic and Platt calibration (models/calibration.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.calibration import apply_calibration, fit_isotonic
+from models.calibration import apply_calibration, fit_isotonic, fit_platt
 from schemas.cards import Calibration
 
 
@@ -133,3 +133,107 @@ def test_constant_labels():
 def test_bad_shapes_raise(x, y):
     with pytest.raises(ValueError, match="fit_isotonic"):
         fit_isotonic(x, y)
+
+
+def naive_pav(xs, ys) -> tuple[list[float], list[float]]:
+    """Pool any adjacent pair of blocks out of order until the rates strictly increase; (mean x, rate) per block."""
+    blocks = [  # [sum of labels, rows, sum of scores]
+        [sum(y for xx, y in zip(xs, ys, strict=True) if xx == x), xs.count(x), x * xs.count(x)] for x in sorted(set(xs))
+    ]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(blocks) - 1):
+            (s1, c1, _), (s2, c2, _) = blocks[i], blocks[i + 1]
+            if s1 / c1 >= s2 / c2:
+                blocks[i] = [a + b for a, b in zip(blocks[i], blocks.pop(i + 1), strict=True)]
+                merged = True
+                break
+    return [sx / c for _, c, sx in blocks], [s / c for s, c, _ in blocks]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 1)), min_size=1, max_size=40))
+def test_isotonic_knots_are_the_pooled_blocks(rows):
+    xs, ys = [x / 20 for x, _ in rows], [y for _, y in rows]
+    cal = fit_isotonic(xs, ys)
+    want_x, want_y = naive_pav(xs, ys)
+    assert cal.x == pytest.approx(want_x, abs=1e-12)
+    assert cal.y == pytest.approx(want_y, abs=1e-12)
+    # one knot per block: the rates strictly increase, and there are no more knots than distinct scores
+    assert all(a < b for a, b in zip(cal.y, cal.y[1:], strict=False))
+    assert len(cal.x) <= len(set(xs))
+
+
+def test_isotonic_pools_a_violating_run_by_hand():
+    # 0.2 -> 1 then 0.3, 0.4 -> 0 violate order: pooled to 1/3 at their mean score 0.3; 0.5, 0.6 tie at rate 1.
+    cal = fit_isotonic([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0, 1, 0, 0, 1, 1])
+    assert cal.x == pytest.approx((0.1, 0.3, 0.55))
+    assert cal.y == pytest.approx((0.0, 1 / 3, 1.0))
+
+
+def test_isotonic_map_stays_small():
+    rng = np.random.default_rng(7)
+    p = rng.random(20_000)
+    y = (rng.random(20_000) < p**2).astype(int)
+    cal = fit_isotonic(p, y)
+    assert len(cal.x) <= 150  # 20,000 distinct scores, a few dozen blocks
+
+
+def logit(p):
+    p = np.asarray(p, dtype=np.float64)
+    return np.log(p / (1 - p))
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 0.0), (1.7, -0.4), (0.5, 1.2)])
+def test_platt_recovers_a_logistic_model(a, b):
+    rng = np.random.default_rng(3)
+    z = rng.normal(-0.5, 1.5, 40_000)
+    raw = 1 / (1 + np.exp(-z))
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-(a * z + b)))).astype(int)
+    cal = fit_platt(raw, y)
+    assert cal.method == "platt"
+    # the knots lie on one line in logit space: its slope and intercept are the fitted a, b
+    slope, intercept = np.polyfit(logit(cal.x), logit(cal.y), 1)
+    np.testing.assert_allclose(logit(cal.y), slope * logit(cal.x) + intercept, atol=1e-6)
+    assert slope == pytest.approx(a, abs=0.06)
+    assert intercept == pytest.approx(b, abs=0.06)
+
+
+def test_platt_slope_is_never_negative():
+    rng = np.random.default_rng(5)
+    raw = rng.random(2_000)
+    y = (rng.random(2_000) < 1 - raw).astype(int)  # higher raw score, fewer positives
+    cal = fit_platt(raw, y)
+    assert np.ptp(cal.y) == 0.0
+    out = apply_calibration(cal, np.linspace(0, 1, 11))
+    assert (np.diff(out) == 0).all()
+
+
+def test_platt_on_one_class_is_that_class():
+    assert set(apply_calibration(fit_platt([0.2, 0.5, 0.7], [1, 1, 1]), [0.0, 0.5, 1.0])) == {1.0}
+    assert set(apply_calibration(fit_platt([0.2, 0.5, 0.7], [0, 0, 0]), [0.0, 0.5, 1.0])) == {0.0}
+
+
+def test_platt_map_is_n_knots_long():
+    rng = np.random.default_rng(9)
+    raw = rng.random(10_000)
+    y = (rng.random(10_000) < raw).astype(int)
+    assert len(fit_platt(raw, y).x) == 201
+    small = fit_platt(raw, y, n_knots=11)
+    assert len(small.x) == len(small.y) == 11
+    assert small.x[0] == pytest.approx(raw.min()) and small.x[-1] == pytest.approx(raw.max())
+    assert len(fit_platt([0.4] * 6, [0, 1, 0, 1, 1, 0]).x) == 1
+
+
+def test_platt_separable_slice_stays_finite_and_increasing():
+    cal = fit_platt([0.1, 0.2, 0.3, 0.7, 0.8, 0.9], [0, 0, 0, 1, 1, 1])
+    assert all(np.isfinite(cal.y)) and all(0 <= v <= 1 for v in cal.y)
+    assert cal.y[0] < 0.01 and cal.y[-1] > 0.99
+    assert all(a <= b for a, b in zip(cal.y, cal.y[1:], strict=False))
+
+
+@pytest.mark.parametrize(("x", "y"), [([], []), ([0.1, 0.2], [1])])
+def test_platt_bad_shapes_raise(x, y):
+    with pytest.raises(ValueError, match="fit_platt"):
+        fit_platt(x, y)
