@@ -1,0 +1,141 @@
+"""A retailer's own export, mapped by a file only: header-less CSV, pv/buy/cart/fav, epoch seconds, numeric ids.
+
+The layout is that of public e-commerce behaviour exports (user_id, item_id,
+category_id, behavior, timestamp). Six weeks of synthetic behaviour hold a
+learnable signal for one category (customers who view and cart it buy it
+within the week) and none for another (purchases at random), so training
+with a 7-day label horizon and weekly cutoffs must promote the first and
+refuse the second, with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from models.registry import ModelRegistry
+from propstream.cli import main
+from schemas.settings import Settings
+from tests.integration.helpers import query
+
+pytestmark = pytest.mark.integration
+
+START = int(datetime(2024, 3, 4, tzinfo=UTC).timestamp())
+DAY = 86_400
+MAPPING = """
+csv_columns = ["user_id", "item_id", "category_id", "behavior", "timestamp"]
+type = "behavior"
+timestamp_unit = "s"
+drop_types = ["fav"]
+
+[type_values]
+pv = "view"
+buy = "purchase"
+"""
+GROUPS = """
+[groups.learnable]
+categories = [1001]
+
+[groups.noise]
+categories = [2002]
+"""
+
+
+def export(path: Path, n_users: int = 400, days: int = 42, seed: int = 3) -> list[list]:
+    """Rows as the retailer's system writes them; customers who view and cart category 1001 buy it soon after."""
+    rng = random.Random(seed)
+    items = {1001: list(range(10, 40)), 2002: list(range(50, 80)), 3003: list(range(90, 120))}
+    rows: list[list] = []
+    for u in range(1, n_users + 1):
+        keen = rng.random() < 0.35  # interested in category 1001 this season
+        for day in range(days):
+            t0 = START + day * DAY
+            if rng.random() < 0.5:
+                cat = 1001 if keen and rng.random() < 0.7 else rng.choice([2002, 3003, 1001])
+                item = rng.choice(items[cat])
+                t = t0 + rng.randrange(DAY - 3600)
+                rows.append([u, item, cat, "pv", t])
+                if rng.random() < 0.1:
+                    rows.append([u, item, cat, "fav", t + 5])
+                if cat == 1001 and keen and rng.random() < 0.5:
+                    rows.append([u, item, cat, "cart", t + 60])
+                    if rng.random() < 0.6:
+                        rows.append([u, item, cat, "buy", t + 600])
+            if rng.random() < 0.06:  # category 2002 is bought at random, whatever anyone viewed
+                item = rng.choice(items[2002])
+                rows.append([u, item, 2002, "buy", t0 + rng.randrange(DAY)])
+    rows.sort(key=lambda r: r[4])
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)  # no header line
+    return rows
+
+
+def test_a_header_less_export_maps_trains_streams_and_refuses_what_cannot_learn(
+    tmp_path, chdb_dsn, capsys, monkeypatch
+):
+    rows = export(tmp_path / "export.csv")
+    (tmp_path / "mapping.toml").write_text(MAPPING)
+    (tmp_path / "groups.toml").write_text(GROUPS)
+    with (tmp_path / "catalog.csv").open("w", newline="") as f:  # numeric ids, read as integers
+        w = csv.writer(f)
+        w.writerow(["item_id", "product_category"])
+        w.writerows([i, c] for c, lo in ((1001, 10), (2002, 50), (3003, 90)) for i in range(lo, lo + 30))
+    db = "retailer_" + tmp_path.name[-8:].replace("-", "_")
+    env = {
+        "PROPSTREAM_GROUPS_FILE": str(tmp_path / "groups.toml"),
+        "PROPSTREAM_CLICKHOUSE__DATABASE": db,
+        "PROPSTREAM_TRAIN__LABEL_HORIZON_DAYS": "7",
+        "PROPSTREAM_TRAIN__CUTOFF_EVERY_DAYS": "7",
+        "PROPSTREAM_TRAIN__HISTORY_DAYS": "7",
+        "PROPSTREAM_STREAM__BATCH_SIZE": "2000",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn, "--catalog", str(tmp_path / "catalog.csv")]
+    files = ["--input", str(tmp_path / "export.csv"), "--mapping", str(tmp_path / "mapping.toml")]
+
+    assert main(["groups", *common, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"learnable": 30, "noise": 30}
+
+    assert main(["train", *common, *files]) == 0
+    out = capsys.readouterr().out
+    learnable = next(line for line in out.splitlines() if line.split()[:1] == ["learnable"])
+    noise = next(line for line in out.splitlines() if line.split()[:1] == ["noise"])
+    assert "promoted (the first model of the group)" in learnable, out
+    assert "not promoted, the group has no scores" in noise and "below the floor" in noise, out
+    registry = ModelRegistry(tmp_path / "models")
+    assert registry.production_version("noise") is None
+    assert registry.card("learnable", registry.production_version("learnable")).metrics["roc_auc"] > 0.6
+
+    assert main(["run", *common, *files, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    kinds = Counter(r[3] for r in rows)
+    assert summary["events_in"] == len(rows)
+    assert summary["dropped"] == kinds["fav"]  # dropped by the mapping, counted, not dead letters
+    assert summary["applied"] + summary["dead_letters"] + summary["dropped"] == len(rows)  # conservation
+    assert summary["dead_letters"] == 0  # the mapping reads every row
+
+    settings = Settings(data_dir=tmp_path, clickhouse_dsn=chdb_dsn, clickhouse={"database": db})
+    renamed = {"pv": "view", "buy": "purchase", "cart": "cart"}
+    expected: Counter = Counter()  # an independent recount: the 365-day window holds the whole export
+    for user, _, cat, behavior, _ in rows:
+        if behavior in renamed:
+            group = {1001: "learnable", 2002: "noise"}.get(cat)
+            for g in ("all", group) if group else ("all",):
+                expected[(str(user), f"grp={g}|type={renamed[behavior]}|stat=count|win=365d")] += 1
+    stored = Counter()
+    for user, feats in query(settings, "SELECT user_id, features FROM {db}.customer_features FINAL"):
+        for name, v in feats.items():
+            if name.endswith("|stat=count|win=365d"):
+                stored[(user, name)] = int(v)
+    assert stored == expected
+
+    scores = query(settings, "SELECT group_id, count() FROM {db}.scores FINAL GROUP BY group_id")
+    customers = query(settings, "SELECT count() FROM {db}.customer_features FINAL")[0][0]
+    assert dict(scores) == {"learnable": customers}  # the refused group has no scores at all
