@@ -8,7 +8,7 @@ The population at T is every customer with any event at or before T.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,9 +40,16 @@ def to_ms(t: datetime) -> int:
 
 
 def replay_features(
-    records: Iterable[EventRecord], cfg: StateConfig, catalog: GroupCatalog, as_of_ms: list[int]
+    records: Iterable[EventRecord],
+    cfg: StateConfig,
+    catalog: GroupCatalog,
+    as_of_ms: list[int],
+    progress: Callable[[list[EventRecord]], Iterable[EventRecord]] | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Features of every customer seen so far at each as-of time (events sorted by time here)."""
+    """Features of every customer seen so far at each as-of time (events sorted by time here).
+
+    ``progress`` wraps the ordered events as they are replayed (e.g. ``tqdm``).
+    """
     ordered = sorted(records, key=lambda r: r.ts_ms)
     cuts = sorted(as_of_ms)
     states: dict[str, CustomerState] = {}
@@ -58,7 +65,7 @@ def replay_features(
             rows[user] = row
         out[t] = rows
 
-    for rec in ordered:
+    for rec in ordered if progress is None else progress(ordered):
         while ci < len(cuts) and rec.ts_ms > cuts[ci]:
             snapshot(cuts[ci])
             ci += 1
@@ -79,10 +86,11 @@ def build_examples(
     cutoffs: list[datetime],
     horizon_days: int = 30,
     label_types: tuple[str, ...] = ("purchase",),
+    progress: Callable[[list[EventRecord]], Iterable[EventRecord]] | None = None,
 ) -> Examples:
     """Examples at each cutoff; a group's label: an event of ``label_types`` in it over the next ``horizon_days``."""
     cut_ms = [to_ms(c) for c in cutoffs]
-    feats = replay_features(records, cfg, catalog, cut_ms)
+    feats = replay_features(records, cfg, catalog, cut_ms, progress)
     n_groups = len(catalog.groups)
     unknown = sorted(set(label_types) - set(TYPE_INDEX))
     if unknown:

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from stream.parse import EventParser
 from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import migrate
-from stream.sources import FileReplaySource, read_batches
+from stream.sources import FileReplaySource, read_batches, read_records
 from stream.state import StateConfig
 
 Progress = Callable[[str], None]
@@ -266,6 +266,45 @@ def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[E
     return records, rejected
 
 
+@dataclass
+class MappingCheck:
+    """What a mapping makes of some files, before anything is written."""
+
+    read: int = 0
+    valid: int = 0
+    dropped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # dead-letter reason (its kind) -> rows
+    preview: list[dict] = field(default_factory=list)  # the first valid events, as the stream sees them
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # the first (source, reason)
+
+
+def check_mapping(
+    paths: list[Path], mapping: ColumnMapping, preview: int = 5, limit: int | None = None
+) -> MappingCheck:
+    """Read files through the stream's own parser under ``mapping``: counts, reasons, a preview; writes nothing."""
+    FileReplaySource(paths, mapping=mapping)  # missing files and unknown formats fail here
+    parser = EventParser(mapping)
+    out = MappingCheck()
+    for p in paths:
+        for source, payload in read_records(p, mapping=mapping):
+            if limit is not None and out.read >= limit:
+                return out
+            out.read += 1
+            rec = parser.parse_one(source, payload)
+            if rec is None:
+                out.dropped += 1
+            elif isinstance(rec, str):
+                kind = rec.split(":")[0]
+                out.reasons[kind] = out.reasons.get(kind, 0) + 1
+                if len(out.rejected) < preview:
+                    out.rejected.append((source, rec))
+            else:
+                out.valid += 1
+                if len(out.preview) < preview:
+                    out.preview.append(json.loads(rec.to_json()))
+    return out
+
+
 def read_archive(settings: Settings) -> list[EventRecord]:
     """Every archived event (``events FINAL``) as records, for training from the archive."""
     from schemas.events import TYPE_INDEX
@@ -280,6 +319,15 @@ def read_archive(settings: Settings) -> list[EventRecord]:
         EventRecord(u, i, TYPE_INDEX[t], int(ts), e, float(q_), round(v * 100), s)
         for u, i, t, ts, e, q_, v, s in q.result_rows
     ]
+
+
+def _progress_bar(what: str, total: int) -> Callable[[list], Any]:
+    """A tqdm bar on stderr for long loops (only drawn when they take more than a second)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, total=total, desc=what, unit=" ev", unit_scale=True, file=sys.stderr, delay=1.0)
 
 
 def train(
@@ -310,7 +358,8 @@ def train(
         raise AppError(msg)
     progress(f"building point-in-time examples at {len(plan.all_cutoffs())} cutoffs from {len(records):,} events")
     t = settings.train
-    ex = build_examples(records, cfg, catalog, plan.all_cutoffs(), t.label_horizon_days, t.label_types)
+    bar = _progress_bar("replaying events", len(records)) if progress is not None else None
+    ex = build_examples(records, cfg, catalog, plan.all_cutoffs(), t.label_horizon_days, t.label_types, bar)
     progress(f"{len(ex.users):,} examples; training {len(groups or spec.groups)} group model(s)")
     registry = ModelRegistry(settings.models_dir)
     t = settings.train

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -253,6 +254,33 @@ def _table(names: tuple[str, ...], rows: list) -> str:
     return "\n".join([line(list(names)), *(line(r) for r in cells)])
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from propstream import app
+    from schemas.mapping import ColumnMapping, load_mapping
+
+    settings = _settings(args)
+    mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
+    if settings.input is None or settings.input.startswith("kafka://"):
+        print("propstream check: give --input FILES (CSV / JSONL / Parquet)", file=sys.stderr)
+        return 2
+    paths = [Path(p) for p in settings.input.split(",")]
+    result = app.check_mapping(paths, mapping, preview=args.rows, limit=args.limit)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result)))
+        return 0
+    print(f"{result.read:,} rows read: {result.valid:,} valid, {result.dropped:,} dropped by the mapping, "
+          f"{result.read - result.valid - result.dropped:,} would be dead letters")
+    for kind, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {n:>10,}  {kind}")
+    for source, reason in result.rejected:
+        print(f"  e.g. {source}: {reason}")
+    if result.preview:
+        print("first valid events, as the stream sees them:")
+        for event in result.preview:
+            print("  " + json.dumps(event))
+    return 0
+
+
 def cmd_groups(args: argparse.Namespace) -> int:
     from propstream import app
 
@@ -422,6 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--recovery-dir",
         "also create this recovery store if there is none (stream.recovery_partitions partitions), else check it",
     )
+
+    sp = command(
+        "check", "read files through a mapping: valid, dropped and rejected rows, a preview; writes nothing", cmd_check
+    )
+    _flag(sp, "--input")
+    files(sp, catalog=False)
+    sp.add_argument("--rows", type=int, default=5, help="how many events and rejects to show, default 5")
+    sp.add_argument("--limit", type=int, help="read at most this many rows (default: all)")
 
     sp = command("groups", "the product groups and how many catalog items each holds", cmd_groups)
     _flag(sp, "--catalog")

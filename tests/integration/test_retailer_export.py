@@ -100,6 +100,15 @@ def test_a_header_less_export_maps_trains_streams_and_refuses_what_cannot_learn(
     common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn, "--catalog", str(tmp_path / "catalog.csv")]
     files = ["--input", str(tmp_path / "export.csv"), "--mapping", str(tmp_path / "mapping.toml")]
 
+    # Before anything is written: what the mapping makes of the export, and what reading it as-is would do.
+    assert main(["check", *files, "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    fav = sum(r[3] == "fav" for r in rows)
+    assert (check["read"], check["dropped"], check["valid"]) == (len(rows), fav, len(rows) - fav)
+    assert check["preview"][0]["type"] in {"view", "cart", "purchase"} and check["reasons"] == {}
+    assert main(["check", "--input", str(tmp_path / "export.csv")]) == 1  # no mapping: the header is data
+    assert "name its columns in csv_columns" in capsys.readouterr().err
+
     assert main(["groups", *common, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"learnable": 30, "noise": 30}
 
