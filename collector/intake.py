@@ -18,7 +18,7 @@ everything refused becomes a dead letter with its reason.
 >>> got.status, [r.event_id or r.reason for r in got.results]
 (207, ['e1', "invalid event: type: Input should be 'view', 'cart' or 'purchase'"])
 >>> got.dead[0].source
-'collector/r1#1'
+'collector/events/r1#1'
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from schemas.events import DeadLetter, EventRecord
 from stream.parse import EventParser, payload_text
 
-SOURCE = "collector"
+SOURCE = "collector"  # dead letters' source: collector/<endpoint>/<request id>[#<index in the request>]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Intake:
         except Exception as exc:  # bad UTF-8, bad JSON, nesting too deep, a number too long: all one answer
             return Outcome.refused(400, f"bad JSON: {type(exc).__name__}: {str(exc)[:200]}", raw, request_id)
         if isinstance(data, dict):
-            return self._events([data], request_id, now_ms)
+            return self._events([data], f"{SOURCE}/events/{request_id}", now_ms)
         if not isinstance(data, list):
             return Outcome.refused(400, f"not an event: JSON value is {type(data).__name__}", raw, request_id)
         if not data:
@@ -71,7 +71,7 @@ class Intake:
         if len(data) > self.max_events:
             reason = f"batch too large: {len(data):,} events > {self.max_events:,} (collector.max_events)"
             return Outcome.refused(413, reason, raw, request_id)
-        return self._events(data, request_id, now_ms)
+        return self._events(data, f"{SOURCE}/events/{request_id}", now_ms)
 
     def query(self, params: Mapping[str, str], request_id: str, now_ms: int) -> Outcome:
         """A pixel's query string (contract field names); digits in ``timestamp`` are epoch milliseconds."""
@@ -79,13 +79,13 @@ class Intake:
         ts = event.get("timestamp")
         if isinstance(ts, str) and ts.isascii() and ts.isdigit():
             event["timestamp"] = int(ts)  # as in a JSON body (a numeric string would be read as seconds or ms)
-        return self._events([event], request_id, now_ms)
+        return self._events([event], f"{SOURCE}/pixel/{request_id}", now_ms)
 
-    def _events(self, items: list[Any], request_id: str, now_ms: int) -> Outcome:
+    def _events(self, items: list[Any], request: str, now_ms: int) -> Outcome:
         out = Outcome(200)
         limit = self.parser.future_limit_ms()
         for i, item in enumerate(items):
-            source = f"{SOURCE}/{request_id}#{i}"
+            source = f"{request}#{i}"
             if isinstance(item, dict):
                 raw: Any = item
                 if item.get("timestamp") in (None, ""):
@@ -123,7 +123,7 @@ class Outcome:
     @classmethod
     def refused(cls, status: int, reason: str, raw: bytes, request_id: str) -> Outcome:
         """A request refused as a whole: one dead letter holding its body."""
-        return cls(status, dead=[DeadLetter(reason, payload_text(raw), f"{SOURCE}/{request_id}")], error=reason)
+        return cls(status, dead=[DeadLetter(reason, payload_text(raw), f"{SOURCE}/events/{request_id}")], error=reason)
 
     def as_json(self) -> dict[str, Any]:
         """The response body."""

@@ -90,7 +90,7 @@ def test_each_bad_event_is_rejected_with_its_reason_and_a_dead_letter(event, wor
     reason = got.results[1].reason
     assert word in reason
     (dead,) = got.dead
-    assert (dead.reason, dead.source, json.loads(dead.payload)) == (reason, "collector/r9#1", event)
+    assert (dead.reason, dead.source, json.loads(dead.payload)) == (reason, "collector/events/r9#1", event)
     assert got.as_json()["rejected"] == 1 and got.as_json()["accepted"] == 1
 
 
@@ -139,7 +139,7 @@ def test_a_request_refused_as_a_whole_is_one_dead_letter_with_its_body(raw, stat
     assert (got.status, got.events, got.results) == (status, [], [])
     assert word in got.error
     (dead,) = got.dead
-    assert dead.reason == got.error and dead.source == "collector/r1"
+    assert dead.reason == got.error and dead.source == "collector/events/r1"
     assert len(dead.payload) >= min(len(raw), 3) // 2
 
 
