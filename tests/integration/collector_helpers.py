@@ -26,7 +26,15 @@ class RunningCollector:
     ``PROPSTREAM_COLLECTOR__*`` variables; its stderr is kept for :meth:`stop` to return.
     """
 
-    def __init__(self, bootstrap: str, topic: str, workers: int = 1, origins: str = "", **settings: object):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        workers: int = 1,
+        origins: str = "",
+        log_level: str = "DEBUG",  # even then, no body and no user id may reach the log
+        **settings: object,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [
@@ -46,7 +54,7 @@ class RunningCollector:
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "PROPSTREAM_LOG_LEVEL": "DEBUG",  # even then, no body and no user id may reach the log
+            "PROPSTREAM_LOG_LEVEL": log_level,
             **{f"PROPSTREAM_COLLECTOR__{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.log = tempfile.TemporaryFile()

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -130,6 +131,17 @@ def test_bad_input_gets_a_4xx_per_event_and_dead_letters_with_reasons_and_the_co
     assert 'propstream_collector_events_rejected_total{reason="batch too large"} 1.0' in metrics
     assert "propstream_collector_events_accepted_total 4.0" in metrics
     assert SECRET not in log and "levitate" not in log and "collect" in log  # no user id, no body in the log
+
+
+def test_two_workers_share_the_port_and_metrics_count_both(bootstrap):
+    topic = new_topic(bootstrap, 2)
+    with RunningCollector(bootstrap, topic, workers=2) as collector, ThreadPoolExecutor(8) as pool:
+        bodies = [json.dumps(ev(f"w{i % 7}", event_id=f"w{i}")) for i in range(60)]
+        assert set(pool.map(lambda b: post(collector.url, b).status_code, bodies)) == {200}
+        # Whichever worker answers, /metrics sums both: with per-process counters it would say about 30.
+        for _ in range(4):
+            assert "propstream_collector_events_accepted_total 60.0" in httpx2.get(f"{collector.url}/metrics").text
+    assert sorted(v["event_id"] for _, v in read_topic(bootstrap, topic, 60)) == sorted(f"w{i}" for i in range(60))
 
 
 def shop_events(users: list[str], per_user: int, now_ms: int) -> list[dict]:
