@@ -10,7 +10,10 @@ generator: ``--concurrency`` connections, each POSTing a JSON array of
 2-second warm-up. A 200 means Kafka acknowledged every event of the request
 (acks=all); the figure is events in 200 answers per second, and the topic's
 end offsets are checked to hold at least that many. The load generator, the
-broker and the collector share this machine's cores.
+broker and the collector share this machine's cores, so the CPU time the
+collector's processes used in the measured seconds is printed too: events
+per CPU-second is what one core of collector would take with the load
+generator and the broker elsewhere.
 """
 
 from __future__ import annotations
@@ -88,6 +91,21 @@ async def drive(url: str, payloads: list[bytes], batch: int, seconds: float, con
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (uvicorn's workers) so far."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def topic_size(bootstrap: str, topic: str) -> int:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench"})
     try:
@@ -103,7 +121,12 @@ def run(bootstrap: str, workers: int, batch: int, args: argparse.Namespace) -> d
     with RunningCollector(bootstrap, topic, workers=workers, log_level="WARNING") as collector:
         url = f"{collector.url}/events"
         asyncio.run(drive(url, payloads, batch, 2.0, args.concurrency))  # warm-up
+        pid = collector.proc.pid  # type: ignore[union-attr]
+        cpu0 = cpu_seconds(pid)
         result = asyncio.run(drive(url, payloads, batch, args.seconds, args.concurrency))
+        cpu = cpu_seconds(pid) - cpu0
+    result["collector_cpu_s"] = round(cpu, 1)
+    result["events_per_cpu_s"] = round(result["events_acknowledged"] / cpu) if cpu else None
     on_topic = topic_size(bootstrap, topic)
     if on_topic < result["events_acknowledged"]:
         msg = f"only {on_topic:,} events on {topic}, {result['events_acknowledged']:,} acknowledged"
@@ -133,7 +156,8 @@ def main() -> None:
                         f"{workers} worker(s), {batch:>3} event(s)/request, {args.concurrency} connections: "
                         f"{r['events_per_s']:>7,} events/s acknowledged ({r['requests_per_s']:,} requests/s), "
                         f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; statuses {r['statuses']}; "
-                        f"{r['on_topic']:,} on the topic",
+                        f"{r['on_topic']:,} on the topic; collector CPU {r['collector_cpu_s']} s "
+                        f"({r['events_per_cpu_s']:,} events per CPU-second)",
                         flush=True,
                     )
     finally:
