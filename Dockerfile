@@ -1,4 +1,4 @@
-# propstream: the stream, the trainer and the CLI in one image.
+# propstream: the stream, the collector, the trainer and the CLI in one image.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -7,6 +7,7 @@ COPY stream stream
 COPY models models
 COPY offline_train offline_train
 COPY propstream propstream
+COPY collector collector
 RUN pip install --no-cache-dir .
 ENV PROPSTREAM_DATA_DIR=/data
 VOLUME ["/data"]

@@ -31,6 +31,10 @@ FLAG_SETTINGS = {
     "addresses": "addresses",
     "clock": "kafka.clock",
     "partitions": "kafka.partitions",
+    "host": "collector.host",
+    "port": "collector.port",
+    "workers": "collector.workers",
+    "allowed_origins": "collector.allowed_origins",
 }
 
 
@@ -143,6 +147,31 @@ def cmd_produce(args: argparse.Namespace) -> int:
         if args.json
         else f"sent {report.sent:,} events to {settings.kafka.topic}, rejected {len(report.rejected):,}"
     )
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from collector import serve
+    from propstream import app
+
+    settings = _settings(args)
+    if settings.kafka_url:
+        settings = app.kafka_from_url(settings, settings.kafka_url)
+    c, k = settings.collector, settings.kafka
+    print(
+        f"collector on http://{c.host}:{c.port} ({c.workers} worker(s)) -> Kafka {k.bootstrap_servers} "
+        f"topic {k.topic}, dead letters {k.dead_letters_topic}",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(settings)
+    return 0
+
+
+def cmd_snippet(args: argparse.Namespace) -> int:
+    from collector import snippet_js
+
+    sys.stdout.write(snippet_js())
     return 0
 
 
@@ -423,6 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(sp, "--kafka")
     files(sp, catalog=False)
     sp.add_argument("--rejects", help="write rejected rows (source, reason) to this JSONL file")
+
+    sp = command(
+        "collect",
+        "serve the HTTP event collector: pixel, POST /events (sendBeacon, backends), health, metrics, the snippet",
+        cmd_collect,
+        common=False,
+    )
+    _flag(sp, "--kafka", "kafka://HOST:PORT/TOPIC: where events go (their dead letters to TOPIC-dead-letters)")
+    _flag(sp, "--host")
+    _flag(sp, "--port", type=int)
+    _flag(sp, "--workers", type=int)
+    _flag(sp, "--allowed-origins")
+    command(
+        "snippet", "print the page snippet (JavaScript) that sends events to the collector", cmd_snippet, common=False
+    )
 
     sp = command(
         "train",

@@ -175,6 +175,64 @@ class KafkaSettings(BaseModel):
         return cfg
 
 
+class CollectorSettings(BaseModel):
+    """The HTTP event collector (``propstream collect``): where it listens and what it accepts.
+
+    The collector answers a request only after Kafka acknowledged everything
+    the request wrote; ``ack_timeout_seconds`` bounds that wait.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="address the collector listens on (0.0.0.0: every interface)")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port of the collector")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="collector processes sharing the port, each its own producer"
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="comma-separated origins (scheme://host[:port]) whose pages may call the collector (CORS); "
+        "* for any",
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, le=64 * 1024 * 1024, description="a larger request body is refused (413)"
+    )
+    max_events: int = Field(default=500, ge=1, le=100_000, description="a larger JSON array of events is refused (413)")
+    ack_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=300.0,
+        description="how long a request waits for Kafka's acknowledgement before it is answered 503",
+    )
+    retry_after_seconds: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="Retry-After of a 503; for this long after a failed delivery, requests are answered 503 at once",
+    )
+    max_queued_events: int = Field(
+        default=100_000,
+        ge=100,
+        le=10_000_000,
+        description="messages a worker may hold unacknowledged; past it requests are answered 503",
+    )
+    linger_ms: float = Field(
+        default=5.0, ge=0.0, le=1000.0, description="producer batching delay (librdkafka linger.ms)"
+    )
+    health_timeout_seconds: float = Field(
+        default=2.0, gt=0.0, le=60.0, description="/health answers 503 when Kafka's metadata takes longer"
+    )
+
+    @property
+    def origins(self) -> list[str]:
+        """The allowed origins as a list.
+
+        >>> CollectorSettings(allowed_origins="https://shop.example, http://127.0.0.1:8000").origins
+        ['https://shop.example', 'http://127.0.0.1:8000']
+        """
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+
+
 class ClickHouseSettings(BaseModel):
     """Where scores go. ``dsn`` empty means embedded chDB under the data dir."""
 
@@ -204,7 +262,7 @@ class Settings(BaseSettings):
     mapping: Path | None = Field(default=None, description="column mapping TOML of file inputs")
     train_input: str | None = Field(default=None, description="`train`: files instead of the events archive")
     kafka_url: str | None = Field(
-        default=None, description="`produce` / `init`: kafka://HOST:PORT/TOPIC, else the kafka settings"
+        default=None, description="`produce` / `init` / `collect`: kafka://HOST:PORT/TOPIC, else the kafka settings"
     )
     recovery_dir: Path | None = Field(default=None, description="the recovery store shared by every process of a run")
     snapshot_seconds: float = Field(default=10.0, gt=0.0, description="epoch between recovery snapshots")
@@ -217,6 +275,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     kafka: KafkaSettings = KafkaSettings()
+    collector: CollectorSettings = CollectorSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -19,7 +19,7 @@ from stream.sources.base import SourceBatch
 log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024
 FUTURE_TOLERANCE_MS = 24 * 3_600_000
-_FUTURE = "in the future: timestamp is more than 24 h ahead of the wall clock"
+FUTURE_REASON = "in the future: timestamp is more than 24 h ahead of the wall clock"
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ParsedBatch:
     watermark: int | None = None
 
 
-def _payload_text(payload: Any) -> str:
+def payload_text(payload: Any) -> str:
     """The raw input as text for the dead-letter table; never raises."""
     if isinstance(payload, str):
         return payload
@@ -85,6 +85,24 @@ class EventParser:
             return self._parse_one(source, payload)
         except Exception as exc:
             return f"unparseable: {type(exc).__name__}: {str(exc)[:200]}"
+
+    def future_limit_ms(self) -> int:
+        """Event times past this (epoch ms, 24 h ahead of the wall clock) are refused."""
+        return int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
+
+    def check(self, source: str, payload: Any, limit_ms: int | None = None) -> EventRecord | str | None:
+        """:meth:`parse_one` plus the wall-clock bound: what the stream would apply, why not, or None (dropped).
+
+        Producers (``propstream produce``, the HTTP collector) call it, so that
+        they refuse exactly what the stream would dead-letter at parsing.
+        ``limit_ms`` is :meth:`future_limit_ms`, taken once for a batch.
+        """
+        rec = self.parse_one(source, payload)
+        if rec is None or isinstance(rec, str):
+            return rec
+        if rec.ts_ms > (self.future_limit_ms() if limit_ms is None else limit_ms):
+            return FUTURE_REASON
+        return rec
 
     def _parse_one(self, source: str, payload: Any) -> EventRecord | str | None:
         if self._wire_format and isinstance(payload, bytes | str) and len(payload) <= MAX_PAYLOAD_BYTES // 4:
@@ -129,22 +147,22 @@ class EventParser:
             n_parts=batch.n_parts,
             idle=batch.idle or batch.final,
         )
-        limit = int(self.wall_clock() * 1000) + FUTURE_TOLERANCE_MS
+        limit = self.future_limit_ms()
         records, dead = out.records, out.dead
 
         def take(source: str, payload: Any, rec: EventRecord | str | None) -> None:
             if rec is None:
                 out.dropped += 1
             elif isinstance(rec, str):
-                dead.append(DeadLetter(rec, _payload_text(payload), source))
+                dead.append(DeadLetter(rec, payload_text(payload), source))
             elif rec.ts_ms > limit:
-                dead.append(DeadLetter(_FUTURE, _payload_text(payload), source))
+                dead.append(DeadLetter(FUTURE_REASON, payload_text(payload), source))
             else:
                 records.append(rec)
 
         if batch.columns is None:
             for source, payload in batch.records:
-                take(source, payload, self.parse_one(source, payload))
+                take(source, payload, self.check(source, payload, limit))
         else:
             table = batch.columns
             sources = [f"{batch.part}:row{batch.first_row + i}" for i in range(table.num_rows)]

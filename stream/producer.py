@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from stream.errors import StreamError
 from stream.parse import EventParser
 from stream.sources.base import RawRecord
+from stream.wire import event_message
 
 
 class DeliveryError(StreamError):
@@ -58,16 +59,17 @@ def produce(
     producer = Producer({"linger.ms": 20, "enable.idempotence": True, "compression.type": "lz4", **config})
     for source, payload in records:
         report.read += 1
-        rec = parser.parse_one(source, payload)
+        rec = parser.check(source, payload)
         if rec is None:
             report.dropped += 1
             continue
         if isinstance(rec, str):
             report.rejected.append((source, rec))
             continue
+        key, value = event_message(rec)
         while True:
             try:
-                producer.produce(topic, rec.to_json().encode(), key=rec.user_id.encode(), on_delivery=delivered)
+                producer.produce(topic, value, key=key, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)  # local queue full: wait for deliveries

@@ -1,12 +1,11 @@
 """Dead letters to a Kafka topic (beside the ``dead_letters`` table), for producers to watch.
 
 The table keeps every payload whole; on the topic a payload over 64 KiB is cut
-(``payload_truncated``) so a poison message never exceeds the broker's limit.
+(``payload_truncated``, ``stream.wire``) so a poison message never exceeds the broker's limit.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +14,7 @@ from confluent_kafka import Producer
 
 from schemas.events import DeadLetter
 from stream.producer import DeliveryError
-
-MAX_TOPIC_PAYLOAD = 64 * 1024
+from stream.wire import dead_letter_message
 
 
 class _Partition(StatelessSinkPartition[DeadLetter]):
@@ -32,17 +30,8 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
     def write_batch(self, items: list[DeadLetter]) -> None:
         now = datetime.now(tz=UTC).isoformat()
         for dead in items:
-            cut = len(dead.payload) > MAX_TOPIC_PAYLOAD
-            value = json.dumps(
-                {
-                    "reason": dead.reason,
-                    "payload": dead.payload[:MAX_TOPIC_PAYLOAD],
-                    "payload_truncated": cut,
-                    "source": dead.source,
-                    "received_at": now,
-                }
-            )
-            self.producer.produce(self.topic, value.encode(), key=dead.source.encode(), on_delivery=self._delivered)
+            key, value = dead_letter_message(dead, now)
+            self.producer.produce(self.topic, value, key=key, on_delivery=self._delivered)
         if self.producer.flush(30) or self.errors:
             msg = (
                 f"dead letters not delivered to {self.topic}: {self.errors[:3] or 'flush timed out'} "

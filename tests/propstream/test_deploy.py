@@ -19,7 +19,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
 def test_services_of_the_deployment():
-    assert set(COMPOSE["services"]) == {"kafka", "clickhouse", "init", "stream", "trainer"}
+    assert set(COMPOSE["services"]) == {"kafka", "clickhouse", "init", "collector", "stream", "trainer"}
 
 
 def test_environment_keys_are_settings_the_app_reads(monkeypatch: pytest.MonkeyPatch):
@@ -52,9 +52,21 @@ def test_services_talk_to_each_other_on_the_published_ports():
     assert "--recovery-dir" in stream_cmd
 
 
+def test_the_collector_writes_where_the_stream_reads_and_its_settings_validate(monkeypatch: pytest.MonkeyPatch):
+    svc = COMPOSE["services"]
+    collect, run = svc["collector"]["command"], svc["stream"]["command"]
+    assert collect[0] == "collect" and collect[collect.index("--kafka") + 1] == run[run.index("--input") + 1]
+    port = collect[collect.index("--port") + 1]
+    assert collect[collect.index("--host") + 1] == "0.0.0.0" and f"{port}:{port}" in svc["collector"]["ports"]
+    assert f":{port}/health" in " ".join(svc["collector"]["healthcheck"]["test"])
+    for key, value in svc["collector"]["environment"].items():
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
+    assert Settings().collector.workers == 2  # extra="forbid": a misspelt collector key fails here
+
+
 def test_image_installs_every_package():
     docker = (ROOT / "Dockerfile").read_text()
-    for pkg in ("schemas", "stream", "models", "offline_train", "propstream"):
+    for pkg in ("schemas", "stream", "models", "offline_train", "propstream", "collector"):
         assert f"COPY {pkg} {pkg}" in docker
     assert 'ENTRYPOINT ["propstream"]' in docker
 
@@ -73,12 +85,13 @@ def test_the_image_build_ships_every_module_and_data_file(tmp_path):
     subprocess.run([*build, str(context)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("propstream-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    packages = ("schemas", "stream", "models", "offline_train", "propstream")
+    packages = ("schemas", "stream", "models", "offline_train", "propstream", "collector")
     wanted = {
         p.relative_to(ROOT).as_posix()
         for pkg in packages
         for p in (ROOT / pkg).rglob("*")
-        if p.suffix in {".py", ".toml"} and "__pycache__" not in p.parts
+        if p.suffix in {".py", ".toml", ".js"} and "__pycache__" not in p.parts
     }
     assert wanted - shipped == set()
     assert "propstream/data/completejourney_groups.toml" in shipped
+    assert "collector/static/propstream.js" in shipped
