@@ -26,6 +26,7 @@ from propstream import app, completejourney
 from schemas.mapping import load_mapping
 from schemas.settings import Settings, StreamSettings
 from stream.parse import EventParser
+from stream.scoring import ShardScoring
 from stream.shard import ShardProcessor
 from stream.sinks.clickhouse import ClickHouseWriter
 
@@ -48,7 +49,7 @@ def add_timers(seconds: Counter) -> None:
     timed(EventParser, "parse_batch", lambda a: "parse")
     timed(ShardProcessor, "process", lambda a: "shard")
     timed(ShardProcessor, "_refresh", lambda a: "shard: refresh (incl. scoring)")
-    timed(ShardProcessor, "_predict", lambda a: "shard: scoring (own thread, overlaps refresh)")
+    timed(ShardScoring, "predict", lambda a: "shard: scoring (own thread, overlaps refresh)")
     timed(ClickHouseWriter, "insert", lambda a: f"insert {a[1]}")
 
 

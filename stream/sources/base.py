@@ -27,7 +27,7 @@ class SourceBatch:
     part: str = ""  # the source partition (file or topic partition)
     n_parts: int = 1  # how many partitions the source has
     final: bool = False  # the last batch of its partition
-    idle: bool = False  # read to its end and quiet for a while (see CustomerShard.advance: the clock)
+    idle: bool = False  # read to its end and quiet for a while (see stream.clock.ShardClock.advance)
     # A columnar source (Parquet) sends an Arrow record batch instead of records;
     # its rows are `{part}:row{first_row + i}`.
     columns: Any = None

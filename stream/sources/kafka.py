@@ -12,7 +12,7 @@ clock as its tick, and an idle partition still emits an empty tick batch every
 been read to the end of its log (librdkafka's partition EOF) and has had no
 message for ``idle_seconds`` says so (``SourceBatch.idle``), so that in event
 time it does not hold back the clock of the others (see
-``CustomerShard.advance``); its next message makes it active again. Idleness
+``stream.clock.ShardClock.advance``); its next message makes it active again. Idleness
 and ``exit_when_idle`` both need the end of the log: a partition slow to
 start is never taken for an empty one.
 """

@@ -1,4 +1,4 @@
-"""The shard: its clock and retention horizon (from where its source partitions stand) and how it applies a batch."""
+"""The shard: snapshots and layout, its expiry heap, and how a batch goes through it (events, clock, rows, scores)."""
 
 from __future__ import annotations
 
@@ -19,58 +19,9 @@ from stream.shard import (
     state_layout,
 )
 from stream.state import CustomerState, StateConfig
+from tests.stream.test_scoring import FakeModels
 
 L = 1_000  # allowed lateness in these tests
-
-
-def test_clock_waits_for_every_partition_then_follows_the_slowest():
-    sh = CustomerShard(0)
-    sh.advance("p0", 2, 5_000, None, idle=False, lateness=L)
-    assert sh.clock is None  # p1 has not reported: p0 alone could expire windows p1's events still fall in
-    sh.advance("p1", 2, 2_000, None, idle=False, lateness=L)
-    assert sh.clock == 2_000
-    sh.advance("p0", 2, 9_000, None, idle=False, lateness=L)
-    assert sh.clock == 2_000
-    sh.advance("p1", 2, 7_000, None, idle=False, lateness=L)
-    assert sh.clock == 7_000
-    sh.advance("p1", 2, None, None, idle=True, lateness=L)  # p1 idle: only p0 holds the clock back
-    assert sh.clock == 9_000
-    sh.advance("p0", 2, None, None, idle=True, lateness=L)
-    assert sh.clock == 9_000
-
-
-def test_clock_never_moves_backwards():
-    sh = CustomerShard(0)
-    sh.advance("p0", 1, 10_000, None, idle=False, lateness=L)
-    sh.advance("p0", 1, 3_000, None, idle=False, lateness=L)
-    assert sh.clock == 10_000
-
-
-def test_an_idle_partition_that_never_had_events_blocks_neither_the_clock_nor_retention():
-    sh = CustomerShard(0)
-    sh.advance("p1", 2, None, None, idle=True, lateness=L)
-    sh.advance("p0", 2, 4_000, None, idle=False, lateness=L)
-    assert (sh.clock, sh.horizon) == (4_000, 4_000 - L)
-
-
-def test_retention_follows_the_slowest_partition_idle_or_not():
-    """An idle partition with a watermark may still send events as old as its watermark minus the lateness."""
-    sh = CustomerShard(0)
-    sh.advance("p0", 2, 5_000, None, idle=False, lateness=L)
-    sh.advance("p1", 2, 3_000, None, idle=True, lateness=L)
-    assert sh.clock == 5_000  # p1 is idle: it does not hold the clock back
-    assert sh.horizon == 3_000 - L  # but its next event may be as old as 2,000
-    sh.advance("p0", 2, 8_000, None, idle=False, lateness=L)
-    assert (sh.clock, sh.horizon) == (8_000, 2_000)
-
-
-def test_a_live_clock_is_the_wall_tick_and_retention_stays_in_event_time():
-    """Downtime moves the wall clock, never the horizon: a backlog older than the lateness is still applied."""
-    sh = CustomerShard(0)
-    sh.advance("p0", 1, 1_000_000, 1_000_500, idle=False, lateness=L)
-    assert (sh.clock, sh.horizon) == (1_000_500, 1_000_000 - L)
-    sh.advance("p0", 1, None, 1_000_500 + 30 * 3_600_000, idle=False, lateness=L)  # 30 h later, nothing arrived
-    assert (sh.clock, sh.horizon) == (1_000_500 + 30 * 3_600_000, 1_000_000 - L)
 
 
 def test_which_partitions_are_idle_is_not_carried_across_a_restart():
@@ -165,3 +116,107 @@ def test_after_a_restart_every_customer_is_rewritten_once_when_no_killed_run_can
     out = proc.process(live, ShardInput(0, [], t + 60_000, "p0", 2, watermark=t + 2))
     assert sorted(row.user_id for row in out.features) == ["u0", "u1", "u2"]
     assert not sh.resumed  # a run that was not resumed rewrites nothing
+
+
+# --------------------------------------------------------------------------- processing a batch
+
+GROUPS = (ProductGroup(name="coffee", items=("c1",)), ProductGroup(name="tea", items=("t1",)))
+CATALOG = GroupCatalog(GROUPS, {"c1": (0, 2), "t1": (1, 2)})
+CFG = StateConfig.build(FeatureSpec(groups=("coffee", "tea")))
+HOUR, DAY = 3_600_000, 86_400_000
+T = 1_500_000_000_000 - 1_500_000_000_000 % DAY
+
+
+def ev(user: str, item: str, ts: int, eid: str, type_index: int = 2) -> EventRecord:
+    return EventRecord(user, item, type_index, ts, eid, 1.0, 100, f"src:{eid}")
+
+
+def purchases_models() -> FakeModels:
+    """Each group's score is its 365-day purchase count (an easy score to predict in a test)."""
+    index = CFG.spec.index
+    return FakeModels(
+        columns=(
+            index["grp=coffee|type=purchase|stat=count|win=365d"],
+            index["grp=tea|type=purchase|stat=count|win=365d"],
+        )
+    )
+
+
+def written(out) -> set[tuple[str, str, float, int]]:
+    s = out.scores
+    return set(zip(s.user_id, s.group_id, s.score, s.model_version, strict=True))
+
+
+def test_only_moved_scores_are_written_and_a_promoted_model_rescores_every_customer():
+    models = purchases_models()
+    proc = ShardProcessor(CFG, CATALOG, models, L)
+    sh = CustomerShard(0)
+
+    def batch(*events, at=None):
+        wm = at if at is not None else max(e.ts_ms for e in events)
+        return proc.process(sh, ShardInput(0, list(events), None, watermark=wm))
+
+    first = batch(ev("u1", "c1", T, "e1"), ev("u2", "t1", T, "e2"))
+    assert written(first) == {("u1", "coffee", 1, 1), ("u1", "tea", 0, 1), ("u2", "coffee", 0, 1), ("u2", "tea", 1, 1)}
+    viewed = batch(ev("u1", "c1", T + HOUR, "e3", type_index=0))  # features change, purchase counts do not
+    assert [f.user_id for f in viewed.features] == ["u1"] and written(viewed) == set()
+    bought = batch(ev("u1", "c1", T + 2 * HOUR, "e4"))
+    assert written(bought) == {("u1", "coffee", 2, 1)}  # tea was rescored for u1 (``all`` changed), unmoved
+    models.promote(1)
+    promoted = batch(at=T + 2 * HOUR)
+    assert written(promoted) == {("u1", "tea", 0, 2), ("u2", "tea", 1, 2)}
+    assert promoted.features == []  # no feature changed
+
+
+def test_a_customer_without_new_events_is_refreshed_when_the_clock_reaches_its_next_change():
+    proc = ShardProcessor(CFG, CATALOG, None, L)
+    sh = CustomerShard(0)
+    proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], None, watermark=T))
+    due = sh.due["u1"]
+    assert T < due <= T + DAY  # the 1d window: its hourly bucket leaves after a day at the latest
+    before = proc.process(sh, ShardInput(0, [ev("u2", "t1", due - 1, "e2")], None, watermark=due - 1))
+    assert [f.user_id for f in before.features] == ["u2"]
+    after = proc.process(sh, ShardInput(0, [ev("u2", "t1", due, "e3")], None, watermark=due))
+    assert sorted(f.user_id for f in after.features) == ["u1", "u2"]
+    (u1,) = [f for f in after.features if f.user_id == "u1"]
+    expected = CustomerState()
+    expected.apply(CFG, T, 2, (0, 2), 100)
+    expected.advance(CFG, due)
+    row = CFG.new_row()
+    expected.write_features(CFG, row)
+    assert u1.features == {n: v for n, v in zip(CFG.spec.names, row.tolist(), strict=True) if v or n.count("|") == 1}
+
+
+def test_the_expiry_heap_ignores_entries_of_customers_rescheduled_or_dropped():
+    sh = CustomerShard(0)
+    sh.customers = {"a": CustomerState(), "b": CustomerState()}
+    sh.customers["a"].apply(CFG, T, 2, (0, 2), 100)
+    sh.customers["b"].apply(CFG, T, 2, (1, 2), 100)
+    assert sh.reschedule(CFG, ["a", "b"]) == []
+    at = sh.due["a"]
+    assert sh.reschedule(CFG, ["a"]) == [] and len(sh.heap) == 2  # same time: not pushed twice
+    sh.due["b"] = at + DAY  # b was rescheduled later; its old entry is stale
+    sh.heap.append((at + DAY, "b"))
+    assert sh.pop_due(at) == ["a"]
+    assert sh.pop_due(at + DAY) == ["b"]
+    assert sh.heap == [] and sh.due == {}
+
+
+def test_a_customer_left_without_history_is_dropped_with_its_cached_scores():
+    proc = ShardProcessor(CFG, CATALOG, purchases_models(), L)
+    sh = CustomerShard(0)
+    proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1"), ev("u2", "t1", T, "e2")], None, watermark=T))
+    assert sh.scores.keys() == {"u1", "u2"}
+    later = T + 400 * DAY  # past the longest window and the recency cap
+    out = proc.process(sh, ShardInput(0, [ev("u2", "t1", later, "e3")], None, watermark=later))
+    assert sh.customers.keys() == sh.scores.keys() == {"u2"} and "u1" not in sh.due
+    assert ("u1", "coffee", 0, 1) in written(out)  # its last scores say it is gone
+
+
+def test_events_wait_for_the_clock_before_their_customers_are_refreshed():
+    proc = ShardProcessor(CFG, CATALOG, None, L)
+    sh = CustomerShard(0)
+    early = proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], None, "p0", 2, watermark=T))
+    assert len(early.applied) == 1 and early.features == []  # p1 has not reported: no clock yet
+    out = proc.process(sh, ShardInput(0, [], None, "p1", 2, watermark=T + HOUR))
+    assert [f.user_id for f in out.features] == ["u1"] and out.features[0].as_of == T

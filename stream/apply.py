@@ -1,0 +1,157 @@
+"""Applying a batch of events to a shard's customers and item-activity cells.
+
+Events are taken in arrival order. One older than the shard's retention
+horizon, or whose event_id its customer has already seen (a second delivery),
+becomes a dead letter with its reason. The rest are applied: consecutive
+events of one customer, time and type (a basket's lines) as one update of the
+customer's state (``CustomerState.apply_run``, exact: the same as one by one),
+and each to its item's hourly cell ``(hour_ms, item_id, type_index) ->
+[events, quantity, cents]``.
+
+The loop is inlined: it runs for every event, so it calls no function per
+event, only one per basket.
+
+>>> from schemas.events import EventRecord
+>>> from schemas.features import FeatureSpec
+>>> from schemas.groups import GroupCatalog, ProductGroup
+>>> from stream.state import StateConfig
+>>> catalog = GroupCatalog((ProductGroup(name="coffee", items=("c1",)),), {"c1": (0, 1), "x": (1,)})
+>>> cfg = StateConfig.build(FeatureSpec(groups=("coffee",)))
+>>> t = 1_500_000_000_000
+>>> basket = [EventRecord("u1", item, 2, t, eid, 1.0, 250, "f:1") for item, eid in [("c1", "e1"), ("x", "e2")]]
+>>> customers, items = {}, {}
+>>> batch = apply_events(cfg, catalog, customers, items, [*basket, basket[0]], horizon=None)
+>>> [rec.event_id for rec in batch.applied], [d.reason for d in batch.dead_letters]
+(['e1', 'e2'], ["duplicate: event_id 'e1' was already applied"])
+>>> {user: sorted(groups) for user, groups in batch.dirty.items()}  # coffee (0) and all (1) changed
+{'u1': [0, 1]}
+>>> [(row.item_id, row.type, row.events, row.value) for row in sorted(item_rows(items, batch.items, shard=0))]
+[('c1', 'purchase', 1, 2.5), ('x', 'purchase', 1, 2.5)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.events import TYPE_NAMES, DeadLetter, EventRecord, ItemActivityRow
+from schemas.groups import GroupCatalog
+from stream.clock import HOUR_MS, late_reason
+from stream.state import CustomerState, StateConfig
+
+ItemKey = tuple[int, str, int]  # (hour_ms, item_id, type_index)
+
+
+@dataclass
+class AppliedEvents:
+    """What applying a batch did."""
+
+    dirty: dict[str, set[int]]  # customer -> groups (``all`` last) whose features changed
+    applied: list[EventRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    items: set[ItemKey] = field(default_factory=set)  # item-activity cells the batch touched
+
+
+def apply_events(
+    cfg: StateConfig,
+    catalog: GroupCatalog,
+    customers: dict[str, CustomerState],
+    items: dict[ItemKey, list],
+    events: list[EventRecord],
+    horizon: int | None,
+    dirty: dict[str, set[int]] | None = None,
+) -> AppliedEvents:
+    """Apply ``events`` to ``customers`` (new ones are added) and ``items``; refuse duplicates and the too late.
+
+    ``horizon``: the shard's retention horizon (events before it are dead
+    letters). ``dirty``, updated in place when given: customers already
+    changed whose features are still to be refreshed.
+    """
+    out = AppliedEvents({} if dirty is None else dirty)
+    dirty = out.dirty
+    dead = out.dead_letters
+    applied = out.applied
+    touched_items = out.items
+    groups_of = catalog.groups_of
+    # Consecutive events of one customer, time and type (a basket's lines) are counted as one run.
+    run_key = ("", 0, 0)  # (user, ts, type); run_n == 0 means no run yet
+    run_state = CustomerState()
+    run_counts: dict[int, list[int]] = {}
+    run_n = 0
+    for rec in events:
+        user, item, type_index, ts, event_id, quantity, cents, _ = rec
+        if horizon is not None and ts < horizon:  # only from a partition that was idle without a watermark
+            dead.append(DeadLetter(late_reason(horizon, ts), rec.to_json(), rec.source))
+            continue
+        state = customers.get(user)
+        if state is None:
+            state = customers[user] = CustomerState()
+        if not state.see(event_id, ts):
+            dead.append(DeadLetter(f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source))
+            continue
+        key = (user, ts, type_index)
+        if key != run_key:
+            if run_n:
+                _apply_run(cfg, dirty, run_key, run_state, run_counts, run_n)
+            run_key, run_state, run_counts, run_n = key, state, {}, 0
+        for g in groups_of(item):
+            c = run_counts.get(g)
+            if c is None:
+                run_counts[g] = [1, cents]
+            else:
+                c[0] += 1
+                c[1] += cents
+        run_n += 1
+        applied.append(rec)
+        item_key = (ts - ts % 3_600_000, item, type_index)  # the hour (HOUR_MS) it falls in
+        touched_items.add(item_key)
+        cell = items.get(item_key)
+        if cell is None:
+            items[item_key] = [1, quantity, cents]
+        else:
+            cell[0] += 1
+            cell[1] += quantity
+            cell[2] += cents
+    if run_n:
+        _apply_run(cfg, dirty, run_key, run_state, run_counts, run_n)
+    return out
+
+
+def _apply_run(
+    cfg: StateConfig,
+    dirty: dict[str, set[int]],
+    key: tuple[str, int, int],
+    state: CustomerState,
+    counts: dict[int, list[int]],
+    n_events: int,
+) -> None:
+    """One basket (events of one customer, time and type) as one state update; marks its changed groups."""
+    user, ts, type_index = key
+    changed = state.apply_run(cfg, ts, type_index, counts, n_events)
+    marked = dirty.get(user)
+    if marked is None:
+        dirty[user] = set(changed)
+    else:
+        marked.update(changed)
+
+
+def item_rows(items: dict[ItemKey, list], touched: set[ItemKey], shard: int) -> list[ItemActivityRow]:
+    """Rows of ``item_activity`` for the cells a batch touched (cumulative counts of the cell)."""
+    rows = []
+    for key in touched:
+        n, qty, cents = items[key]
+        rows.append(ItemActivityRow(key[0], key[1], TYPE_NAMES[key[2]], shard, n, qty, cents / 100))
+    return rows
+
+
+def forget_items(items: dict[ItemKey, list], horizon: int | None) -> dict[ItemKey, list]:
+    """``items`` without the cells no event can reach any more (the hour ended before the horizon).
+
+    >>> forget_items({(0, "a", 2): [1, 1.0, 99], (HOUR_MS, "a", 2): [1, 1.0, 99]}, horizon=HOUR_MS + 1)
+    {(3600000, 'a', 2): [1, 1.0, 99]}
+    """
+    if horizon is None:
+        return items
+    horizon -= HOUR_MS  # an hour cell ends before the horizon: no event can reach it
+    if items and min(k[0] for k in items) < horizon:
+        return {k: v for k, v in items.items() if k[0] >= horizon}
+    return items

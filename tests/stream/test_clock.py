@@ -1,0 +1,109 @@
+"""The shard clock (expires windows) and retention horizon (forgets ids and cells), from where partitions stand."""
+
+from __future__ import annotations
+
+from stream.clock import late_reason
+from stream.shard import CustomerShard
+
+L = 1_000  # allowed lateness in these tests
+HOUR = 3_600_000
+
+
+def test_clock_waits_for_every_partition_then_follows_the_slowest():
+    sh = CustomerShard(0)
+    sh.advance("p0", 2, 5_000, None, idle=False, lateness=L)
+    assert sh.clock is None  # p1 has not reported: p0 alone could expire windows p1's events still fall in
+    sh.advance("p1", 2, 2_000, None, idle=False, lateness=L)
+    assert sh.clock == 2_000
+    sh.advance("p0", 2, 9_000, None, idle=False, lateness=L)
+    assert sh.clock == 2_000
+    sh.advance("p1", 2, 7_000, None, idle=False, lateness=L)
+    assert sh.clock == 7_000
+    sh.advance("p1", 2, None, None, idle=True, lateness=L)  # p1 idle: only p0 holds the clock back
+    assert sh.clock == 9_000
+    sh.advance("p0", 2, None, None, idle=True, lateness=L)
+    assert sh.clock == 9_000
+
+
+def test_clock_never_moves_backwards():
+    sh = CustomerShard(0)
+    sh.advance("p0", 1, 10_000, None, idle=False, lateness=L)
+    sh.advance("p0", 1, 3_000, None, idle=False, lateness=L)
+    assert sh.clock == 10_000
+
+
+def test_an_idle_partition_that_never_had_events_blocks_neither_the_clock_nor_retention():
+    sh = CustomerShard(0)
+    sh.advance("p1", 2, None, None, idle=True, lateness=L)
+    sh.advance("p0", 2, 4_000, None, idle=False, lateness=L)
+    assert (sh.clock, sh.horizon) == (4_000, 4_000 - L)
+
+
+def test_retention_follows_the_slowest_partition_idle_or_not():
+    """An idle partition with a watermark may still send events as old as its watermark minus the lateness."""
+    sh = CustomerShard(0)
+    sh.advance("p0", 2, 5_000, None, idle=False, lateness=L)
+    sh.advance("p1", 2, 3_000, None, idle=True, lateness=L)
+    assert sh.clock == 5_000  # p1 is idle: it does not hold the clock back
+    assert sh.horizon == 3_000 - L  # but its next event may be as old as 2,000
+    sh.advance("p0", 2, 8_000, None, idle=False, lateness=L)
+    assert (sh.clock, sh.horizon) == (8_000, 2_000)
+
+
+def test_a_live_clock_is_the_wall_tick_and_retention_stays_in_event_time():
+    """Downtime moves the wall clock, never the horizon: a backlog older than the lateness is still applied."""
+    sh = CustomerShard(0)
+    sh.advance("p0", 1, 1_000_000, 1_000_500, idle=False, lateness=L)
+    assert (sh.clock, sh.horizon) == (1_000_500, 1_000_000 - L)
+    sh.advance("p0", 1, None, 1_000_500 + 30 * 3_600_000, idle=False, lateness=L)  # 30 h later, nothing arrived
+    assert (sh.clock, sh.horizon) == (1_000_500 + 30 * 3_600_000, 1_000_000 - L)
+
+
+def test_advance_returns_the_clock_and_a_partition_losing_its_idleness_does_not_unset_it():
+    sh = CustomerShard(0)
+    assert sh.advance("p1", 2, None, None, idle=True, lateness=L) is None
+    assert sh.advance("p0", 2, 4_000, None, idle=False, lateness=L) == 4_000
+    # p1 becomes active but has delivered nothing yet: the clock is not known afresh, nor forgotten
+    assert sh.advance("p1", 2, None, None, idle=False, lateness=L) == 4_000
+    assert sh.clock == 4_000
+
+
+def test_a_live_tick_earlier_than_the_clock_does_not_move_it_back():
+    sh = CustomerShard(0)
+    assert sh.advance("p0", 1, 1_000, 50_000, idle=False, lateness=L) == 50_000
+    assert sh.advance("p0", 1, 2_000, 40_000, idle=False, lateness=L) == 50_000
+    assert sh.horizon == 2_000 - L
+
+
+def test_the_horizon_never_moves_backwards_even_when_a_new_partition_reports_older_events():
+    sh = CustomerShard(0)
+    sh.advance("p0", 1, 10_000, None, idle=False, lateness=L)
+    assert sh.horizon == 9_000
+    sh.advance("p1", 2, 2_000, None, idle=False, lateness=L)  # rescaled to two partitions
+    assert sh.horizon == 9_000
+
+
+def test_a_resumed_shard_rewrites_once_live_at_once_and_in_event_time_when_every_partition_is_idle():
+    fresh = CustomerShard(0)
+    fresh.advance("p0", 1, 1_000, None, idle=True, lateness=L)
+    assert not fresh.rewrite_due(live=True, n_parts=1)  # nothing was written by an earlier run
+
+    sh = CustomerShard(0)
+    sh.resumed = True
+    sh.advance("p0", 2, 1_000, None, idle=True, lateness=L)
+    sh.advance("p1", 2, 2_000, None, idle=False, lateness=L)
+    assert not sh.rewrite_due(live=False, n_parts=2)  # p1 may still deliver what the killed run had read
+    sh.advance("p1", 2, None, None, idle=True, lateness=L)
+    assert sh.rewrite_due(live=False, n_parts=2)
+    assert not sh.rewrite_due(live=False, n_parts=2)  # once
+
+    live = CustomerShard(0)
+    live.resumed = True
+    assert live.rewrite_due(live=True, n_parts=2)
+    assert not live.rewrite_due(live=True, n_parts=2)
+
+
+def test_late_reason_says_how_far_behind_the_horizon_in_hours():
+    assert late_reason(10 * HOUR, 10 * HOUR - 90 * 60_000).startswith(
+        "late: event time is 1.5 h before the shard's retention horizon"
+    )

@@ -1,0 +1,77 @@
+"""Feature rows of a batch: the dense vectors and the customer_features records agree with each customer's state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schemas.features import FeatureSpec
+from schemas.tables import row_version
+from stream.rows import FeatureRows
+from stream.state import CustomerState, StateConfig
+
+CFG = StateConfig.build(FeatureSpec(groups=("coffee", "tea")))
+DAY = 86_400_000
+T = 1_500_000_000_000 - 1_500_000_000_000 % DAY
+
+
+def customers() -> dict[str, CustomerState]:
+    a, b, c = CustomerState(), CustomerState(), CustomerState()
+    a.apply(CFG, T - 3 * DAY, 2, (0, 2), 499)
+    a.apply(CFG, T, 0, (1, 2), 0)
+    b.apply(CFG, T - 40 * DAY, 1, (1, 2), 1_250)
+    b.advance(CFG, T)
+    c.apply(CFG, T - DAY, 2, (2,), 99)
+    return {"a": a, "b": b, "c": c}
+
+
+def own_vector(state: CustomerState) -> np.ndarray:
+    row = CFG.new_row()
+    state.write_features(CFG, row)
+    return row
+
+
+def test_dense_rows_are_each_customers_own_features_in_the_order_asked():
+    states = customers()
+    batch = FeatureRows(CFG).dense(states, ["c", "a", "b"], {"a": {0}})
+    assert batch.users == ["c", "a", "b"]
+    for i, user in enumerate(batch.users):
+        assert batch.rows[i].tolist() == own_vector(states[user]).tolist()
+    assert batch.seqs == [states[u].seq for u in batch.users]
+
+
+def test_changed_marks_exactly_the_groups_whose_features_changed():
+    batch = FeatureRows(CFG).dense(customers(), ["a", "b", "c"], {"a": {0, 2}, "c": {1}, "b": set()})
+    assert batch.changed.tolist() == [[True, False, True], [False, False, False], [False, True, False]]
+
+
+def test_records_are_written_for_changed_customers_only_unless_everything_is_rewritten():
+    states = customers()
+    dirty = {"a": {0, 2}, "b": set(), "c": {2}}
+    rows = FeatureRows(CFG)
+    batch = rows.dense(states, ["a", "b", "c"], dirty)
+    assert [r.user_id for r in rows.records(batch, T)] == ["a", "c"]
+    rewrite = rows.dense(states, ["a", "b", "c"], dirty, rewrite=True)
+    assert [r.user_id for r in rows.records(rewrite, T)] == ["a", "b", "c"]
+
+
+def test_a_record_holds_the_counters_that_are_not_zero_and_every_recency_feature():
+    states = customers()
+    rows = FeatureRows(CFG)
+    records = rows.records(rows.dense(states, list(states), {u: {2} for u in states}), T)
+    names = CFG.spec.names
+    first_recency = CFG.recency_offset
+    for rec in records:
+        vector = own_vector(states[rec.user_id]).tolist()
+        expected = {n: v for i, (n, v) in enumerate(zip(names, vector, strict=True)) if v or i >= first_recency}
+        assert rec.features == expected
+        assert (rec.as_of, rec.version) == (T, row_version(T, states[rec.user_id].seq))
+    a = records[0].features
+    assert a["grp=coffee|type=purchase|stat=value|win=7d"] == 4.99
+    assert "grp=tea|type=purchase|stat=count|win=7d" not in a  # zero counters are left out
+
+
+def test_no_customers_no_records():
+    rows = FeatureRows(CFG)
+    batch = rows.dense({}, [], {})
+    assert batch.rows.shape == (0, CFG.n_features)
+    assert rows.records(batch, T) == []
