@@ -159,6 +159,9 @@ class Execution:
     fresh: bool = False
 
 
+STARTED = "stream started"  # the first line of a run once it is set up (its recovery store checked or created)
+
+
 def run_stream(
     settings: Settings,
     source: Source,
@@ -230,6 +233,9 @@ def run_stream(
         ),
         stats,
     )
+    if progress:
+        recovery_note = f"recovery store {execution.recovery_dir}" if execution.recovery_dir else "no recovery"
+        progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}")
     stats.started = time.perf_counter()
     with collected_every(settings.stream.gc_seconds), watch:
         cli_main(

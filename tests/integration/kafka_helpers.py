@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -113,3 +114,20 @@ def free_addresses(n: int) -> str:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
+def wait_started(proc, timeout: float = 180.0) -> bool:
+    """Read a stream process's stderr until it says it started (set up, recovery store in place); False if it ended.
+
+    Faults are timed from this moment, not from the launch: how long the
+    interpreter takes to import its libraries is no part of the test.
+    """
+    from propstream.app import STARTED
+
+    deadline = time.monotonic() + timeout
+    for line in proc.stderr:
+        if STARTED.encode() in line:
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the stream did not start within {timeout} s")
+    return False

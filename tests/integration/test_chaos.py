@@ -46,6 +46,7 @@ from tests.integration.kafka_helpers import (
     stream_cmd,
     stream_env,
     topic_with,
+    wait_started,
 )
 from tests.synthetic import make_world
 
@@ -116,8 +117,9 @@ def test_kill_9_at_20_random_moments_with_1_second_snapshots_equals_a_clean_run(
     while kills < 20:
         fresh = [] if (tmp_path / "recovery" / MARKER).exists() else ["--fresh"]  # until the store exists
         proc = start(cmd + fresh, chaos_world)
-        time.sleep(rng.uniform(2.0, 7.0))
-        if proc.poll() is not None:  # finished before the kill: the run is over
+        started = wait_started(proc)
+        time.sleep(rng.uniform(0.5, 5.0))
+        if not started or proc.poll() is not None:  # finished before the kill: the run is over
             break
         kill([proc])
         kills += 1
@@ -265,10 +267,12 @@ def test_rescale_2_to_1_to_4_processes_with_kills_equals_a_clean_run(
         return procs
 
     procs = phase(2, "two")
-    time.sleep(rng.uniform(5.0, 9.0))
+    assert all(wait_started(p) for p in procs)
+    time.sleep(rng.uniform(2.0, 5.0))
     kill(procs)
     procs = phase(1, "one")
-    time.sleep(rng.uniform(4.0, 8.0))
+    assert wait_started(procs[0])
+    time.sleep(rng.uniform(1.0, 4.0))
     kill(procs)
     for p in phase(4, "four"):
         finish(p)

@@ -34,6 +34,7 @@ from tests.integration.kafka_helpers import (
     stream_cmd,
     stream_env,
     topic_with,
+    wait_started,
 )
 from tests.synthetic import make_world
 
@@ -172,7 +173,8 @@ def test_broker_restart_during_a_run_loses_nothing(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    time.sleep(4.0)
+    assert wait_started(proc)
+    time.sleep(1.0)  # reading the topic
     local.restart()
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-2000:]
