@@ -328,12 +328,15 @@ def read_archive(settings: Settings) -> list[EventRecord]:
 
 
 def _progress_bar(what: str, total: int) -> Callable[[list], Any]:
-    """A tqdm bar on stderr for long loops (only drawn when they take more than a second)."""
+    """A tqdm bar on stderr for long loops (drawn after a second; into a log, not a terminal, every 15 s)."""
     import sys
 
     from tqdm import tqdm
 
-    return lambda items: tqdm(items, total=total, desc=what, unit=" ev", unit_scale=True, file=sys.stderr, delay=1.0)
+    every = 0.1 if sys.stderr.isatty() else 15.0
+    return lambda items: tqdm(
+        items, total=total, desc=what, unit=" ev", unit_scale=True, file=sys.stderr, delay=1.0, mininterval=every
+    )
 
 
 def train(
