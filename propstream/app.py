@@ -514,7 +514,8 @@ def trending(
         params["at"] = int(at.timestamp())
     before = "" if at is None else " AND window_end <= toDateTime({at:Int64}, 'UTC')"
     rows = client.query(
-        f"SELECT formatDateTime(window_end, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), type, key, count, round(expected, 2), round(surge, 2), rank, surge_rank "
+        f"SELECT formatDateTime(window_end, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), type, key, count, "
+        "round(expected, 2), round(surge, 2), rank, surge_rank "
         f"FROM {table} FINAL WHERE {where} AND {rank} BETWEEN 1 AND {{top:UInt32}} "
         f"AND window_end = (SELECT max(window_end) FROM {table} WHERE {where}{before}) "
         f"ORDER BY type, {rank}",
