@@ -8,8 +8,9 @@ Two keyed steps of the dataflow, both pure logic here (no I/O):
    customer shard's retention horizon has passed their end: no event that can
    still be accepted falls in them, so a closed window is final whatever the
    batch sizes, restarts or process count. At each close every live series is
-   compared with its forecast (a ``river.stats.EWMean`` of its past window
-   counts) and its local top N by count and by surge leave as candidates.
+   compared with its forecast (the exponentially weighted mean of
+   ``river.stats.EWMean`` over its past window counts, computed lazily so that
+   idle series cost nothing) and its local top N by count and by surge leave as candidates.
 2. ``TrendRanker`` (keyed by window name): waits until every trend shard has
    closed a window end, ranks the candidates and emits the final rows.
 
