@@ -27,7 +27,7 @@ from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, ProductGroup, load_groups
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
-from schemas.tables import EVENTS, MODELS, SCORES, Migration
+from schemas.tables import EVENTS, MODELS, SCORES, TRENDING, Migration
 from stream.dataflow import FLOW_ID, FlowConfig, build_dataflow
 from stream.gcpolicy import collected_every
 from stream.parse import EventParser
@@ -36,6 +36,7 @@ from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import migrate
 from stream.sources import FileReplaySource, read_batches, read_records
 from stream.state import StateConfig
+from stream.trending import TrendConfig, TrendWindow
 
 Progress = Callable[[str], None]
 
@@ -230,6 +231,7 @@ def run_stream(
             int(settings.stream.max_ahead_hours * 3_600_000),
             recovery=execution.recovery_dir is not None,
             resumed=resumed,
+            trending=trend_config(settings),
         ),
         stats,
     )
@@ -247,6 +249,24 @@ def run_stream(
             recovery_config=recovery,
         )
     return stats
+
+
+def trend_config(settings: Settings) -> TrendConfig | None:
+    """What the stream's trending steps compute (None: trending is off)."""
+    t = settings.trending
+    if not t.enabled:
+        return None
+    return TrendConfig(
+        tuple(TrendWindow.parse(w) for w in t.windows),
+        min_support=t.min_support,
+        min_surge=t.min_surge,
+        top_n=t.top_n,
+        half_life_hours=t.half_life_hours,
+        min_expected=t.min_expected,
+        forget_after_hours=t.forget_after_hours,
+        shards=t.shards,
+        sources=settings.stream.n_shards,
+    )
 
 
 def init_recovery(settings: Settings, root: Path) -> str:
@@ -469,5 +489,51 @@ def segment(settings: Settings, group: str, min_score: float | None, top: int | 
         known = [g for (g,) in groups]
         if group not in known:
             msg = f"no scores for group {group!r}; groups with scores: {', '.join(known) or 'none yet'}"
+            raise AppError(msg)
+    return rows
+
+
+TRENDING_COLUMNS = ("window_end", "type", "key", "count", "expected", "surge", "rank", "surge_rank")
+
+
+def trending(
+    settings: Settings,
+    scope: str = "item",
+    window: str = "1h",
+    type_: str | None = None,
+    at: datetime | None = None,
+    top: int = 10,
+    by: str = "surge",
+) -> list[tuple]:
+    """The top ``top`` rows by ``by`` (surge or count) of the last closed window ending at or before ``at``.
+
+    Rows are per type (all types when ``type_`` is None), as ``TRENDING_COLUMNS``.
+    An empty answer where the table has no such window, scope or type is an
+    error saying what it holds, so that a typo does not look like a quiet hour.
+    """
+    client = client_for(settings)
+    table = TRENDING.at(settings.clickhouse.database)
+    rank = "surge_rank" if by == "surge" else "rank"
+    params: dict[str, Any] = {"window": window, "scope": scope, "top": top}
+    where = "window = {window:String} AND scope = {scope:String}"
+    if type_ is not None:
+        where += " AND type = {type:String}"
+        params["type"] = type_
+    if at is not None:
+        params["at"] = int(at.timestamp())
+    before = "" if at is None else " AND window_end <= toDateTime({at:Int64}, 'UTC')"
+    rows = client.query(
+        f"SELECT formatDateTime(window_end, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), type, key, count, "
+        "round(expected, 2), round(surge, 2), rank, surge_rank "
+        f"FROM {table} FINAL WHERE {where} AND {rank} BETWEEN 1 AND {{top:UInt32}} "
+        f"AND window_end = (SELECT max(window_end) FROM {table} WHERE {where}{before}) "
+        f"ORDER BY type, {rank}",
+        parameters=params,
+    ).result_rows
+    if not rows:
+        held = client.query(f"SELECT DISTINCT window, scope, type FROM {table} ORDER BY ALL").result_rows
+        if not any(h[0] == window and h[1] == scope and type_ in (None, h[2]) for h in held):
+            shown = ", ".join(f"{w} {sc} {t}" for w, sc, t in held) or "none yet"
+            msg = f"no trending rows for window {window}, scope {scope}, type {type_ or 'any'}; held: {shown}"
             raise AppError(msg)
     return rows

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -349,6 +350,31 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trending(args: argparse.Namespace) -> int:
+    from propstream import app
+
+    at = None
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            print(f"propstream trending: --at {args.at!r} is not an ISO time such as 2017-06-01T12:00", file=sys.stderr)
+            return 2  # usage
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    rows = app.trending(_settings(args), args.scope, args.window, args.type, at, args.top, args.by)
+    names = app.TRENDING_COLUMNS
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        print(json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(names)
+        w.writerows(rows)
+    else:
+        print(_table(names, rows))
+    return 0
+
+
 def settings_table() -> str:
     """Every setting as a Markdown table: TOML key, variable, flag, default, meaning (README shows the same)."""
     from schemas.settings import setting_docs
@@ -515,6 +541,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="output format, default table"
     )
+
+    sp = command(
+        "trending",
+        "top items or groups of the last closed event-time window (at or before --at), by surge or by count",
+        cmd_trending,
+    )
+    sp.add_argument("--scope", choices=["item", "group"], default="item", help="items or product groups, default item")
+    sp.add_argument("--type", help="event type (view, cart, purchase, ...); default every type, each ranked apart")
+    sp.add_argument("--window", default="1h", help="window name as in trending.windows (its length), default 1h")
+    sp.add_argument("--at", help="ISO time (UTC if no offset): the last window ending at or before it; default latest")
+    sp.add_argument("--top", type=int, default=10, help="how many rows per type, default 10 (at most trending.top_n)")
+    sp.add_argument("--by", choices=["surge", "count"], default="surge", help="rank by surge or count, default surge")
+    sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format, default table")
 
     sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
     sp.add_argument("--group", required=True, help="the product group")

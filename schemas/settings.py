@@ -10,6 +10,7 @@ valid TOML is an error, never silently skipped.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -79,6 +80,61 @@ class StreamSettings(BaseModel):
         le=1024,
         description="partitions of a new recovery store: fixed for its life, whatever the number of processes",
     )
+
+
+class TrendingSettings(BaseModel):
+    """Popularity and surge of items and groups over sliding event-time windows (stream/trending.py).
+
+    A window is written once every customer shard's retention horizon (the
+    slowest partition watermark minus ``stream.allowed_lateness_hours``) has
+    passed its end: the rows are final, so a replay writes the same ones, but
+    they lag event time by the allowed lateness.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="compute trending in the stream and write the trending table")
+    windows: tuple[str, ...] = Field(
+        default=("1h/5m", "24h/1h"),
+        min_length=1,
+        description="sliding windows LENGTH/STEP (m, h, d), named by their length; ends fall on multiples of STEP",
+    )
+    min_support: int = Field(
+        default=5, ge=1, description="a window count below this never surges (3 views against 0.5 expected is noise)"
+    )
+    min_surge: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="ranked by surge only from this score, -log10 of the Poisson tail (4: under 1e-4 chance; "
+        "thousands of series are tested every window)",
+    )
+    top_n: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="rows kept per window end, scope and type: the top N by count and by surge"
+    )
+    half_life_hours: float = Field(
+        default=6.0, gt=0.0, description="half-life of the forecast (exponentially weighted mean of past window counts)"
+    )
+    min_expected: float = Field(
+        default=0.5, gt=0.0, description="the forecast floor when judging surge (a series without history expects this)"
+    )
+    forget_after_hours: float = Field(
+        default=72.0, gt=0.0, description="a series without events for this long is forgotten (bounded state)"
+    )
+    shards: int = Field(
+        default=1, ge=1, le=4096, description="trend shards (keyed by crc32 of scope|key); fixed for a recovery store"
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_parse(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for w in v:
+            if not re.fullmatch(r"\d+[mhd](/\d+[mhd])?", w):
+                msg = f"trending.windows: {w!r} is not LENGTH/STEP such as 1h/5m or 24h/1h"
+                raise ValueError(msg)
+        return v
 
 
 class TrainSettings(BaseModel):
@@ -273,6 +329,7 @@ class Settings(BaseSettings):
     )
     stream: StreamSettings = StreamSettings()
     train: TrainSettings = TrainSettings()
+    trending: TrendingSettings = TrendingSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     kafka: KafkaSettings = KafkaSettings()
     collector: CollectorSettings = CollectorSettings()

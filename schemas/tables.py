@@ -162,6 +162,26 @@ ITEM_ACTIVITY = Table(
     ("hour", "item_id", "type", "shard"),
     "per item, event hour and type: cumulative counts (sum over shards)",
 )
+TRENDING = Table(
+    "trending",
+    (
+        Column("window_end", "DateTime('UTC')"),
+        Column("window", "LowCardinality(String)"),
+        Column("scope", "LowCardinality(String)"),
+        Column("key", "String"),
+        Column("type", "LowCardinality(String)"),
+        Column("count", "UInt64"),
+        Column("expected", "Float64"),
+        Column("surge", "Float64"),
+        Column("rank", "UInt32"),
+        Column("surge_rank", "UInt32"),
+    ),
+    "ReplacingMergeTree",
+    ("window", "scope", "type", "window_end", "key"),
+    "per closed event-time window, scope (item / group) and type: the top N by count (rank) and by surge "
+    "(surge_rank: -log10 Poisson tail of count under the forecast `expected`); 0 = not in that top N. "
+    "Final once written: a replay writes the same rows",
+)
 SCHEMA_MIGRATIONS = Table(
     "schema_migrations",
     (
@@ -175,7 +195,8 @@ SCHEMA_MIGRATIONS = Table(
 )
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (EVENTS, CUSTOMER_FEATURES, SCORES, SCORE_HISTORY, MODELS, DEAD_LETTERS, ITEM_ACTIVITY)
+    t.name: t
+    for t in (EVENTS, CUSTOMER_FEATURES, SCORES, SCORE_HISTORY, MODELS, DEAD_LETTERS, ITEM_ACTIVITY, TRENDING)
 }
 SCORE_TABLES = (SCORES, SCORE_HISTORY)  # every score row goes to both
 # Column names a writer supplies, per table (the stream's records name their fields the same way).
@@ -256,6 +277,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(
             f"ALTER TABLE {{db}}.{t} ADD COLUMN IF NOT EXISTS written_at DateTime64(3, 'UTC') DEFAULT now64(3)"
             for t in ("scores", "score_history")
+        ),
+    ),
+    Migration(
+        3,
+        "trending: popularity and surge of items and groups per closed event-time window (issue #12)",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.trending (
+    window_end DateTime('UTC'),
+    window LowCardinality(String),
+    scope LowCardinality(String),
+    key String,
+    type LowCardinality(String),
+    count UInt64,
+    expected Float64,
+    surge Float64,
+    rank UInt32,
+    surge_rank UInt32
+) ENGINE = ReplacingMergeTree ORDER BY (window, scope, type, window_end, key)""",
         ),
     ),
 )

@@ -9,6 +9,13 @@
       -> customers: stateful per shard (state, expiry heap, scoring)
       -> clickhouse: one column-oriented insert per table per batch
 
+    trending (when FlowConfig.trending is set; stream/trending.py):
+    customers' applied events and retention horizons
+      -> trend_route: counts per trend shard (crc32 of scope|key), horizons to every trend shard
+      -> trending: stateful per trend shard; closes a window once every customer shard's horizon passed its end
+      -> trend_rank: stateful per window name; ranks once every trend shard closed the end
+      -> clickhouse: the trending table
+
     dead letters of parse, watermark and customers (a typed stream of DeadLetter)
       -> clickhouse_dead_letters: the dead_letters table
       -> dead_letter_topic (optional): a Kafka topic as well
@@ -29,10 +36,21 @@ from bytewax.outputs import DynamicSink
 from schemas.events import DeadLetter, EventRecord
 from schemas.groups import GroupCatalog
 from stream.parse import EventParser, ParsedBatch
-from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor, restore_shard, shard_of, state_layout
+from stream.shard import (
+    CustomerShard,
+    ShardInput,
+    ShardOutput,
+    ShardProcessor,
+    SnapshotMismatchError,
+    restore_shard,
+    shard_of,
+    state_layout,
+)
 from stream.sinks.base import RunStats
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
+from stream.trending import STATE_VERSION as TRENDING_VERSION
+from stream.trending import TrendClosed, TrendConfig, TrendInput, TrendRanker, TrendShard, rank_closed
 from stream.watermark import WatermarkRules
 
 
@@ -68,6 +86,50 @@ class FlowConfig:
     max_ahead_ms: int = 30 * 24 * 3_600_000
     recovery: bool = True  # False: Bytewax keeps no snapshots, so the shards need not make them
     resumed: bool = False  # an earlier run used the recovery store: shards rewrite their rows once
+    trending: TrendConfig | None = None  # None: no trending steps
+
+
+class TrendLogic(StatefulLogic[TrendInput, TrendClosed, bytes]):
+    """Bytewax glue around a TrendShard (snapshots pickled, skipped without recovery)."""
+
+    def __init__(self, cfg: TrendConfig, shard: TrendShard, snapshots: bool = True):
+        self.cfg = cfg
+        self.shard = shard
+        self.snapshots = snapshots
+
+    def on_item(self, value: TrendInput) -> tuple[Iterable[TrendClosed], bool]:
+        return self.cfg.apply(self.shard, value), StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
+
+
+class RankLogic(StatefulLogic[TrendClosed, ShardOutput, bytes]):
+    """Bytewax glue around a TrendRanker: the final rows of a window leave as a ShardOutput for the sink."""
+
+    def __init__(self, cfg: TrendConfig, ranker: TrendRanker, snapshots: bool = True):
+        self.cfg = cfg
+        self.ranker = ranker
+        self.snapshots = snapshots
+
+    def on_item(self, value: TrendClosed) -> tuple[Iterable[ShardOutput], bool]:
+        rows = rank_closed(self.ranker, value, self.cfg.shards, self.cfg.top_n)
+        return ([ShardOutput(shard=-1, trending=rows)] if rows else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.ranker, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
+
+
+def _restore(snapshot: bytes, cls: type):
+    """Unpickle a trending snapshot; refuse one made by other trending code."""
+    state = pickle.loads(snapshot)
+    if not isinstance(state, cls) or getattr(state, "version", TRENDING_VERSION) != TRENDING_VERSION:
+        msg = (
+            f"recovery snapshot of a trending step holds {type(state).__name__} of another version: "
+            "start a fresh store (--fresh, on an empty directory) and replay the events archive"
+        )
+        raise SnapshotMismatchError(msg)
+    return state
 
 
 def route(n_shards: int, batch: ParsedBatch) -> list[tuple[str, ShardInput]]:
@@ -133,7 +195,26 @@ def build_dataflow(
 
     keyed_out = op.stateful("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])
-    op.output("clickhouse", outs, sink)
+    to_sink = outs
+    tcfg = flow_cfg.trending
+    if tcfg is not None:
+        snapshots = flow_cfg.recovery
+
+        def trend_route(o: ShardOutput) -> list[tuple[str, TrendInput]]:
+            return tcfg.route(catalog, o.shard, o.applied, o.horizon, o.horizon_moved)
+
+        def trend_builder(resume: bytes | None) -> TrendLogic:
+            shard = _restore(resume, TrendShard) if resume is not None else TrendShard()
+            return TrendLogic(tcfg, shard, snapshots)
+
+        def rank_builder(resume: bytes | None) -> RankLogic:
+            return RankLogic(tcfg, _restore(resume, TrendRanker) if resume is not None else TrendRanker(), snapshots)
+
+        closed = op.stateful("trending", op.flat_map("trend_route", outs, trend_route), trend_builder)
+        by_window = op.key_on("trend_by_window", op.map("unkey_trend", closed, lambda kv: kv[1]), lambda c: c.window)
+        ranked = op.map("unkey_rank", op.stateful("trend_rank", by_window, rank_builder), lambda kv: kv[1])
+        to_sink = op.merge("with_trending", outs, ranked)
+    op.output("clickhouse", to_sink, sink)
     dead = op.merge("dead_letters", rejected, op.flat_map("shard_dead_letters", outs, lambda o: o.dead_letters))
     for step_id, dead_sink in dead_letter_sinks.items():
         op.output(step_id, dead, dead_sink)

@@ -44,6 +44,7 @@ from stream.errors import StreamError
 from stream.rows import FeatureRows
 from stream.scoring import ScoreColumns, ShardScoring
 from stream.state import CustomerState, StateConfig
+from stream.trending import TrendRow
 
 # 2: buckets kept in ascending time order, history_days; shards record their layout
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
@@ -115,10 +116,21 @@ class ShardOutput:
     features: list[FeatureRow] = field(default_factory=list)
     scores: ScoreColumns = field(default_factory=ScoreColumns)
     item_activity: list[ItemActivityRow] = field(default_factory=list)
+    trending: list[TrendRow] = field(default_factory=list)  # final rows of closed windows (stream.trending)
+    horizon: int | None = None  # the shard's retention horizon after the batch: trending closes windows by it
+    horizon_moved: bool = False
 
     def is_empty(self) -> bool:
-        """Nothing to write."""
-        return not (self.applied or self.dead_letters or self.features or len(self.scores) or self.item_activity)
+        """Nothing to write, and nothing for trending to hear."""
+        return not (
+            self.applied
+            or self.dead_letters
+            or self.features
+            or len(self.scores)
+            or self.item_activity
+            or self.trending
+            or self.horizon_moved
+        )
 
 
 class CustomerShard(ShardClock):
@@ -190,6 +202,7 @@ class ShardProcessor:
         """Apply a batch to the shard and return what changed (the steps of the module docstring)."""
         sh.shard = inp.shard
         out = ShardOutput(shard=sh.shard)
+        horizon_before = sh.horizon
         # 1. Events onto their customers (with those changed before the clock was known).
         dirty, sh.pending = sh.pending, {}
         batch = apply_events(self.cfg, self.catalog, sh.customers, sh.items, inp.events, sh.horizon, dirty)
@@ -198,6 +211,7 @@ class ShardProcessor:
         clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
         out.item_activity = item_rows(sh.items, batch.items, sh.shard)
         sh.items = forget_items(sh.items, sh.horizon)
+        out.horizon, out.horizon_moved = sh.horizon, sh.horizon != horizon_before
         if clock is None:
             sh.pending = dirty  # applied, but nothing can be scored before the clock is known
             return out

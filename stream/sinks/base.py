@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.events import TYPE_NAMES, DeadLetter, FeatureRow, ItemActivityRow
-from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES
+from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES, TRENDING
 from stream.shard import ShardOutput
 
 TableRows = dict[str, dict[str, list]]  # table -> column -> values
@@ -77,6 +77,12 @@ def table_rows(outputs: list[ShardOutput]) -> TableRows:
                 n.append(events)
                 q.append(qty)
                 v.append(value)
+        if out.trending:
+            end, *rest = cols(TRENDING.name, *TRENDING.inserted)
+            for row in out.trending:
+                end.append(row.window_end // 1000)  # DateTime: seconds
+                for col, cell in zip(rest, row[1:], strict=True):
+                    col.append(cell)
     return t
 
 

@@ -17,6 +17,7 @@ from schemas.tables import (
 )
 from stream.shard import ScoreColumns, ShardOutput
 from stream.sinks.base import dead_letter_rows, table_rows
+from stream.trending import TrendRow
 
 
 def test_the_sink_writes_exactly_the_columns_of_each_table():
@@ -28,6 +29,7 @@ def test_the_sink_writes_exactly_the_columns_of_each_table():
         features=[FeatureRow("u1", rec.ts_ms, {"grp=all|stat=history_days": 0.0}, 7)],
         scores=ScoreColumns(rec.ts_ms, ["u1"], ["coffee"], [0.5], [1], [7]),
         item_activity=[ItemActivityRow(rec.ts_ms, "i1", "purchase", 0, 1, 1.0, 2.5)],
+        trending=[TrendRow(rec.ts_ms, "1h", "item", "i1", "purchase", 1, 0.5, 0.3, 1, 0)],
     )
     now = datetime.now(tz=UTC)
     rows = table_rows([out]) | dead_letter_rows(out.dead_letters, now)
@@ -41,6 +43,7 @@ def test_records_name_their_fields_as_their_tables_name_the_columns():
     assert (*DeadLetter._fields, "received_at") == COLUMNS["dead_letters"]
     assert FeatureRow._fields == COLUMNS["customer_features"]
     assert ItemActivityRow._fields == COLUMNS["item_activity"]
+    assert TrendRow._fields == COLUMNS["trending"]
 
 
 def test_score_tables_share_columns_and_rescore_writes_them():

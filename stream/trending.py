@@ -1,0 +1,428 @@
+"""Trending: popularity and surge of items and groups over sliding event-time windows.
+
+Two keyed steps of the dataflow, both pure logic here (no I/O):
+
+1. ``TrendShard`` (keyed by trend shard, ``crc32(scope|key) % shards``): counts
+   the events the customer shards applied (so duplicates are already gone) in
+   fine buckets per series ``(scope, key, type)``, and closes windows once every
+   customer shard's retention horizon has passed their end: no event that can
+   still be accepted falls in them, so a closed window is final whatever the
+   batch sizes, restarts or process count. At each close every live series is
+   compared with its forecast (the exponentially weighted mean of
+   ``river.stats.EWMean`` over its past window counts, computed lazily so that
+   idle series cost nothing) and its local top N by count and by surge leave as candidates.
+2. ``TrendRanker`` (keyed by window name): waits until every trend shard has
+   closed a window end, ranks the candidates and emits the final rows.
+
+Surge is the Poisson upper tail of the count under the forecast, as
+``-log10 P(X >= count)``; a count under ``min_support`` never surges (3 views
+against an expected 0.5 is not trending), a series surges only once its
+forecast has seen a window's length of its history (no surge from the ramp-up
+of a series that just appeared: the cold start is a later slice), and a series is ranked by surge only
+from ``min_surge`` (4: a count with less than a 1e-4 chance under the
+forecast; thousands of series are tested every window), so a steady series
+never is.
+
+>>> cfg = TrendConfig((TrendWindow.parse("1h/1h"),), min_support=3, top_n=2, half_life_hours=1.0)
+>>> sh, t0 = TrendShard(), 10 * HOUR_MS
+>>> def hour(h, counts):  # one customer shard applied ``counts`` in hour ``h``; its horizon is the hour's start
+...     inp = TrendInput(0, 0, {(t0 + h * HOUR_MS, "item", k, 0): n for k, n in counts.items()}, t0 + h * HOUR_MS)
+...     return [(r.key, r.count, round(r.expected, 2)) for c in cfg.apply(sh, inp) for r in c.rows]
+>>> hour(0, {"a": 4, "b": 4}), hour(1, {"a": 4, "b": 4})
+([], [('a', 4, 0.0), ('b', 4, 0.0)])
+>>> hour(2, {"a": 4, "b": 12}), hour(3, {})
+([('a', 4, 4.0), ('b', 4, 4.0)], [('b', 12, 4.0), ('a', 4, 4.0)])
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from scipy.special import pdtrc
+
+from schemas.events import TYPE_NAMES, EventRecord
+from schemas.groups import GroupCatalog
+from stream.errors import StreamError
+
+HOUR_MS = 3_600_000
+_UNITS_MS = {"m": 60_000, "h": HOUR_MS, "d": 24 * HOUR_MS}
+STATE_VERSION = 1
+Series = tuple[str, str, int]  # (scope, key, type_index)
+BucketKey = tuple[int, str, str, int]  # (bucket start ms, scope, key, type_index)
+
+
+class TrendConfigError(StreamError, ValueError):
+    """A trending window or setting that cannot work."""
+
+
+def duration_ms(text: str) -> int:
+    """Milliseconds of ``5m``, ``1h``, ``7d``.
+
+    >>> duration_ms("5m"), duration_ms("24h")
+    (300000, 86400000)
+    """
+    m = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if m is None or int(m.group(1)) == 0:
+        msg = f"trending: {text!r} is not a duration such as 5m, 1h or 7d"
+        raise TrendConfigError(msg)
+    return int(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class TrendWindow:
+    """A sliding window: ``length_ms`` long, a new one ending every ``every_ms`` (on multiples of it, UTC)."""
+
+    name: str
+    length_ms: int
+    every_ms: int
+
+    @classmethod
+    def parse(cls, text: str) -> TrendWindow:
+        """``LENGTH/EVERY`` as in the settings; named by its length.
+
+        >>> TrendWindow.parse("1h/5m")
+        TrendWindow(name='1h', length_ms=3600000, every_ms=300000)
+        """
+        length, sep, every = text.partition("/")
+        n, e = duration_ms(length), duration_ms(every if sep else length)
+        if n % e:
+            msg = f"trending window {text!r}: the length must be a multiple of the step"
+            raise TrendConfigError(msg)
+        return cls(length.strip(), n, e)
+
+
+class TrendRow(NamedTuple):
+    """A row of the ``trending`` table (``rank`` by count, ``surge_rank`` by surge; 0: not in the top N)."""
+
+    window_end: int  # ms
+    window: str
+    scope: str
+    key: str
+    type: str
+    count: int  # type: ignore[assignment]  # the column's name in the table (shadows tuple.count)
+    expected: float
+    surge: float
+    rank: int
+    surge_rank: int
+
+
+@dataclass
+class TrendInput:
+    """What a customer shard applied, counted per bucket and series, and its retention horizon."""
+
+    shard: int  # trend shard
+    source: int  # customer shard
+    counts: dict[BucketKey, int]
+    horizon: int | None
+
+
+@dataclass
+class TrendClosed:
+    """Windows a trend shard closed: its candidate rows, and the last window end it has closed."""
+
+    window: str
+    shard: int
+    through: int
+    rows: list[TrendRow]
+
+
+def surge_score(count: int, expected: float) -> float:
+    """``-log10 P(X >= count)`` for X Poisson with mean ``expected``: 0 when the count is not above it.
+
+    >>> round(surge_score(3, 0.5), 2), round(surge_score(30, 3.0), 1), surge_score(2, 4.0)
+    (1.84, 19.4, 0.0)
+    """
+    if count <= expected:
+        return 0.0
+    p = float(pdtrc(count - 1, expected))
+    return -math.log10(p) if p > 0 else 324.0  # beyond float: the tail underflows
+
+
+class _Model:
+    """Forecast of one series: the exponentially weighted mean of its full window counts, computed lazily.
+
+    The same estimator as ``river.stats.EWMean`` (the first value starts the
+    mean; each later one moves it by ``fading``), but windows in which the
+    series had no event are applied in closed form when it is next active
+    (``mean * (1 - fading) ** k``): a close then costs nothing for the
+    thousands of idle series of the long tail, where feeding river every zero
+    made the stream 3.5 times slower (bench/trending_cost.py). It learns from
+    windows ending at ``since`` or later: the first that hold the series' whole
+    history since it appeared (those before hold a ramp).
+
+    >>> from river.stats import EWMean
+    >>> counts, ref, m = [4, 0, 0, 0, 9, 0, 2], EWMean(fading_factor=0.25), _Model(since=0)
+    >>> for x in counts:
+    ...     ref.update(x)
+    >>> for end, x in enumerate(counts):
+    ...     if x:
+    ...         _ = m.forecast(end, 1, 0.25)
+    ...         m.learn(x, end, 0.25)
+    >>> round(m.mean, 12) == round(ref.get(), 12), m.seen
+    (True, 7)
+    """
+
+    __slots__ = ("at", "last", "mean", "seen", "since")
+
+    def __init__(self, since: int):
+        self.mean = 0.0
+        self.seen = 0  # windows learnt from
+        self.since = since
+        self.at = since  # end of the last window learnt from
+        self.last = since  # end of the last window with events (forgetting)
+
+    def forecast(self, end: int, every: int, fading: float) -> float:
+        """The forecast for the window ending at ``end``, after the empty windows since the last one learnt."""
+        if self.seen and end - self.at > every:
+            k = (end - self.at) // every - 1
+            self.mean *= (1.0 - fading) ** k
+            self.seen += k
+            self.at = end - every
+        return self.mean if self.seen else 0.0
+
+    def learn(self, count: int, end: int, fading: float) -> None:
+        """Take the count of the window ending at ``end`` (ignored before ``since``)."""
+        if end < self.since:
+            return
+        self.mean = fading * count + (1.0 - fading) * self.mean if self.seen else float(count)
+        self.seen += 1
+        self.at = end
+
+    def __getstate__(self) -> tuple:
+        return (self.mean, self.seen, self.since, self.at, self.last)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.mean, self.seen, self.since, self.at, self.last = state
+
+
+@dataclass
+class TrendShard:
+    """State of one trend shard (its recovery snapshot)."""
+
+    version: int = STATE_VERSION
+    shard: int = -1
+    horizons: dict[int, int] = field(default_factory=dict)  # customer shard -> its retention horizon
+    buckets: dict[int, dict[Series, int]] = field(default_factory=dict)  # fine bucket start -> counts
+    closed: dict[str, int] = field(default_factory=dict)  # window -> last window end closed
+    running: dict[str, dict[Series, int]] = field(default_factory=dict)  # window -> counts in the last closed one
+    models: dict[str, dict[Series, _Model]] = field(default_factory=dict)
+    dropped_late: int = 0  # events in windows already closed (only from a customer shard without a horizon)
+
+
+@dataclass(frozen=True)
+class TrendConfig:
+    """What trending computes; ``apply`` runs a trend shard, ``route`` feeds it."""
+
+    windows: tuple[TrendWindow, ...]
+    min_support: int = 5
+    min_surge: float = 4.0
+    top_n: int = 100
+    half_life_hours: float = 24.0
+    min_expected: float = 0.5
+    forget_after_hours: float = 72.0
+    shards: int = 1
+    sources: int = 1  # customer shards feeding it: a window closes once every one has passed its end
+
+    @property
+    def bucket_ms(self) -> int:
+        """The fine bucket: the greatest common step of the windows."""
+        return math.gcd(*(w.every_ms for w in self.windows))
+
+    def fading(self, w: TrendWindow) -> float:
+        """EWMean's fading factor per window step for the half-life.
+
+        >>> TrendConfig((TrendWindow.parse("24h/1h"),), half_life_hours=1.0).fading(TrendWindow.parse("1h/1h"))
+        0.5
+        """
+        return 1.0 - 0.5 ** (w.every_ms / (self.half_life_hours * HOUR_MS))
+
+    # -- step 0: from a customer shard's output to trend shards --------------------------------------------
+
+    def route(
+        self, catalog: GroupCatalog, source: int, applied: Iterable[EventRecord], horizon: int | None, moved: bool
+    ) -> list[tuple[str, TrendInput]]:
+        """Count ``applied`` per trend shard, bucket and series (items and their groups, ``all`` left out).
+
+        Every trend shard hears a moved horizon, so windows close everywhere.
+        """
+        n, b = self.shards, self.bucket_ms
+        names, all_index = catalog.names, catalog.all_index
+        parts: list[dict[BucketKey, int]] = [{} for _ in range(n)]
+        shard_of: dict[tuple[str, str], int] = {}
+        for rec in applied:
+            bucket = rec.ts_ms - rec.ts_ms % b
+            series = [("item", rec.item_id)]
+            series += [("group", names[g]) for g in catalog.groups_of(rec.item_id) if g != all_index]
+            for scope, key in series:
+                s = shard_of.get((scope, key))
+                if s is None:
+                    s = shard_of[scope, key] = zlib.crc32(f"{scope}|{key}".encode()) % n
+                k = (bucket, scope, key, rec.type_index)
+                parts[s][k] = parts[s].get(k, 0) + 1
+        return [(str(s), TrendInput(s, source, counts, horizon)) for s, counts in enumerate(parts) if counts or moved]
+
+    # -- step 1: a trend shard ----------------------------------------------------------------------------
+
+    def apply(self, sh: TrendShard, inp: TrendInput) -> list[TrendClosed]:
+        """Add counts; close every window end that every customer shard's horizon has passed."""
+        sh.shard = inp.shard
+        late = max(sh.closed.values(), default=None)
+        buckets = sh.buckets
+        for (bucket, scope, key, type_index), n in inp.counts.items():
+            if late is not None and bucket < late:
+                sh.dropped_late += n
+                continue
+            cell = buckets.get(bucket)
+            if cell is None:
+                cell = buckets[bucket] = {}
+            s = (scope, key, type_index)
+            cell[s] = cell.get(s, 0) + n
+        if inp.horizon is not None and inp.horizon > sh.horizons.get(inp.source, inp.horizon - 1):
+            sh.horizons[inp.source] = inp.horizon
+        if len(sh.horizons) < self.sources:
+            return []
+        horizon = min(sh.horizons.values())
+        out = [c for w in self.windows if (c := self._close(sh, w, horizon)) is not None]
+        keep_from = min(sh.closed[w.name] - w.length_ms for w in self.windows)
+        for bucket in [k for k in buckets if k < keep_from]:
+            del buckets[bucket]
+        return out
+
+    def _close(self, sh: TrendShard, w: TrendWindow, horizon: int) -> TrendClosed | None:
+        every, length = w.every_ms, w.length_ms
+        closed = sh.closed.get(w.name)
+        if closed is None:  # the first end: before any data, or where the horizon stands
+            first = min(sh.buckets, default=horizon)
+            closed = sh.closed[w.name] = min(first, horizon) // every * every
+        if closed + every > horizon:
+            return None
+        running = sh.running.setdefault(w.name, {})
+        models = sh.models.setdefault(w.name, {})
+        fading, forget = self.fading(w), int(self.forget_after_hours * HOUR_MS)
+        rows: list[TrendRow] = []
+        buckets = sh.buckets
+        while closed + every <= horizon:
+            end = closed + every
+            for bucket in range(closed, end, self.bucket_ms):  # in
+                for s, n in buckets.get(bucket, {}).items():
+                    running[s] = running.get(s, 0) + n
+            for bucket in range(closed - length, end - length, self.bucket_ms):  # out
+                for s, n in buckets.get(bucket, {}).items():
+                    left = running[s] - n
+                    if left:
+                        running[s] = left
+                    else:
+                        del running[s]
+            rows += self._rank_local(w, end, running, models, fading, forget)
+            closed = end
+            if not running:  # nothing in the window: jump to the next data (idle forecasts decay lazily)
+                later = [k for k in buckets if k >= closed]
+                nxt = min(later) // every * every if later else horizon // every * every
+                closed = max(closed, min(nxt, horizon // every * every))
+        sh.closed[w.name] = closed
+        return TrendClosed(w.name, sh.shard, closed, rows)
+
+    def _rank_local(
+        self,
+        w: TrendWindow,
+        end: int,
+        running: dict[Series, int],
+        models: dict[Series, _Model],
+        fading: float,
+        forget: int,
+    ) -> list[TrendRow]:
+        """Forecast, surge and update the series with events; the local top N by count and by surge per scope/type.
+
+        Idle series cost nothing here (their forecasts decay lazily). One
+        without events for ``forget`` ms starts afresh when it is next active;
+        the sweep that frees their memory (at most once an hour) does not
+        change any result.
+        """
+        scored: dict[tuple[str, int], list[tuple[str, int, float, float]]] = {}
+        every = w.every_ms
+        warmup = w.length_ms // every  # a forecast from at least one window's length of history
+        min_support, min_expected = self.min_support, self.min_expected
+        for s, count in running.items():
+            m = models.get(s)
+            # New, or back after ``forget`` without events (whether or not the hourly sweep removed it yet):
+            # its first event is in the last step, and windows before ``since`` hold part of its ramp.
+            if m is None or end - m.last > forget:
+                m = models[s] = _Model(end - every + w.length_ms)
+            expected = m.forecast(end, every, fading)
+            m.last = end
+            supported = count >= min_support and m.seen >= warmup
+            surge = surge_score(count, max(expected, min_expected)) if supported else 0.0
+            scored.setdefault((s[0], s[2]), []).append((s[1], count, expected, surge))
+            m.learn(count, end, fading)
+        if (end // every) % max(1, HOUR_MS // every) == 0:
+            for s in [s for s, m in models.items() if end - m.last > forget]:
+                del models[s]
+        top, rows = self.top_n, []
+        for (scope, type_index), cands in sorted(scored.items()):
+            by_count = heapq.nsmallest(top, cands, key=lambda c: (-c[1], c[0]))
+            hot_enough = (c for c in cands if c[3] >= self.min_surge)
+            by_surge = heapq.nsmallest(top, hot_enough, key=lambda c: (-c[3], -c[1], c[0]))
+            pop, hot = {c[0] for c in by_count}, {c[0] for c in by_surge}
+            for key, count, expected, surge in by_count + [c for c in by_surge if c[0] not in pop]:
+                # rank / surge_rank 1 marks a local candidate; the ranker numbers them
+                rows.append(
+                    TrendRow(
+                        end,
+                        w.name,
+                        scope,
+                        key,
+                        TYPE_NAMES[type_index],
+                        count,
+                        expected,
+                        surge,
+                        int(key in pop),
+                        int(key in hot),
+                    )
+                )
+        return rows
+
+
+@dataclass
+class TrendRanker:
+    """State of the ranking step of one window: how far each trend shard has closed, candidates per end."""
+
+    through: dict[int, int] = field(default_factory=dict)
+    pending: dict[int, list[TrendRow]] = field(default_factory=dict)
+
+
+def rank_closed(ranker: TrendRanker, closed: TrendClosed, shards: int, top_n: int) -> list[TrendRow]:
+    """Take one ``TrendClosed``; the final rows of every window end that all trend shards have closed.
+
+    >>> r = TrendRanker()
+    >>> row = lambda key, n, surge: TrendRow(5, "1h", "item", key, "view", n, 1.0, surge, 1, int(surge > 0))
+    >>> rank_closed(r, TrendClosed("1h", 0, 5, [row("a", 9, 0.0), row("b", 3, 2.0)]), shards=2, top_n=10)
+    []
+    >>> [(x.key, x.rank, x.surge_rank) for x in rank_closed(r, TrendClosed("1h", 1, 5, [row("c", 9, 4.0)]), 2, 10)]
+    [('a', 1, 0), ('c', 2, 1), ('b', 3, 2)]
+    """
+    if closed.through > ranker.through.get(closed.shard, closed.through - 1):
+        ranker.through[closed.shard] = closed.through
+    for row in closed.rows:
+        ranker.pending.setdefault(row.window_end, []).append(row)
+    if len(ranker.through) < shards:
+        return []
+    ready = min(ranker.through.values())
+    out: list[TrendRow] = []
+    for end in sorted(e for e in ranker.pending if e <= ready):
+        groups: dict[tuple[str, str], list[TrendRow]] = {}
+        for row in ranker.pending.pop(end):
+            groups.setdefault((row.scope, row.type), []).append(row)
+        for _, rows in sorted(groups.items()):
+            pop = sorted((r for r in rows if r.rank), key=lambda r: (-r.count, r.key))[:top_n]
+            hot = sorted((r for r in rows if r.surge_rank), key=lambda r: (-r.surge, -r.count, r.key))[:top_n]
+            rank = {r.key: i for i, r in enumerate(pop, 1)}
+            surge_rank = {r.key: i for i, r in enumerate(hot, 1)}
+            for r in sorted({r.key: r for r in pop + hot}.values(), key=lambda r: (rank.get(r.key, top_n + 1), r.key)):
+                out.append(r._replace(rank=rank.get(r.key, 0), surge_rank=surge_rank.get(r.key, 0)))
+    return out
