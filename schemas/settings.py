@@ -93,7 +93,11 @@ class TrendingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(default=True, description="compute trending in the stream and write the trending table")
+    enabled: bool = Field(
+        default=False,
+        description="compute trending in the stream and write the trending table (off by default: it costs up to a "
+        "third of replay throughput on sparse streams, see README)",
+    )
     windows: tuple[str, ...] = Field(
         default=("1h/5m", "24h/1h"),
         min_length=1,
