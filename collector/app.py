@@ -66,8 +66,9 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, int | None]:
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     """The collector of one worker process: its own producer, started and flushed by the app's lifespan."""
     c = settings.collector
-    intake = Intake(EventParser(ColumnMapping(), wall_clock=clock), c.max_events)
-    publisher = KafkaPublisher(settings.kafka, c)
+    parser = EventParser(ColumnMapping(), wall_clock=clock, types=settings.events.types)
+    intake = Intake(parser, c.max_events)
+    publisher = KafkaPublisher(settings.kafka, c, type_names=parser.types.names)
     retry_after = {"Retry-After": str(c.retry_after_seconds)}
 
     async def deliver(outcome: Outcome) -> None:

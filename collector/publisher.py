@@ -28,7 +28,7 @@ from confluent_kafka import KafkaException, Producer
 
 from collector import metrics
 from collector.errors import KafkaUnavailable
-from schemas.events import DeadLetter, EventRecord
+from schemas.events import TYPE_NAMES, DeadLetter, EventRecord
 from schemas.settings import CollectorSettings, KafkaSettings
 from stream.wire import dead_letter_message, event_message
 
@@ -73,8 +73,15 @@ class _Acks:
 class KafkaPublisher:
     """One producer and its polling thread; :meth:`start` and :meth:`close` bracket a worker's life."""
 
-    def __init__(self, kafka: KafkaSettings, collector: CollectorSettings, clock: Any = time.monotonic):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        collector: CollectorSettings,
+        clock: Any = time.monotonic,
+        type_names: tuple[str, ...] = TYPE_NAMES,
+    ):
         self.topic = kafka.topic
+        self.type_names = type_names  # the vocabulary's names (events.types), as the intake's parser validated them
         self.dead_letter_topic = kafka.dead_letters_topic
         self.settings = collector
         self.clock = clock
@@ -135,7 +142,7 @@ class KafkaPublisher:
             raise KafkaUnavailable(msg)
         acks = _Acks(asyncio.get_running_loop(), len(events) + len(dead) + 1)  # +1: released after producing
         now = datetime.now(tz=UTC).isoformat()
-        messages = [(self.topic, *event_message(rec)) for rec in events]
+        messages = [(self.topic, *event_message(rec, self.type_names)) for rec in events]
         messages += [(self.dead_letter_topic, *dead_letter_message(d, now)) for d in dead]
         try:
             for topic, key, value in messages:

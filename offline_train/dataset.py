@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from schemas.events import TYPE_INDEX, EventRecord
+from schemas.events import EventRecord
 from schemas.features import DAY_MS
 from schemas.groups import GroupCatalog
 from stream.state import CustomerState, StateConfig
@@ -92,11 +92,12 @@ def build_examples(
     cut_ms = [to_ms(c) for c in cutoffs]
     feats = replay_features(records, cfg, catalog, cut_ms, progress)
     n_groups = len(catalog.groups)
-    unknown = sorted(set(label_types) - set(TYPE_INDEX))
+    type_index = cfg.spec.vocabulary.index  # the vocabulary the records' type indexes refer to
+    unknown = sorted(set(label_types) - set(type_index))
     if unknown:
-        msg = f"label types {unknown} are not event types; use some of {sorted(TYPE_INDEX)}"
+        msg = f"label types {unknown} are not event types; use some of {list(type_index)}"
         raise ValueError(msg)
-    labelled = {TYPE_INDEX[t] for t in label_types}
+    labelled = {type_index[t] for t in label_types}
     # Label events per group as (user, ts) arrays, for the label scan.
     buyers: list[list[tuple[int, str]]] = [[] for _ in range(n_groups)]
     for r in records:

@@ -22,7 +22,7 @@ from offline_train.rescore import RescoreResult, bulk_rescore
 from offline_train.train import PromotionGate, TrainPlan, train_all
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
-from schemas.events import EventRecord
+from schemas.events import TYPE_NAMES, EventRecord, Vocabulary
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, ProductGroup, load_groups
 from schemas.mapping import ColumnMapping
@@ -84,9 +84,9 @@ def load_catalog(settings: Settings) -> GroupCatalog:
     return catalog
 
 
-def feature_spec(catalog: GroupCatalog) -> FeatureSpec:
-    """The feature layout for the configured groups."""
-    return FeatureSpec(groups=catalog.names)
+def feature_spec(catalog: GroupCatalog, types: tuple[str, ...] = TYPE_NAMES) -> FeatureSpec:
+    """The feature layout for the configured groups and event types (setting ``events.types``)."""
+    return FeatureSpec(groups=catalog.names, types=types)
 
 
 _migrated: set[tuple[str, str]] = set()  # (DSN, database) brought up to date by this process
@@ -177,8 +177,9 @@ def run_stream(
     from bytewax.run import cli_main
 
     catalog = load_catalog(settings)
-    spec = feature_spec(catalog)
+    spec = feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
+    parser = EventParser(mapping, types=spec.vocabulary)  # before anything is opened: the mapping must fit the types
     models = None
     if with_models:
         models = ProductionModels.load(
@@ -196,6 +197,7 @@ def run_stream(
         stats,
         report=(lambda s: progress(s.line())) if progress else None,
         report_every_s=settings.stream.progress_seconds,
+        type_names=cfg.type_names,
     )
     dead_sinks = {"clickhouse_dead_letters": sink.dead_letter_sink()}
     if dead_letters_to_kafka:
@@ -219,7 +221,7 @@ def run_stream(
         watch = ProgressWatch(root, FLOW_ID, max(1.0, 2 * execution.snapshot_seconds))
     flow = build_dataflow(
         source,
-        EventParser(mapping),
+        parser,
         cfg,
         catalog,
         models,
@@ -266,6 +268,7 @@ def trend_config(settings: Settings) -> TrendConfig | None:
         forget_after_hours=t.forget_after_hours,
         shards=t.shards,
         sources=settings.stream.n_shards,
+        type_names=settings.events.types,
     )
 
 
@@ -278,10 +281,12 @@ def init_recovery(settings: Settings, root: Path) -> str:
     return f"recovery store at {root}: {state.partitions} partitions, {state.executions} run(s) recorded"
 
 
-def read_file_records(paths: list[Path], mapping: ColumnMapping) -> tuple[list[EventRecord], int]:
-    """Valid events of files (through the stream's own parser) and the number rejected."""
+def read_file_records(
+    paths: list[Path], mapping: ColumnMapping, types: tuple[str, ...] = TYPE_NAMES
+) -> tuple[list[EventRecord], int]:
+    """Valid events of files (through the stream's own parser, over the vocabulary ``types``), the number rejected."""
+    parser = EventParser(mapping, types=types)
     FileReplaySource(paths, mapping=mapping)  # checks that every file exists and has a known format
-    parser = EventParser(mapping)
     records: list[EventRecord] = []
     rejected = 0
     for p in paths:
@@ -305,11 +310,18 @@ class MappingCheck:
 
 
 def check_mapping(
-    paths: list[Path], mapping: ColumnMapping, preview: int = 5, limit: int | None = None
+    paths: list[Path],
+    mapping: ColumnMapping,
+    preview: int = 5,
+    limit: int | None = None,
+    types: tuple[str, ...] = TYPE_NAMES,
 ) -> MappingCheck:
-    """Read files through the stream's own parser under ``mapping``: counts, reasons, a preview; writes nothing."""
+    """Read files through the stream's own parser under ``mapping`` and ``types``: counts, reasons, a preview.
+
+    Writes nothing.
+    """
+    parser = EventParser(mapping, types=types)
     FileReplaySource(paths, mapping=mapping)  # missing files and unknown formats fail here
-    parser = EventParser(mapping)
     out = MappingCheck()
     for p in paths:
         for source, payload in read_records(p, mapping=mapping):
@@ -327,23 +339,26 @@ def check_mapping(
             else:
                 out.valid += 1
                 if len(out.preview) < preview:
-                    out.preview.append(json.loads(rec.to_json()))
+                    out.preview.append(json.loads(rec.to_json(parser.types.names)))
     return out
 
 
 def read_archive(settings: Settings) -> list[EventRecord]:
     """Every archived event (``events FINAL``) as records, for training from the archive."""
-    from schemas.events import TYPE_INDEX
-
+    index = Vocabulary(settings.events.types).index
     client = client_for(settings)
     db = settings.clickhouse.database
     q = client.query(
         f"SELECT user_id, item_id, type, toUnixTimestamp64Milli(ts), event_id, quantity, value, source "
         f"FROM {EVENTS.at(db)} FINAL ORDER BY ts, user_id, event_id"
     )
+    rows = q.result_rows
+    unknown = sorted({t for _, _, t, *_ in rows if t not in index})
+    if unknown:
+        msg = f"the events archive holds types {unknown} that are not in events.types {list(index)}"
+        raise AppError(msg)
     return [
-        EventRecord(u, i, TYPE_INDEX[t], int(ts), e, float(q_), round(v * 100), s)
-        for u, i, t, ts, e, q_, v, s in q.result_rows
+        EventRecord(u, i, index[t], int(ts), e, float(q_), round(v * 100), s) for u, i, t, ts, e, q_, v, s in rows
     ]
 
 
@@ -375,7 +390,7 @@ def train(
     is still not promoted).
     """
     catalog = load_catalog(settings)
-    spec = feature_spec(catalog)
+    spec = feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
     if plan is None:
         ts = [r.ts_ms for r in records]
@@ -405,7 +420,7 @@ def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | 
     Scoring needs the feature layout (the group names), not the product catalog.
     """
     if spec is None:
-        spec = FeatureSpec(groups=tuple(g.name for g in group_rules(settings)))
+        spec = FeatureSpec(groups=tuple(g.name for g in group_rules(settings)), types=settings.events.types)
     models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
     result = bulk_rescore(
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress

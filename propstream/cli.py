@@ -130,7 +130,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     def show(rep) -> None:
         print(f"  {rep.read:,} read, {rep.sent:,} acknowledged, {len(rep.rejected):,} rejected", file=sys.stderr)
 
-    report = produce(records, EventParser(mapping), settings.kafka.client_config(), settings.kafka.topic, show)
+    parser = EventParser(mapping, types=settings.events.types)
+    report = produce(records, parser, settings.kafka.client_config(), settings.kafka.topic, show)
     for source, reason in report.rejected[:20]:
         print(f"rejected {source}: {reason}", file=sys.stderr)
     if args.rejects:
@@ -183,7 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.train_input:
         mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
-        records, rejected = app.read_file_records([Path(p) for p in settings.train_input.split(",")], mapping)
+        paths = [Path(p) for p in settings.train_input.split(",")]
+        records, rejected = app.read_file_records(paths, mapping, settings.events.types)
         say(f"read {len(records):,} events ({rejected:,} rejected by the contract)")
     else:
         records = app.read_archive(settings)
@@ -294,7 +296,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("propstream check: give --input FILES (CSV / JSONL / Parquet)", file=sys.stderr)
         return 2
     paths = [Path(p) for p in settings.input.split(",")]
-    result = app.check_mapping(paths, mapping, preview=args.rows, limit=args.limit)
+    result = app.check_mapping(paths, mapping, preview=args.rows, limit=args.limit, types=settings.events.types)
     if args.json:
         print(json.dumps(dataclasses.asdict(result)))
         return 0
@@ -328,9 +330,10 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from schemas.events import event_json_schema
+    from schemas.events import Vocabulary, event_json_schema
+    from schemas.settings import Settings
 
-    print(json.dumps(event_json_schema(), indent=2))
+    print(json.dumps(event_json_schema(Vocabulary(Settings().events.types)), indent=2))
     return 0
 
 

@@ -33,7 +33,7 @@ def run(settings: Settings, log=print) -> dict:
     settings = settings.model_copy(update={"catalog_file": catalog, "groups_file": completejourney.GROUPS_FILE})
     mapping = load_mapping(completejourney.MAPPING_FILE)
     log("[2/4] training one calibrated XGBoost model per product group")
-    records, rejected = app.read_file_records([events], mapping)
+    records, rejected = app.read_file_records([events], mapping, settings.events.types)
     log(f"  {len(records):,} events read for training ({rejected:,} rejected by the event contract)")
     cards = app.train(settings, records, progress=log)
     del records

@@ -20,11 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple
+from functools import cached_property
+from typing import Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 MAX_ID_LENGTH = 128
 MAX_EVENT_ID_LENGTH = 128
@@ -37,16 +40,89 @@ _ONE_MS = timedelta(milliseconds=1)
 
 
 class EventType(StrEnum):
-    """Kinds of interaction. The order is the feature layout order."""
+    """The default kinds of interaction (The Complete Journey's). The order is the feature layout order."""
 
     VIEW = "view"
     CART = "cart"
     PURCHASE = "purchase"
 
 
+# The default vocabulary. A configured one (setting ``events.types``) travels as a :class:`Vocabulary`.
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
 TYPE_INDEX: dict[str, int] = {t.value: i for i, t in enumerate(EVENT_TYPES)}
-TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in EVENT_TYPES)  # by type index, for the hot path
+TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in EVENT_TYPES)  # by type index
+TYPE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"  # a type name is part of feature names: grp=..|type=<name>|..
+MAX_TYPES = 64
+
+
+def check_type_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` if they make a vocabulary (non-empty, unique, each matching TYPE_NAME_PATTERN), else ValueError.
+
+    >>> check_type_names(("view", "View"))
+    Traceback (most recent call last):
+    ...
+    ValueError: event type names must match ^[a-z][a-z0-9_]{0,31}$ (they are part of feature names): ['View']
+    """
+    names = tuple(names)
+    if not names or len(names) > MAX_TYPES:
+        msg = f"event types: give 1 to {MAX_TYPES} names, got {len(names)}"
+        raise ValueError(msg)
+    bad = [n for n in names if not isinstance(n, str) or not re.match(TYPE_NAME_PATTERN, n)]
+    if bad:
+        msg = f"event type names must match {TYPE_NAME_PATTERN} (they are part of feature names): {bad}"
+        raise ValueError(msg)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        msg = f"event type names must be unique: {twice} appear more than once"
+        raise ValueError(msg)
+    return names
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The configured event types: ``names[i]`` is the type of type index ``i`` (the feature layout order).
+
+    It is the one object that turns a type name into its index and back:
+    validation (:attr:`model`), the hot path's ``EventRecord.type_index``,
+    and every writer that shows a name again (``names``, a plain tuple).
+
+    >>> v = Vocabulary(("view", "cart", "purchase", "wishlist"))
+    >>> v.index["wishlist"], v.names[1], v.expected
+    (3, 'cart', "'view', 'cart', 'purchase' or 'wishlist'")
+    """
+
+    names: tuple[str, ...] = TYPE_NAMES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", check_type_names(tuple(self.names)))
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Type name -> type index."""
+        return {n: i for i, n in enumerate(self.names)}
+
+    @property
+    def expected(self) -> str:
+        """The names as validation errors list them: ``'view', 'cart' or 'purchase'``."""
+        quoted = [repr(n) for n in self.names]
+        return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+    @cached_property
+    def model(self) -> type[Event]:
+        """The event contract over this vocabulary (:class:`Event` itself for the default)."""
+        if self.names == TYPE_NAMES:
+            return Event
+        enum = StrEnum("EventType", {n.upper(): n for n in self.names})  # type: ignore[misc]
+        model = create_model("Event", __base__=Event, __module__=__name__, type=(enum, ...))
+        model.type_index_of = self.index
+        return model
+
+    @classmethod
+    def of(cls, types: Vocabulary | tuple[str, ...] | list[str] | None) -> Vocabulary:
+        """A vocabulary from names (None: the default)."""
+        if isinstance(types, Vocabulary):
+            return types
+        return DEFAULT_VOCABULARY if types is None else cls(tuple(types))
 
 
 class EventRecord(NamedTuple):
@@ -61,13 +137,16 @@ class EventRecord(NamedTuple):
     value_cents: int
     source: str
 
-    def to_json(self) -> str:
-        """The event on the wire: contract field names, epoch-ms timestamp (valid contract input)."""
+    def to_json(self, type_names: tuple[str, ...]) -> str:
+        """The event on the wire: contract field names, epoch-ms timestamp (valid contract input).
+
+        ``type_names`` is the vocabulary's ``names`` (the record holds only the type's index).
+        """
         return json.dumps(
             {
                 "user_id": self.user_id,
                 "item_id": self.item_id,
-                "type": EVENT_TYPES[self.type_index].value,
+                "type": type_names[self.type_index],
                 "timestamp": self.ts_ms,
                 "event_id": self.event_id,
                 "quantity": self.quantity,
@@ -116,10 +195,12 @@ class Event(BaseModel):
 
     Limits reject absurd input with a reason: ids must be 1..128 characters,
     the timestamp must fall in [2000-01-01, 2100-01-01), numbers must be finite
-    and within bounds, and the type must be one of :class:`EventType`.
+    and within bounds, and the type must be one of :class:`EventType` (this class)
+    or of a configured vocabulary (``Vocabulary.model``, a subclass).
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    type_index_of: ClassVar[dict[str, int]] = TYPE_INDEX
 
     user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
@@ -204,7 +285,7 @@ class Event(BaseModel):
         return EventRecord(
             self.user_id,
             self.item_id,
-            TYPE_INDEX[self.type.value],
+            self.type_index_of[self.type.value],
             self.ts_ms,
             self.event_id or self.content_id(),
             self.quantity,
@@ -228,6 +309,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "invalid event: " + "; ".join(parts)
 
 
-def event_json_schema() -> dict[str, Any]:
-    """The contract as JSON Schema, for producers (``propstream schema``)."""
-    return Event.model_json_schema()
+def event_json_schema(types: Vocabulary | None = None) -> dict[str, Any]:
+    """The contract as JSON Schema, for producers (``propstream schema``); ``type`` enumerates the vocabulary."""
+    return Vocabulary.of(types).model.model_json_schema()
+
+
+DEFAULT_VOCABULARY = Vocabulary()

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.events import EVENT_TYPES
+from schemas.events import TYPE_NAMES, Vocabulary, check_type_names
 from schemas.groups import ALL_GROUP
 
 HOUR_S = 3600
@@ -87,9 +87,14 @@ class FeatureSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     groups: tuple[str, ...]
-    types: tuple[str, ...] = tuple(t.value for t in EVENT_TYPES)
+    types: tuple[str, ...] = TYPE_NAMES  # the event-type vocabulary (setting ``events.types``), in layout order
     windows: tuple[Window, ...] = DEFAULT_WINDOWS
     recency_edges_days: tuple[int, ...] = DEFAULT_RECENCY_EDGES
+
+    @field_validator("types")
+    @classmethod
+    def _types_are_a_vocabulary(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_type_names(v)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
@@ -101,6 +106,11 @@ class FeatureSpec(BaseModel):
             msg = f"recency_edges_days must start at 0 and increase strictly: {edges}"
             raise ValueError(msg)
         return self
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary:
+        """The event types as the object that maps names to type indexes and back."""
+        return Vocabulary(self.types)
 
     @property
     def all_groups(self) -> tuple[str, ...]:

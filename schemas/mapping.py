@@ -4,8 +4,9 @@ Any CSV / JSONL / Parquet export can be replayed once a mapping names which of
 its columns holds user_id, item_id, type and timestamp (and the timestamp's
 unit). Missing optional fields fall back to constants or contract defaults.
 A CSV file without a header line names its columns in ``csv_columns``; raw
-type values are renamed to the contract's by ``type_values`` (``pv`` ->
-``view``), and those in ``drop_types`` are skipped, counted as dropped.
+type values are renamed by ``type_values`` (``pv`` -> ``view``) into the
+configured vocabulary (``events.types``; ``EventParser`` checks it), and
+those in ``drop_types`` are skipped, counted as dropped.
 
 >>> m = ColumnMapping(user_id="household_id", item_id="product_id",
 ...                   timestamp="ts", timestamp_unit="s", type_value="purchase")
@@ -32,6 +33,10 @@ class MappingFileError(ConfigError):
     """A mapping file is unreadable or invalid; the message names the file."""
 
 
+class MappingTypesError(ConfigError):
+    """A mapping renames raw values to types that are not in the configured vocabulary (``events.types``)."""
+
+
 class ColumnMapping(BaseModel):
     """Source column names for each contract field (identity by default)."""
 
@@ -55,17 +60,27 @@ class ColumnMapping(BaseModel):
         if self.type_value is None and self.type is None:
             msg = "a mapping needs either a `type` column or a constant `type_value`"
             raise ValueError(msg)
-        from schemas.events import TYPE_INDEX
-
-        unknown = sorted(t for t in self.type_values.values() if t not in TYPE_INDEX)
-        if unknown:
-            msg = f"type_values map to {unknown}, which are not event types; use one of {sorted(TYPE_INDEX)}"
-            raise ValueError(msg)
         both = sorted(set(self.type_values) & set(self.drop_types))
         if both:
             msg = f"type values {both} are both renamed (type_values) and dropped (drop_types)"
             raise ValueError(msg)
         return self
+
+    def check_types(self, types: tuple[str, ...]) -> None:
+        """MappingTypesError unless every ``type_values`` target is a type of the vocabulary ``types``.
+
+        >>> ColumnMapping(type_values={"fav": "wishlist"}).check_types(("view", "cart"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        schemas.mapping.MappingTypesError: the mapping's type_values map to ['wishlist'], which are not event types; ...
+        """
+        unknown = sorted({t for t in self.type_values.values() if t not in types})
+        if unknown:
+            msg = (
+                f"the mapping's type_values map to {unknown}, which are not event types; "
+                f"events.types are {list(types)}"
+            )
+            raise MappingTypesError(msg)
 
     @property
     def required_columns(self) -> tuple[str, ...]:

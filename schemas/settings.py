@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from schemas.errors import ConfigError
+from schemas.events import TYPE_NAMES, check_type_names
 
 DEFAULT_DATA_DIR = Path("propstream-data")
 
@@ -40,6 +41,23 @@ def is_secret_key(key: str) -> bool:
     """
     k = key.lower()
     return any(w in k for w in ("password", "secret", "token", "jaas", "oauthbearer.config")) or k == "ssl.key.pem"
+
+
+class EventSettings(BaseModel):
+    """The event contract's vocabulary: which event types exist, in feature layout order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    types: tuple[str, ...] = Field(
+        default=TYPE_NAMES,
+        description="event types, in feature order (each gets its features; changing them needs retraining "
+        "and a fresh recovery store)",
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _a_vocabulary(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_type_names(v)
 
 
 class StreamSettings(BaseModel):
@@ -331,12 +349,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING", description="log messages of this level and above go to stderr"
     )
+    events: EventSettings = EventSettings()
     stream: StreamSettings = StreamSettings()
     train: TrainSettings = TrainSettings()
     trending: TrendingSettings = TrendingSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     kafka: KafkaSettings = KafkaSettings()
     collector: CollectorSettings = CollectorSettings()
+
+    @model_validator(mode="after")
+    def _label_types_are_event_types(self) -> Settings:
+        unknown = sorted(set(self.train.label_types) - set(self.events.types))
+        if unknown:
+            msg = f"train.label_types {unknown} are not event types; events.types are {list(self.events.types)}"
+            raise ValueError(msg)
+        return self
 
     @classmethod
     def settings_customise_sources(

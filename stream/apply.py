@@ -25,7 +25,7 @@ event, only one per basket.
 (['e1', 'e2'], ["duplicate: event_id 'e1' was already applied"])
 >>> {user: sorted(groups) for user, groups in batch.dirty.items()}  # coffee (0) and all (1) changed
 {'u1': [0, 1]}
->>> [(row.item_id, row.type, row.events, row.value) for row in sorted(item_rows(items, batch.items, shard=0))]
+>>> [(row.item_id, row.type, row.events, row.value) for row in sorted(item_rows(items, batch.items, 0, cfg.type_names))]
 [('c1', 'purchase', 1, 2.5), ('x', 'purchase', 1, 2.5)]
 """
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.events import TYPE_NAMES, DeadLetter, EventRecord, ItemActivityRow
+from schemas.events import DeadLetter, EventRecord, ItemActivityRow
 from schemas.groups import GroupCatalog
 from stream.clock import HOUR_MS, late_reason
 from stream.state import CustomerState, StateConfig
@@ -72,6 +72,7 @@ def apply_events(
     applied = out.applied
     touched_items = out.items
     groups_of = catalog.groups_of
+    type_names = cfg.type_names
     # Consecutive events of one customer, time and type (a basket's lines) are counted as one run.
     run_key = ("", 0, 0)  # (user, ts, type); run_n == 0 means no run yet
     run_state = CustomerState()
@@ -80,13 +81,14 @@ def apply_events(
     for rec in events:
         user, item, type_index, ts, event_id, quantity, cents, _ = rec
         if horizon is not None and ts < horizon:  # only from a partition that was idle without a watermark
-            dead.append(DeadLetter(late_reason(horizon, ts), rec.to_json(), rec.source))
+            dead.append(DeadLetter(late_reason(horizon, ts), rec.to_json(type_names), rec.source))
             continue
         state = customers.get(user)
         if state is None:
             state = customers[user] = CustomerState()
         if not state.see(event_id, ts):
-            dead.append(DeadLetter(f"duplicate: event_id {event_id!r} was already applied", rec.to_json(), rec.source))
+            reason = f"duplicate: event_id {event_id!r} was already applied"
+            dead.append(DeadLetter(reason, rec.to_json(type_names), rec.source))
             continue
         key = (user, ts, type_index)
         if key != run_key:
@@ -134,12 +136,17 @@ def _apply_run(
         marked.update(changed)
 
 
-def item_rows(items: dict[ItemKey, list], touched: set[ItemKey], shard: int) -> list[ItemActivityRow]:
-    """Rows of ``item_activity`` for the cells a batch touched (cumulative counts of the cell)."""
+def item_rows(
+    items: dict[ItemKey, list], touched: set[ItemKey], shard: int, type_names: tuple[str, ...]
+) -> list[ItemActivityRow]:
+    """Rows of ``item_activity`` for the cells a batch touched (cumulative counts of the cell).
+
+    ``type_names`` (``StateConfig.type_names``) names each cell's type index.
+    """
     rows = []
     for key in touched:
         n, qty, cents = items[key]
-        rows.append(ItemActivityRow(key[0], key[1], TYPE_NAMES[key[2]], shard, n, qty, cents / 100))
+        rows.append(ItemActivityRow(key[0], key[1], type_names[key[2]], shard, n, qty, cents / 100))
     return rows
 
 

@@ -16,6 +16,7 @@ on generated batches.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from schemas.events import (
     MAX_TIMESTAMP,
     MAX_VALUE,
     MIN_TIMESTAMP,
-    TYPE_INDEX,
+    TYPE_NAMES,
     EventRecord,
     content_id_of,
 )
@@ -41,7 +42,6 @@ _PER_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000)}  # (multiply, floor-di
 # Text whose first and last characters are in this set needs no whitespace stripping.
 _PLAIN = r"[0-9A-Za-z_\-.:@/+#]"
 _PLAIN_TEXT = rf"(?s)^{_PLAIN}(?:.*{_PLAIN})?$"
-_TYPES = pa.array(list(TYPE_INDEX), pa.string())
 
 Mask = np.ndarray  # bool, one per row
 
@@ -129,8 +129,19 @@ def _row_dict(batch: pa.RecordBatch, i: int) -> dict[str, Any]:
     return row
 
 
-def fast_records(batch: pa.RecordBatch, mapping: ColumnMapping, sources: list[str]) -> list[EventRecord | None]:
-    """The record of each row the vector checks accept; None where the row path must decide."""
+@lru_cache(maxsize=16)
+def _value_set(type_names: tuple[str, ...]) -> pa.Array:
+    """The vocabulary as an Arrow array (``pc.index_in`` gives the type index), built once per vocabulary."""
+    return pa.array(list(type_names), pa.string())
+
+
+def fast_records(
+    batch: pa.RecordBatch, mapping: ColumnMapping, sources: list[str], type_names: tuple[str, ...] = TYPE_NAMES
+) -> list[EventRecord | None]:
+    """The record of each row the vector checks accept; None where the row path must decide.
+
+    ``type_names`` is the vocabulary the row path validates against (``EventParser.types.names``).
+    """
     n = batch.num_rows
     none: list[EventRecord | None] = [None] * n
     user_col = _column(batch, mapping.user_id)
@@ -145,14 +156,14 @@ def fast_records(batch: pa.RecordBatch, mapping: ColumnMapping, sources: list[st
     ok &= ok_item & ok_ts
 
     if mapping.type_value is not None:
-        if mapping.type_value not in TYPE_INDEX:
+        if mapping.type_value not in type_names:
             return none
-        type_index = np.full(n, TYPE_INDEX[mapping.type_value])
+        type_index = np.full(n, type_names.index(mapping.type_value))
     else:
         type_col = _column(batch, mapping.type)
         if type_col is None or not _is_text(type_col.type):
             return none
-        found = pc.index_in(type_col, value_set=_TYPES)
+        found = pc.index_in(type_col, value_set=_value_set(type_names))
         ok &= _mask(found.is_valid())
         renamed = [*mapping.type_values, *mapping.drop_types]
         if renamed:  # values the mapping renames or drops take the row path, which applies the mapping
@@ -166,7 +177,6 @@ def fast_records(batch: pa.RecordBatch, mapping: ColumnMapping, sources: list[st
 
     event_ids = _event_ids(batch, mapping, n)
     if event_ids is None:  # no id column at all: every event gets its content id
-        type_names = list(TYPE_INDEX)
         event_ids = [
             content_id_of(u, i, type_names[t], s, q, v) if good else None
             for u, i, t, s, q, v, good in zip(

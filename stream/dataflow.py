@@ -165,7 +165,7 @@ def build_dataflow(
     a Kafka topic).
     """
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
-    rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms)
+    rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms, cfg.type_names)
     n_shards = flow_cfg.n_shards
     layout = state_layout(cfg, catalog.groups, n_shards)
 

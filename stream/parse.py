@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.events import DeadLetter, Event, EventRecord, describe_validation_error
+from schemas.events import DEFAULT_VOCABULARY, DeadLetter, EventRecord, Vocabulary, describe_validation_error
 from schemas.mapping import ColumnMapping
 from stream.columns import fast_records, row_dicts
 from stream.sources.base import SourceBatch
@@ -59,16 +59,30 @@ def payload_text(payload: Any) -> str:
 
 
 class EventParser:
-    """Turns raw records into EventRecords under a column mapping.
+    """Turns raw records into EventRecords under a column mapping and an event-type vocabulary.
+
+    ``types`` is the configured vocabulary (``events.types``; the spec's
+    ``FeatureSpec.vocabulary``): a type outside it is a dead letter listing
+    the types, and the mapping's ``type_values`` must map into it
+    (``MappingTypesError`` here, before anything is read).
 
     Events more than a day ahead of the wall clock are rejected: one absurd
     timestamp would otherwise move the event-time clock years ahead and expire
     every window.
     """
 
-    def __init__(self, mapping: ColumnMapping, wall_clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        mapping: ColumnMapping,
+        wall_clock: Callable[[], float] = time.time,
+        *,
+        types: Vocabulary | tuple[str, ...] = DEFAULT_VOCABULARY,
+    ):
+        self.types = Vocabulary.of(types)
+        mapping.check_types(self.types.names)
         self.mapping = mapping
         self.wall_clock = wall_clock
+        self._event = self.types.model  # the contract over this vocabulary, resolved once
         # Text in the wire format (what `propstream produce` sends) validates straight from JSON.
         self._wire_format = mapping == ColumnMapping()
 
@@ -107,7 +121,7 @@ class EventParser:
     def _parse_one(self, source: str, payload: Any) -> EventRecord | str | None:
         if self._wire_format and isinstance(payload, bytes | str) and len(payload) <= MAX_PAYLOAD_BYTES // 4:
             try:
-                return Event.model_validate_json(payload).to_record(source)
+                return self._event.model_validate_json(payload).to_record(source)
             except ValidationError:
                 pass  # the general path below says why, in the same words for every input
         if isinstance(payload, bytes):
@@ -129,7 +143,7 @@ class EventParser:
         if self.mapping.drops(payload):
             return None
         try:
-            event = Event.model_validate(self.mapping.apply(payload))
+            event = self._event.model_validate(self.mapping.apply(payload))
         except ValidationError as exc:
             return describe_validation_error(exc)
         return event.to_record(source)
@@ -167,7 +181,7 @@ class EventParser:
             table = batch.columns
             sources = [f"{batch.part}:row{batch.first_row + i}" for i in range(table.num_rows)]
             try:
-                fasts = fast_records(table, self.mapping, sources)
+                fasts = fast_records(table, self.mapping, sources, self.types.names)
             except Exception:  # a column the fast path cannot read: every row takes the row path
                 log.warning("columnar fast path failed on %s; parsing row by row", batch.part, exc_info=True)
                 fasts = [None] * table.num_rows

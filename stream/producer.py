@@ -56,6 +56,7 @@ def produce(
         else:
             report.sent += 1
 
+    type_names = parser.types.names
     producer = Producer({"linger.ms": 20, "enable.idempotence": True, "compression.type": "lz4", **config})
     for source, payload in records:
         report.read += 1
@@ -66,7 +67,7 @@ def produce(
         if isinstance(rec, str):
             report.rejected.append((source, rec))
             continue
-        key, value = event_message(rec)
+        key, value = event_message(rec, type_names)
         while True:
             try:
                 producer.produce(topic, value, key=key, on_delivery=delivered)

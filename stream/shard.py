@@ -209,7 +209,7 @@ class ShardProcessor:
         out.applied, out.dead_letters = batch.applied, batch.dead_letters
         # 2. The clock moves; due and touched customers advance to it.
         clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
-        out.item_activity = item_rows(sh.items, batch.items, sh.shard)
+        out.item_activity = item_rows(sh.items, batch.items, sh.shard, self.cfg.type_names)
         sh.items = forget_items(sh.items, sh.horizon)
         out.horizon, out.horizon_moved = sh.horizon, sh.horizon != horizon_before
         if clock is None:

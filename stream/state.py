@@ -37,6 +37,7 @@ class StateConfig:
 
     spec: FeatureSpec
     n_types: int
+    type_names: tuple[str, ...]  # type index -> name (the spec's vocabulary)
     n_keys: int  # (group incl. all) x type
     resolutions_ms: tuple[int, ...]  # distinct bucket sizes
     window_res: tuple[int, ...]  # window -> resolution index
@@ -71,6 +72,7 @@ class StateConfig:
         return cls(
             spec=spec,
             n_types=n_types,
+            type_names=spec.types,
             n_keys=n_keys,
             resolutions_ms=tuple(res),
             window_res=window_res,

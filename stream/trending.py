@@ -228,6 +228,7 @@ class TrendConfig:
     forget_after_hours: float = 72.0
     shards: int = 1
     sources: int = 1  # customer shards feeding it: a window closes once every one has passed its end
+    type_names: tuple[str, ...] = TYPE_NAMES  # the event-type vocabulary (events.types), by type index
 
     @property
     def bucket_ms(self) -> int:
@@ -377,7 +378,7 @@ class TrendConfig:
                         w.name,
                         scope,
                         key,
-                        TYPE_NAMES[type_index],
+                        self.type_names[type_index],
                         count,
                         expected,
                         surge,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import DeadLetter, EventRecord
+from schemas.events import TYPE_NAMES, DeadLetter, EventRecord
 from stream.parse import ParsedBatch
 
 HOUR_MS = 3_600_000
@@ -41,17 +41,21 @@ HOUR_MS = 3_600_000
 
 @dataclass(frozen=True)
 class WatermarkRules:
-    """How far behind or ahead of its partition's watermark an event may be."""
+    """How far behind or ahead of its partition's watermark an event may be.
+
+    ``type_names`` (the vocabulary's names) spells the type of a refused event's payload.
+    """
 
     allowed_lateness_ms: int
     max_ahead_ms: int
+    type_names: tuple[str, ...] = TYPE_NAMES
 
     def judge(self, watermark: int | None, batch: ParsedBatch) -> int | None:
         """Move late and ahead events of ``batch`` to its dead letters; return the partition's new watermark.
 
         ``batch.watermark`` is set to the returned value.
         """
-        lateness, ahead = self.allowed_lateness_ms, self.max_ahead_ms
+        lateness, ahead, names = self.allowed_lateness_ms, self.max_ahead_ms, self.type_names
         kept: list[EventRecord] = []
         dead = batch.dead
         wm = watermark
@@ -59,10 +63,10 @@ class WatermarkRules:
             ts = rec.ts_ms
             if wm is not None:
                 if ts < wm - lateness:
-                    dead.append(DeadLetter(self._late(wm - ts), rec.to_json(), rec.source))
+                    dead.append(DeadLetter(self._late(wm - ts), rec.to_json(names), rec.source))
                     continue
                 if ts > wm + ahead:
-                    dead.append(DeadLetter(self._ahead(ts - wm), rec.to_json(), rec.source))
+                    dead.append(DeadLetter(self._ahead(ts - wm), rec.to_json(names), rec.source))
                     continue
                 if ts > wm:
                     wm = ts

@@ -3,8 +3,8 @@
 Every producer (``propstream produce``, the HTTP collector, the stream's
 dead-letter sink) writes these two shapes, so consumers read one format.
 
->>> from schemas.events import DeadLetter, EventRecord
->>> key, value = event_message(EventRecord("u1", "i9", 2, 1_488_362_400_000, "e1", 1.0, 250, "file:2"))
+>>> from schemas.events import TYPE_NAMES, DeadLetter, EventRecord
+>>> key, value = event_message(EventRecord("u1", "i9", 2, 1_488_362_400_000, "e1", 1.0, 250, "file:2"), TYPE_NAMES)
 >>> key, sorted(json.loads(value).items())[:4]
 (b'u1', [('event_id', 'e1'), ('item_id', 'i9'), ('quantity', 1.0), ('timestamp', 1488362400000)])
 >>> key, value = dead_letter_message(DeadLetter("bad JSON: ...", "{x", "collector/ab12"), "2026-01-01T00:00:00+00:00")
@@ -21,9 +21,12 @@ from schemas.events import DeadLetter, EventRecord
 MAX_TOPIC_PAYLOAD = 64 * 1024
 
 
-def event_message(rec: EventRecord) -> tuple[bytes, bytes]:
-    """(key, value) of an event: the user_id (a customer's events stay in order on one partition), canonical JSON."""
-    return rec.user_id.encode(), rec.to_json().encode()
+def event_message(rec: EventRecord, type_names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """(key, value) of an event: the user_id (a customer's events stay in order on one partition), canonical JSON.
+
+    ``type_names`` is the vocabulary's names (the parser's ``types.names``): the record holds a type index.
+    """
+    return rec.user_id.encode(), rec.to_json(type_names).encode()
 
 
 def dead_letter_message(dead: DeadLetter, received_at: str) -> tuple[bytes, bytes]:

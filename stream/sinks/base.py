@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas.events import TYPE_NAMES, DeadLetter, FeatureRow, ItemActivityRow
+from schemas.events import DeadLetter, FeatureRow, ItemActivityRow
 from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES, TRENDING
 from stream.shard import ShardOutput
 
@@ -22,8 +22,11 @@ class TableWriter(ABC):
         """Insert one batch of rows given as columns of equal length."""
 
 
-def table_rows(outputs: list[ShardOutput]) -> TableRows:
+def table_rows(outputs: list[ShardOutput], type_names: tuple[str, ...]) -> TableRows:
     """Merge shard outputs into one column-oriented batch per table.
+
+    ``type_names`` (the vocabulary's names, ``StateConfig.type_names``) names
+    the type index of each applied event.
 
     Dead letters leave the dataflow by their own stream (``dead_letter_rows``):
     the ones a shard found ride in ``ShardOutput.dead_letters`` only until the
@@ -44,7 +47,7 @@ def table_rows(outputs: list[ShardOutput]) -> TableRows:
             users, items, types, times, ids, quantities, cents, sources = zip(*out.applied, strict=True)
             u += users
             i += items
-            ty += [TYPE_NAMES[x] for x in types]
+            ty += [type_names[x] for x in types]
             ts += times
             eid += ids
             q += quantities

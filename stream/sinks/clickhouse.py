@@ -190,14 +190,19 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         stats: RunStats | None = None,
         report: Callable[[RunStats], None] | None = None,
         report_every_s: float = 5.0,
+        *,
+        type_names: tuple[str, ...],
     ):
         self.writer = writer
+        self.type_names = type_names  # the vocabulary's names: the events table stores a type by name
         self.stats = stats or RunStats()
         self.report = report
         self.every = report_every_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self.writer, table_rows, self.stats.add, self.stats, self.report, self.every)
+        names = self.type_names
+        rows = lambda outputs: table_rows(outputs, names)  # noqa: E731
+        return _Partition(self.writer, rows, self.stats.add, self.stats, self.report, self.every)
 
     def dead_letter_sink(self) -> DynamicSink[DeadLetter]:
         """The sink of the dead-letter stream into the ``dead_letters`` table."""

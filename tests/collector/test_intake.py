@@ -8,7 +8,7 @@ import time
 import pytest
 
 from collector.intake import Intake
-from schemas.events import content_id_of
+from schemas.events import TYPE_NAMES, content_id_of
 from schemas.mapping import ColumnMapping
 from stream.parse import EventParser
 from stream.sources.base import SourceBatch
@@ -55,7 +55,7 @@ def test_messages_are_canonical_json_keyed_by_user_and_the_stream_reads_them_bac
     got = make_intake().body(
         body(ev(user_id="ü-42", type="purchase", quantity=2, value=3.99, event_id="x")), "r", NOW_MS
     )
-    key, value = event_message(got.events[0])
+    key, value = event_message(got.events[0], TYPE_NAMES)
     assert key == "ü-42".encode()
     again = EventParser(ColumnMapping()).check("kafka", value)
     assert again == got.events[0]._replace(source="kafka")

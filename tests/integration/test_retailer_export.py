@@ -148,3 +148,75 @@ def test_a_header_less_export_maps_trains_streams_and_refuses_what_cannot_learn(
     scores = query(settings, "SELECT group_id, count() FROM {db}.scores FINAL GROUP BY group_id")
     customers = query(settings, "SELECT count() FROM {db}.customer_features FINAL")[0][0]
     assert dict(scores) == {"learnable": customers}  # the refused group has no scores at all
+
+
+WISHLIST_MAPPING = """
+csv_columns = ["user_id", "item_id", "category_id", "behavior", "timestamp"]
+type = "behavior"
+timestamp_unit = "s"
+
+[type_values]
+pv = "view"
+buy = "purchase"
+fav = "wishlist"
+"""
+
+
+def test_a_configured_vocabulary_keeps_the_wishlist_as_its_own_features(tmp_path, chdb_dsn, capsys, monkeypatch):
+    """The same export with `events.types` holding `wishlist`: `fav` is mapped, applied and counted, not dropped."""
+    rows = export(tmp_path / "export.csv", n_users=150, days=21, seed=5)
+    (tmp_path / "mapping.toml").write_text(WISHLIST_MAPPING)
+    (tmp_path / "groups.toml").write_text(GROUPS)
+    with (tmp_path / "catalog.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "product_category"])
+        w.writerows([i, c] for c, lo in ((1001, 10), (2002, 50), (3003, 90)) for i in range(lo, lo + 30))
+    db = "vocab_" + tmp_path.name[-8:].replace("-", "_")
+    monkeypatch.setenv("PROPSTREAM_GROUPS_FILE", str(tmp_path / "groups.toml"))
+    monkeypatch.setenv("PROPSTREAM_CLICKHOUSE__DATABASE", db)
+    monkeypatch.setenv("PROPSTREAM_STREAM__BATCH_SIZE", "1000")
+    common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn, "--catalog", str(tmp_path / "catalog.csv")]
+    files = ["--input", str(tmp_path / "export.csv"), "--mapping", str(tmp_path / "mapping.toml")]
+    fav = sum(r[3] == "fav" for r in rows)
+    assert fav > 50
+
+    # The default vocabulary has no wishlist: the mapping is refused in one line, before anything is read.
+    assert main(["check", *files]) == 2
+    err = capsys.readouterr().err
+    assert "map to ['wishlist'], which are not event types" in err and len(err.strip().splitlines()) == 1
+
+    monkeypatch.setenv("PROPSTREAM_EVENTS__TYPES", json.dumps(["view", "cart", "purchase", "wishlist"]))
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["$defs"]["EventType"]["enum"] == ["view", "cart", "purchase", "wishlist"]
+    assert main(["check", *files, "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert (check["read"], check["dropped"], check["valid"], check["reasons"]) == (len(rows), 0, len(rows), {})
+
+    assert main(["run", *common, *files, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["events_in"], summary["applied"], summary["dropped"], summary["dead_letters"]) == (
+        len(rows),
+        len(rows),
+        0,
+        0,
+    )
+
+    settings = Settings(data_dir=tmp_path, clickhouse_dsn=chdb_dsn, clickhouse={"database": db})
+    renamed = {"pv": "view", "buy": "purchase", "cart": "cart", "fav": "wishlist"}
+    expected: Counter = Counter()  # an independent recount of the export (the 365-day window holds all of it)
+    for user, _, cat, behavior, _ in rows:
+        group = {1001: "learnable", 2002: "noise"}.get(cat)
+        for g in ("all", group) if group else ("all",):
+            expected[(str(user), f"grp={g}|type={renamed[behavior]}|stat=count|win=365d")] += 1
+    stored = Counter()
+    for user, feats in query(settings, "SELECT user_id, features FROM {db}.customer_features FINAL"):
+        for name, v in feats.items():
+            if name.endswith("|stat=count|win=365d") and v:
+                stored[(user, name)] = int(v)
+    wishlist = {k: n for k, n in stored.items() if "|type=wishlist|" in k[1]}
+    assert wishlist and wishlist == {k: n for k, n in expected.items() if "|type=wishlist|" in k[1]}
+    assert stored == expected
+    assert dict(query(settings, "SELECT type, count() FROM {db}.events GROUP BY type")) == {
+        t: n for t, n in Counter(renamed[r[3]] for r in rows).items()
+    }
+    assert query(settings, "SELECT sum(events) FROM {db}.item_activity FINAL WHERE type = 'wishlist'")[0][0] == fav

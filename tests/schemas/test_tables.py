@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from offline_train.rescore import SCORE_COLUMNS
-from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
+from schemas.events import TYPE_NAMES, DeadLetter, EventRecord, FeatureRow, ItemActivityRow
 from schemas.tables import (
     COLUMNS,
     MIGRATIONS,
@@ -32,7 +32,7 @@ def test_the_sink_writes_exactly_the_columns_of_each_table():
         trending=[TrendRow(rec.ts_ms, "1h", "item", "i1", "purchase", 1, 0.5, 0.3, 1, 0)],
     )
     now = datetime.now(tz=UTC)
-    rows = table_rows([out]) | dead_letter_rows(out.dead_letters, now)
+    rows = table_rows([out], TYPE_NAMES) | dead_letter_rows(out.dead_letters, now)
     assert rows.keys() == COLUMNS.keys() - {"models"}  # models are written by `propstream train`
     for table, columns in rows.items():
         assert sorted(columns) == sorted(COLUMNS[table]), table

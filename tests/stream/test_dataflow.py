@@ -289,7 +289,7 @@ def test_no_dead_letter_reaches_the_shard_output_tables(setup: Setup, runs):
     fate = {r.source: r.fate for r in setup.raws}
     # A shard's own dead letters (duplicates) may ride along in its output, unwritten; no others do.
     assert {fate[d.source] for o in flow.outputs for d in o.dead_letters} <= SHARD_FOUND
-    tables = table_rows(flow.outputs)
+    tables = table_rows(flow.outputs, setup.cfg.type_names)
     assert "dead_letters" not in tables
     assert sorted(tables["events"]["source"]) == sorted(r.source for r in setup.raws if r.fate == APPLIED)
 
