@@ -62,7 +62,11 @@ def say(*text: object) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    (say if args.json else print)("[0/4] loading the libraries (XGBoost, Bytewax, ClickHouse)", flush=True)
+    note = "[0/4] loading the libraries (XGBoost, Bytewax, ClickHouse)"
+    if args.json:
+        say(note)
+    else:
+        print(note, flush=True)
     from propstream import demo
 
     summary = demo.run(_settings(args), log=say if args.json else print)
