@@ -9,6 +9,7 @@ import json
 import pytest
 
 from propstream.cli import main
+from schemas.events import TYPE_NAMES
 from stream.shard import ShardOutput
 from stream.sinks.base import table_rows
 from stream.sinks.clickhouse import ClickHouseWriter, migrate, open_client
@@ -34,7 +35,7 @@ def test_trending_reads_the_last_window_at_or_before_a_time(tmp_path, chdb_dsn, 
     migrate(client, db)
     writer = ClickHouseWriter(client, db)
     out = ShardOutput(shard=-1, trending=rows_at(T0 + HOUR_MS, "a") + rows_at(T0 + 2 * HOUR_MS, "b"))
-    for table, columns in table_rows([out, out]).items():  # written twice, as after a replay: read once
+    for table, columns in table_rows([out, out], TYPE_NAMES).items():  # written twice, as after a replay: read once
         writer.insert(table, columns)
     common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn]
 
