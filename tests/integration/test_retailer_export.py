@@ -76,6 +76,27 @@ def export(path: Path, n_users: int = 400, days: int = 42, seed: int = 3) -> lis
     return rows
 
 
+def recount(rows: list[list], renamed: dict[str, str]) -> Counter:
+    """An independent recount of the export's 365-day counts (the window holds all of it); other types are skipped."""
+    expected: Counter = Counter()
+    for user, _, cat, behavior, _ in rows:
+        if behavior in renamed:
+            group = {1001: "learnable", 2002: "noise"}.get(cat)
+            for g in ("all", group) if group else ("all",):
+                expected[(str(user), f"grp={g}|type={renamed[behavior]}|stat=count|win=365d")] += 1
+    return expected
+
+
+def stored_counts(settings: Settings) -> Counter:
+    """The stream's 365-day counts as stored in customer_features (non-zero ones)."""
+    stored: Counter = Counter()
+    for user, feats in query(settings, "SELECT user_id, features FROM {db}.customer_features FINAL"):
+        for name, v in feats.items():
+            if name.endswith("|stat=count|win=365d") and v:
+                stored[(user, name)] = int(v)
+    return stored
+
+
 def test_a_header_less_export_maps_trains_streams_and_refuses_what_cannot_learn(
     tmp_path, chdb_dsn, capsys, monkeypatch
 ):
@@ -132,17 +153,8 @@ def test_a_header_less_export_maps_trains_streams_and_refuses_what_cannot_learn(
 
     settings = Settings(data_dir=tmp_path, clickhouse_dsn=chdb_dsn, clickhouse={"database": db})
     renamed = {"pv": "view", "buy": "purchase", "cart": "cart"}
-    expected: Counter = Counter()  # an independent recount: the 365-day window holds the whole export
-    for user, _, cat, behavior, _ in rows:
-        if behavior in renamed:
-            group = {1001: "learnable", 2002: "noise"}.get(cat)
-            for g in ("all", group) if group else ("all",):
-                expected[(str(user), f"grp={g}|type={renamed[behavior]}|stat=count|win=365d")] += 1
-    stored = Counter()
-    for user, feats in query(settings, "SELECT user_id, features FROM {db}.customer_features FINAL"):
-        for name, v in feats.items():
-            if name.endswith("|stat=count|win=365d"):
-                stored[(user, name)] = int(v)
+    expected = recount(rows, renamed)
+    stored = stored_counts(settings)
     assert stored == expected
 
     scores = query(settings, "SELECT group_id, count() FROM {db}.scores FINAL GROUP BY group_id")
@@ -203,16 +215,8 @@ def test_a_configured_vocabulary_keeps_the_wishlist_as_its_own_features(tmp_path
 
     settings = Settings(data_dir=tmp_path, clickhouse_dsn=chdb_dsn, clickhouse={"database": db})
     renamed = {"pv": "view", "buy": "purchase", "cart": "cart", "fav": "wishlist"}
-    expected: Counter = Counter()  # an independent recount of the export (the 365-day window holds all of it)
-    for user, _, cat, behavior, _ in rows:
-        group = {1001: "learnable", 2002: "noise"}.get(cat)
-        for g in ("all", group) if group else ("all",):
-            expected[(str(user), f"grp={g}|type={renamed[behavior]}|stat=count|win=365d")] += 1
-    stored = Counter()
-    for user, feats in query(settings, "SELECT user_id, features FROM {db}.customer_features FINAL"):
-        for name, v in feats.items():
-            if name.endswith("|stat=count|win=365d") and v:
-                stored[(user, name)] = int(v)
+    expected = recount(rows, renamed)
+    stored = stored_counts(settings)
     wishlist = {k: n for k, n in stored.items() if "|type=wishlist|" in k[1]}
     assert wishlist and wishlist == {k: n for k, n in expected.items() if "|type=wishlist|" in k[1]}
     assert stored == expected
