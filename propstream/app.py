@@ -237,11 +237,13 @@ def run_stream(
         ),
         stats,
     )
+    board = dashboard_in_run(settings, client, execution)
     if progress:
         recovery_note = f"recovery store {execution.recovery_dir}" if execution.recovery_dir else "no recovery"
-        progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}")
+        board_note = f", dashboard on {board.url}" if board is not None else ""
+        progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}{board_note}")
     stats.started = time.perf_counter()
-    with collected_every(settings.stream.gc_seconds), watch:
+    with collected_every(settings.stream.gc_seconds), watch, board or contextlib.nullcontext():
         cli_main(
             flow,
             workers_per_process=1,
@@ -251,6 +253,19 @@ def run_stream(
             recovery_config=recovery,
         )
     return stats
+
+
+def dashboard_in_run(settings: Settings, client: Any, execution: Execution) -> Any:
+    """The dashboard served from this stream's process (setting ``dashboard.in_run``; process 0 only), or None.
+
+    Only this process may open an embedded store while it writes, so the
+    dashboard shares the stream's client (``dashboard.queries`` says why that is safe).
+    """
+    if not settings.dashboard.in_run or (execution.process_id or 0) != 0:
+        return None
+    from dashboard import DashboardThread
+
+    return DashboardThread(settings, client).start()
 
 
 def trend_config(settings: Settings) -> TrendConfig | None:

@@ -36,6 +36,9 @@ FLAG_SETTINGS = {
     "port": "collector.port",
     "workers": "collector.workers",
     "allowed_origins": "collector.allowed_origins",
+    "dashboard_host": "dashboard.host",
+    "dashboard_port": "dashboard.port",
+    "dashboard_in_run": "dashboard.in_run",
 }
 
 
@@ -172,6 +175,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
         flush=True,
     )
     serve(settings)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard import serve
+    from propstream import app
+    from stream.sinks.clickhouse import redact_dsn
+
+    settings = _settings(args)
+    client = app.client_for(settings)  # fails in one line when a running stream holds the embedded store
+    d = settings.dashboard
+    say(f"dashboard on http://{d.host}:{d.port}: database {settings.clickhouse.database} at {redact_dsn(settings.dsn)}")
+    serve(settings, client)
     return 0
 
 
@@ -390,6 +406,9 @@ def settings_table() -> str:
     flags = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_SETTINGS.items()}
     flags["train_input"] = "`train --input`"
     flags["kafka_url"] = "--kafka"
+    flags["dashboard.host"] = "`dashboard --host`"
+    flags["dashboard.port"] = "`dashboard --port`"
+    flags["dashboard.in_run"] = "`run --dashboard`"
     lines = ["| setting | environment variable | flag | default | what it does |", "|---|---|---|---|---|"]
     for d in setting_docs():
         flag = flags.get(d.key, "")
@@ -475,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(sp, "--snapshot-seconds", type=float)
     _flag(sp, "--process-id", type=int)
     _flag(sp, "--addresses")
+    _flag(sp, "--dashboard", dest="dashboard_in_run", action="store_const", const=True)
     sp.add_argument(
         "--exit-when-idle",
         type=float,
@@ -498,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(sp, "--port", type=int)
     _flag(sp, "--workers", type=int)
     _flag(sp, "--allowed-origins")
+    sp = command(
+        "dashboard",
+        "serve the web dashboard (trending, score distributions, segment sizes, pipeline health) over a store",
+        cmd_dashboard,
+    )
+    _flag(sp, "--host", dest="dashboard_host")
+    _flag(sp, "--port", dest="dashboard_port", type=int)
     command(
         "snippet", "print the page snippet (JavaScript) that sends events to the collector", cmd_snippet, common=False
     )

@@ -311,6 +311,36 @@ class CollectorSettings(BaseModel):
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
 
+class DashboardSettings(BaseModel):
+    """The web dashboard (``propstream dashboard``, or served by ``propstream run`` from its own process).
+
+    chDB opens a path in one process only: while a stream writes the embedded
+    store, the stream itself serves the page (``in_run``); a stopped stream's
+    store or a server DSN can be served by ``propstream dashboard``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_run: bool = Field(
+        default=False,
+        description="`propstream run` serves the dashboard from its own process, on host:port (process 0 only)",
+    )
+    host: str = Field(default="127.0.0.1", description="address the dashboard listens on (0.0.0.0: every interface)")
+    port: int = Field(default=8050, ge=0, le=65535, description="TCP port of the dashboard (0: any free port)")
+    window: str = Field(default="1h", description="trending window shown first (a name of trending.windows)")
+    top: int = Field(default=10, ge=1, le=1000, description="rows of each trending table")
+    history_windows: int = Field(
+        default=48, ge=2, le=10_000, description="window ends of count-vs-forecast history drawn per series"
+    )
+    histogram_bins: int = Field(default=20, ge=2, le=200, description="bins of each group's score histogram")
+    thresholds: tuple[float, ...] = Field(
+        default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        min_length=1,
+        description="score thresholds at which segment sizes are shown",
+    )
+    refresh_seconds: int = Field(default=60, ge=0, description="the page reloads itself this often (0: never)")
+
+
 class ClickHouseSettings(BaseModel):
     """Where scores go. ``dsn`` empty means embedded chDB under the data dir."""
 
@@ -356,6 +386,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     kafka: KafkaSettings = KafkaSettings()
     collector: CollectorSettings = CollectorSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @model_validator(mode="after")
     def _label_types_are_event_types(self) -> Settings:

@@ -89,3 +89,31 @@ def make_settings(data_dir: Path, world: World, dsn: str, **stream: object) -> S
         train=TrainSettings(min_auc=0.0, min_distinct_predictions=1),
         clickhouse={"database": f"t_{uuid.uuid4().hex[:10]}"},
     )
+
+
+@pytest.fixture
+def chromium():
+    """Headless Chromium from Debian's packages (chromium + chromium-driver), driven by selenium."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert browser and driver_path, "chromium and chromium-driver are missing: run tools/browser/install.sh"
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.binary_location = browser
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def dashboard_run(tmp_path_factory, world, trained_dir, chdb_dsn):
+    """A real run with trending on, a known surge and dead letters, its dashboard served mid-run (dashboard_helpers)."""
+    from tests.integration.dashboard_helpers import run_with_dashboard
+
+    return run_with_dashboard(world, trained_dir, tmp_path_factory.mktemp("dashboard"), chdb_dsn)

@@ -267,23 +267,6 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert browser and driver_path, "chromium and chromium-driver are missing: run tools/browser/install.sh"
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    options.binary_location = browser
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
 @pytest.mark.browser
 def test_a_shop_page_with_the_snippet_puts_a_view_a_cart_and_a_purchase_into_features_and_scores(
     world, trained_dir, bootstrap, shop, chromium, tmp_path

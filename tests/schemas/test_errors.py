@@ -8,7 +8,7 @@ import pkgutil
 
 from schemas.errors import PropstreamError
 
-PACKAGES = ["schemas", "stream", "models", "offline_train", "propstream"]
+PACKAGES = ["schemas", "stream", "models", "offline_train", "propstream", "dashboard"]
 
 
 def defined_exceptions() -> list[type]:
