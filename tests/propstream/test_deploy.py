@@ -19,7 +19,31 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
 def test_services_of_the_deployment():
-    assert set(COMPOSE["services"]) == {"kafka", "clickhouse", "init", "collector", "stream", "trainer"}
+    assert set(COMPOSE["services"]) == {
+        "kafka", "clickhouse", "init", "collector", "stream", "trainer", "dashboard", "grafana"
+    }
+
+
+def test_grafana_is_provisioned_with_the_clickhouse_datasource_and_the_dashboards():
+    g = COMPOSE["services"]["grafana"]
+    assert g["image"].startswith("grafana/grafana:")
+    assert "grafana-clickhouse-datasource" in g["environment"]["GF_INSTALL_PLUGINS"]
+    mounts = {m.split(":")[0]: m.split(":")[1] for m in g["volumes"]}
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/propstream.yaml").read_text())
+    assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    datasources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/clickhouse.yaml").read_text())
+    (ds,) = datasources["datasources"]
+    assert ds["type"] == "grafana-clickhouse-datasource" and ds["jsonData"]["host"] == "clickhouse"
+    assert ds["jsonData"]["username"] == COMPOSE["services"]["clickhouse"]["environment"]["CLICKHOUSE_USER"]
+    assert "CLICKHOUSE_PASSWORD" in g["environment"] and "CLICKHOUSE_PASSWORD" in ds["secureJsonData"]["password"]
+
+
+def test_the_dashboard_service_serves_on_its_published_port():
+    d = COMPOSE["services"]["dashboard"]
+    cmd = d["command"]
+    port = cmd[cmd.index("--port") + 1]
+    assert cmd[0] == "dashboard" and cmd[cmd.index("--host") + 1] == "0.0.0.0" and f"{port}:{port}" in d["ports"]
 
 
 def test_environment_keys_are_settings_the_app_reads(monkeypatch: pytest.MonkeyPatch):
@@ -66,7 +90,7 @@ def test_the_collector_writes_where_the_stream_reads_and_its_settings_validate(m
 
 def test_image_installs_every_package():
     docker = (ROOT / "Dockerfile").read_text()
-    for pkg in ("schemas", "stream", "models", "offline_train", "propstream", "collector"):
+    for pkg in ("schemas", "stream", "models", "offline_train", "propstream", "collector", "dashboard"):
         assert f"COPY {pkg} {pkg}" in docker
     assert 'ENTRYPOINT ["propstream"]' in docker
 
@@ -85,13 +109,14 @@ def test_the_image_build_ships_every_module_and_data_file(tmp_path):
     subprocess.run([*build, str(context)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("propstream-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    packages = ("schemas", "stream", "models", "offline_train", "propstream", "collector")
+    packages = ("schemas", "stream", "models", "offline_train", "propstream", "collector", "dashboard")
     wanted = {
         p.relative_to(ROOT).as_posix()
         for pkg in packages
         for p in (ROOT / pkg).rglob("*")
-        if p.suffix in {".py", ".toml", ".js"} and "__pycache__" not in p.parts
+        if p.suffix in {".py", ".toml", ".js", ".html"} and "__pycache__" not in p.parts
     }
     assert wanted - shipped == set()
     assert "propstream/data/completejourney_groups.toml" in shipped
     assert "collector/static/propstream.js" in shipped
+    assert "dashboard/templates/index.html" in shipped
