@@ -3,8 +3,10 @@
 ``run_with_dashboard`` (the session fixture ``dashboard_run`` of conftest) replays
 through ``propstream.app.run_stream`` with trending on and production models,
 serving the web dashboard from the stream's own process while it runs
-(``dashboard.in_run``), as ``propstream run --dashboard`` does; what the page
-answered mid-run is kept in ``DashboardRun.during``.
+(``dashboard.in_run``), as ``propstream run --dashboard`` does. From the first
+progress line on, another thread reads ``GET /`` again and again until the run ends
+(its queries and the stream's inserts share one chDB client); what the page
+answered is kept in ``DashboardRun.during``.
 
 - item ``i1`` (CHIPS: group snacks) gets a view every 2 minutes from day 140 to day 149: popular, steady;
 - item ``i5`` (COFFEE: groups coffee, breakfast) gets 60 extra views in the hour ``SURGE_START`` (day 146, 14:00);
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +29,7 @@ from models.registry import ModelRegistry
 from propstream import app
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, TrendingSettings
+from stream.sinks import RunStats
 from tests.integration.conftest import make_settings, write_events
 from tests.synthetic import DAY_MS, START_MS, World
 
@@ -66,8 +70,9 @@ class DashboardRun:
     """The run's settings and what its in-run dashboard answered while the stream wrote."""
 
     settings: Settings
-    during: list[tuple[int, str]] = field(default_factory=list)  # (status, body) of GET / mid-run
+    during: list[tuple[int, str, int]] = field(default_factory=list)  # GET / mid-run: status, body, applied by then
     url: str = ""
+    stats: RunStats = field(default_factory=RunStats)
 
 
 def run_with_dashboard(world: World, trained_dir: Path, data_dir: Path, dsn: str) -> DashboardRun:
@@ -85,15 +90,30 @@ def run_with_dashboard(world: World, trained_dir: Path, data_dir: Path, dsn: str
     app.write_cards(settings, registry, cards)
     out = DashboardRun(settings)
 
+    browsing: list[threading.Thread] = []
+    applied = [0]  # events applied, as the last progress line said
+
+    def browse() -> None:  # a reader in another thread, while the stream keeps writing over the same client
+        while True:
+            try:
+                r = httpx2.get(out.url + "/", timeout=60)
+            except httpx2.TransportError:  # the run ended and took its dashboard with it
+                return
+            out.during.append((r.status_code, r.text, applied[-1]))
+
     def progress(line: str) -> None:
         if app.STARTED in line:
             out.url = line.rsplit("dashboard on ", 1)[1]
-        elif not out.during:  # the stream is writing: the page is served by this process, over its client
-            r = httpx2.get(out.url + "/", timeout=60)
-            out.during.append((r.status_code, r.text))
+        else:
+            applied.append(int(line.split(" applied")[0].replace(",", "")))
+            if not browsing:  # the stream is writing
+                browsing.append(threading.Thread(target=browse, daemon=True))
+                browsing[0].start()
 
     path = write_events(data_dir / "events.jsonl", dashboard_events(world))
-    app.run_stream(settings, app.build_source(settings, [path]), ColumnMapping(), progress=progress)
+    out.stats = app.run_stream(settings, app.build_source(settings, [path]), ColumnMapping(), progress=progress)
+    for t in browsing:
+        t.join(timeout=120)
     return out
 
 
