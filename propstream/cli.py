@@ -522,9 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dashboard",
         "serve the web dashboard (trending, score distributions, segment sizes, pipeline health) over a store",
         cmd_dashboard,
+        common=False,
     )
-    _flag(sp, "--host", dest="dashboard_host")
-    _flag(sp, "--port", dest="dashboard_port", type=int)
+    _flag(sp, "--data-dir")
+    _flag(sp, "--clickhouse")
+    _flag(sp, "--host", dest="dashboard_host", metavar="HOST")
+    _flag(sp, "--port", dest="dashboard_port", type=int, metavar="PORT")
     command(
         "snippet", "print the page snippet (JavaScript) that sends events to the collector", cmd_snippet, common=False
     )

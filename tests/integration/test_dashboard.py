@@ -4,7 +4,8 @@
 - in headless Chromium, what a person sees equals the store: the surging item first in the surge table,
   counts and forecasts as in ``trending``, a histogram per group, segment sizes equal to a SQL count,
   dead-letter reasons, model versions; a screenshot is kept at ``test-artifacts/dashboard.png``;
-- ``propstream dashboard`` serves a stopped stream's store from its own process.
+- ``propstream dashboard`` serves a stopped stream's store from its own process; a second one on the same
+  embedded store fails in one line.
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ def test_propstream_dashboard_serves_a_stopped_streams_store(tmp_path):
         assert page.status_code == 200
         assert "propstream dashboard" in page.text and "bad JSON" in page.text
         assert 'id="top-items"' in page.text and "<svg" in page.text  # trending rows and charts
+        second = subprocess.run(  # the store is held by the first: our one-line error, exit 1
+            [sys.executable, "-m", "propstream", "dashboard", *common, "--port", str(free_port())],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        ours = second.stderr.strip().splitlines()[-1]  # (chDB's engine prints its own line before it)
+        assert second.returncode == 1 and ours.startswith("propstream dashboard: cannot open embedded ClickHouse")
+        assert "only one process may open a chDB path" in ours
     finally:
         board.terminate()
         board.wait(30)
