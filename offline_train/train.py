@@ -306,7 +306,7 @@ def train_all(
                 log.warning("production model %s v%s cannot be compared: %s", group, current, exc)
             promote, why = gate.decide(art.card.metrics, production)
         if promote:
-            registry.promote(group, art.card.version)
+            registry.promote(group, art.card.version, reason=f"propstream train: {why}")
         m = art.card.metrics
         stays = f"v{current} stays" if current is not None else "the group has no scores"
         progress(
