@@ -358,6 +358,57 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import ModelRegistry
+    from propstream import lifecycle
+    from schemas.errors import PropstreamError
+
+    settings = _settings(args)
+    registry = ModelRegistry(settings.models_dir)
+    if args.models_command in ("list", "show"):
+        rows = lifecycle.list_models(registry, getattr(args, "group", None))
+        try:  # mirror the registry's record into the models table when the store can be opened
+            from propstream import app
+
+            lifecycle.sync_models_table(app.client_for(settings), settings.clickhouse.database, registry)
+        except PropstreamError as exc:
+            say(f"models table not synced: {exc}")
+        if args.json:
+            out: object = [dataclasses.asdict(r) for r in rows]
+            if args.models_command == "show":
+                out = {"versions": out, "actions": [dataclasses.asdict(a) for a in registry.actions(args.group)]}
+            print(json.dumps(out))
+            return 0
+        names = tuple(f.name for f in dataclasses.fields(lifecycle.ModelRow))
+        print(_table(names, [tuple("" if v is None else v for v in dataclasses.astuple(r)) for r in rows]))
+        if args.models_command == "show":
+            print(f"actions on {args.group} (oldest first):")
+            for a in registry.actions(args.group):
+                print(f"  {a.at}  {a.action} v{a.previous} -> v{a.version}  by {a.by}: {a.reason}")
+        return 0
+    if args.models_command == "promote":
+        move = lifecycle.promote(settings, args.group, args.version, args.by, args.reason or "", say)
+    else:
+        move = lifecycle.rollback(settings, args.group, args.by, args.reason or "", say)
+    for note in move.notes:
+        say(note)
+    a = move.action
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    **dataclasses.asdict(a),
+                    "store": move.store,
+                    "rescored_customers": move.rescored_customers,
+                    "report": dataclasses.asdict(move.report) if move.report else None,
+                }
+            )
+        )
+    else:
+        print(f"{a.group_id}: v{a.previous} -> v{a.version} in production ({a.action} by {a.by})")
+    return 0
+
+
 def cmd_trending(args: argparse.Namespace) -> int:
     from propstream import app
 
@@ -562,6 +613,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top", type=int, default=10, help="how many rows per type, default 10 (at most trending.top_n)")
     sp.add_argument("--by", choices=["surge", "count"], default="surge", help="rank by surge or count, default surge")
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format, default table")
+
+    sp = command(
+        "models", "the model registry: list, show a group, promote a version, roll back", cmd_models, common=False
+    )
+    msub = sp.add_subparsers(dest="models_command", required=True)
+    for name, text in (
+        ("list", "every registered version: stage, metrics, last promotion or rollback"),
+        ("show", "one group's versions and every action on it"),
+        ("promote", "make VERSION the group's production model (a running stream picks it up), then rescore"),
+        ("rollback", "make the previous production version production again, then rescore"),
+    ):
+        mp = msub.add_parser(name, help=text)
+        _flag(mp, "--data-dir")
+        _flag(mp, "--clickhouse")
+        _flag(mp, "--catalog")
+        mp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "list":
+            continue
+        mp.add_argument("group")
+        if name == "show":
+            continue
+        if name == "promote":
+            mp.add_argument("version", type=int)
+        mp.add_argument("--by", help="who does it, recorded (default: the OS user)")
+        mp.add_argument("--reason", help="why, recorded with the action")
 
     sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
     sp.add_argument("--group", required=True, help="the product group")
