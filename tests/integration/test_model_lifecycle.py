@@ -118,3 +118,133 @@ def test_promotion_prints_thresholds_and_a_cli_rollback_is_recorded_and_rescored
         (1, "production", "ann", "v2 over-selects", True),
         (2, "archived", "ann", "v2 over-selects", True),
     ]
+
+
+@pytest.mark.kafka
+def test_a_cli_rollback_while_a_stream_runs_rescores_every_customer_of_the_group(
+    world, trained_dir, tmp_path, chdb_dsn, bootstrap
+):
+    """The stream holds its embedded store: the command moves the pointer and logs it; the stream rescores.
+
+    The stream runs live (wall clock, ticks every second, models polled every
+    second) and stops once idle for 20 s; the rollback comes once it has
+    applied every event, so the rescore happens inside that idle time, and the
+    scores read with FINAL after it stopped show it.
+    """
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from tests.integration.kafka_helpers import ROOT, dump_db, new_topic, produce_events, stream_cmd, stream_env
+
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    records = [Event.model_validate(e).to_record("t") for e in world.events]
+    app.train(
+        settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS, force=True
+    )
+    registry = ModelRegistry(settings.models_dir)
+    assert registry.production_version("coffee") == 2
+
+    # The last 3,000 events, moved so that the newest is an hour old: a live stream keeps them all.
+    tail = world.events[-3000:]
+    last = datetime.fromisoformat(tail[-1]["timestamp"]).timestamp()
+    shift = time.time() - 3600 - last
+    live = [{**e, "timestamp": int((datetime.fromisoformat(e["timestamp"]).timestamp() + shift) * 1000)} for e in tail]
+    topic = new_topic(bootstrap, 2)
+    produce_events(bootstrap, topic, live, tmp_path / "live.jsonl")
+    dsn = f"chdb://{tmp_path / 'stream-chdb'}"
+    cmd = stream_cmd(tmp_path, dsn, topic, bootstrap, world, ["--clock", "wall", "--exit-when-idle", "20"])
+    env = stream_env(world, PROPSTREAM_STREAM__MODEL_POLL_SECONDS="1", PROPSTREAM_STREAM__PROGRESS_SECONDS="0.5")
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        seen = []
+        for line in proc.stderr:  # progress lines: wait until every event is applied (and scored with v2)
+            seen.append(line.decode())
+            if f"{len(live):,} applied" in seen[-1]:
+                break
+        else:
+            pytest.fail("the stream ended before applying every event:\n" + "".join(seen[-20:]))
+        rollback = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "propstream",
+                "models",
+                "rollback",
+                "coffee",
+                "--by",
+                "oncall",
+                "--reason",
+                "v2 misfires",
+                "--data-dir",
+                str(tmp_path),
+                "--clickhouse",
+                dsn,
+                "--json",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert rollback.returncode == 0, rollback.stderr[-2000:]
+        done = json.loads(rollback.stdout)
+        assert (done["version"], done["previous"], done["store"]) == (1, 2, "held")
+        assert "running stream rescores every customer of coffee" in rollback.stderr
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    db = dump_db(dsn)
+    coffee = {k.split("|")[0]: (s, m) for k, (_, s, m) in db["scores"].items() if k.endswith("|coffee")}
+    assert coffee and {m for _, m in coffee.values()} == {1}  # every score of the group is the previous version's
+    assert {m for k, (_, _, m) in db["scores"].items() if not k.endswith("|coffee")} == {1}
+    # ... and equals v1 applied to the customer's stored features (no stale score).
+    cfg = StateConfig.build(app.feature_spec(app.load_catalog(settings)))
+    users = sorted(coffee)
+    rows = np.vstack([cfg.new_row() for _ in users])
+    for i, u in enumerate(users):
+        for name, value in db["features"][u][1].items():
+            rows[i, cfg.spec.index[name]] = value
+    v1 = registry.load("coffee", 1)
+    expected = v1.predict(rows[:, v1.input_positions(cfg.spec.index)])
+    np.testing.assert_array_equal(np.array([coffee[u][0] for u in users]), expected)
+
+    # The next command that opens the store records the rollback in the models table.
+    sql = subprocess.run(
+        [sys.executable, "-m", "propstream", "models", "list", "--data-dir", str(tmp_path), "--clickhouse", dsn],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sql.returncode == 0, sql.stderr
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "propstream",
+            "sql",
+            "--data-dir",
+            str(tmp_path),
+            "--clickhouse",
+            dsn,
+            "--format",
+            "csv",
+            "SELECT version, stage, changed_by, change_reason FROM propstream.models FINAL WHERE group_id = 'coffee' "
+            "ORDER BY version",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert got.stdout.splitlines()[1:] == ["1,production,oncall,v2 misfires", "2,archived,oncall,v2 misfires"]
