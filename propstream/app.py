@@ -33,7 +33,7 @@ from stream.gcpolicy import collected_every
 from stream.parse import EventParser
 from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
-from stream.sinks.clickhouse import migrate
+from stream.sinks.clickhouse import apply_retention, migrate
 from stream.sources import FileReplaySource, read_batches, read_records
 from stream.state import StateConfig
 from stream.trending import TrendConfig, TrendWindow
@@ -106,6 +106,9 @@ def open_store(settings: Settings) -> tuple[Any, list[Migration]]:
     if key in _migrated:
         return client, []
     applied = migrate(client, settings.clickhouse.database)
+    changed = apply_retention(client, settings.clickhouse.database, settings.clickhouse.score_history_ttl_days)
+    if changed:
+        log.warning("%s", changed)
     _migrated.add(key)
     return client, applied
 

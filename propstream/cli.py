@@ -36,6 +36,8 @@ FLAG_SETTINGS = {
     "port": "collector.port",
     "workers": "collector.workers",
     "allowed_origins": "collector.allowed_origins",
+    "holdout": "campaigns.holdout_share",
+    "uplift_window": "campaigns.uplift_window",
 }
 
 
@@ -342,19 +344,74 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_of(command: str, text: str | None) -> datetime | None:
+    """An ISO time flag (UTC if it has no offset); None if not given. Raises ValueError with a usage line."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"propstream {command}: --as-of {text!r} is not an ISO time such as 2017-06-01T12:00"
+        raise ValueError(msg) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    from propstream import app
+    from propstream import app, campaigns
 
     if (args.min_score is None) == (args.top is None):
         print("propstream segment: give exactly one of --min-score or --top", file=sys.stderr)
         return 2  # usage
-    rows = app.segment(_settings(args), args.group, args.min_score, args.top)
+    try:
+        as_of = _as_of("segment", args.as_of)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    if args.campaign is not None:
+        audience = campaigns.record_campaign(settings, args.campaign, args.group, args.min_score, args.top, as_of)
+        say(
+            f"campaign {audience.campaign}: {len(audience.members):,} members of {audience.group} selected at "
+            f"{audience.selected_at.isoformat()}, {audience.held_out:,} held out "
+            f"(share {settings.campaigns.holdout_share:g}); target those with holdout false"
+        )
+        names = ["user_id", "score", "model_version", "holdout"]
+        out = [(u, s, v, h) for u, s, v, h in audience.members]
+    else:
+        if as_of is None:
+            rows = app.segment(settings, args.group, args.min_score, args.top)
+        else:
+            client = app.client_for(settings)
+            rows = campaigns.select(client, settings.clickhouse.database, args.group, args.min_score, args.top, as_of)
+        names = ["user_id", "score", "model_version", "as_of"]
+        out = [(u, s, v, str(a)) for u, s, v, a in rows]
     if args.format == "json" or args.json:
-        print(json.dumps([{"user_id": u, "score": s, "model_version": v, "as_of": str(a)} for u, s, v, a in rows]))
+        print(json.dumps([dict(zip(names, r, strict=True)) for r in out]))
     else:
         w = csv.writer(sys.stdout)
-        w.writerow(["user_id", "score", "model_version", "as_of"])
-        w.writerows(rows)
+        w.writerow(names)
+        w.writerows(out)
+    return 0
+
+
+def cmd_uplift(args: argparse.Namespace) -> int:
+    from propstream import campaigns
+
+    settings = _settings(args)
+    u = campaigns.measure_uplift(settings, args.campaign)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(u)))
+        return 0
+    rows = [
+        (name, a.members, a.converted, round(a.rate, 4), round(a.expected, 4))
+        for name, a in (("targeted", u.targeted), ("holdout", u.holdout))
+    ]
+    print(f"campaign {u.campaign} ({u.group}): conversion within {u.window} of selection")
+    print(_table(("arm", "members", "converted", "rate", "expected"), rows))
+    print(
+        f"uplift {u.uplift:+.4f} ({u.confidence:.0%} interval {u.low:+.4f} .. {u.high:+.4f}, p = {u.p_value:.3g}); "
+        "expected = mean score at selection"
+    )
     return 0
 
 
@@ -644,6 +701,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--min-score", type=float, help="customers whose calibrated probability is at least this")
     sp.add_argument("--top", type=int, help="the N customers with the highest scores")
     sp.add_argument("--format", choices=["csv", "json"], default="csv", help="output format, default csv")
+    sp.add_argument(
+        "--campaign", help="record the segment as this campaign's audience (campaign_members) with holdout flags"
+    )
+    _flag(sp, "--holdout", type=float)
+    sp.add_argument(
+        "--as-of", help="ISO time (UTC if no offset): answer from score_history, each customer's last score then"
+    )
+
+    sp = command(
+        "uplift", "a campaign's conversion in its group, targeted vs holdout, with a confidence interval", cmd_uplift
+    )
+    sp.add_argument("--campaign", required=True, help="the campaign recorded by `segment --campaign`")
+    _flag(sp, "--window", dest="uplift_window")
+    _flag(sp, "--catalog")
+    _flag(sp, "--groups")
     return p
 
 

@@ -362,6 +362,18 @@ MIGRATIONS: tuple[Migration, ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
+def score_history_ttl(days: int | None) -> str | None:
+    """The TTL expression of ``score_history`` for a retention of ``days`` (None: kept forever).
+
+    A setting, not a migration: it differs between stores, and is applied by
+    ``stream.sinks.clickhouse.apply_retention`` whenever a store is opened.
+
+    >>> score_history_ttl(90)
+    'toDateTime(as_of) + toIntervalDay(90)'
+    """
+    return None if days is None else f"toDateTime(as_of) + toIntervalDay({int(days)})"
+
+
 def schema_migrations_ddl(database: str = DATABASE) -> str:
     """The table that records applied migrations (it exists before any migration runs)."""
     t = SCHEMA_MIGRATIONS

@@ -1,4 +1,4 @@
-"""Model lifecycle through the command line: promote, rollback, who/why/when, and what a promotion does to thresholds."""
+"""Model lifecycle by command: promote, rollback, who/why/when, and what a promotion does to thresholds."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_a_cli_rollback_while_a_stream_runs_rescores_every_customer_of_the_group
     import subprocess
     import sys
     import time
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from tests.integration.kafka_helpers import ROOT, dump_db, new_topic, produce_events, stream_cmd, stream_env
 
