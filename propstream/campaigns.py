@@ -75,23 +75,24 @@ def select(
     ``score_history`` (argMax by as_of, then version), as a segment run then
     would have answered.
     """
-    where = "" if min_score is None else " WHERE score >= {min_score:Float64}"
+    where = "" if min_score is None else " WHERE s >= {min_score:Float64}"
     limit = "" if top is None else " LIMIT {top:UInt64}"
     params: dict[str, Any] = {"group": group, "min_score": min_score, "top": top}
     if as_of is None:
         source = (
-            f"SELECT user_id, score, model_version, as_of FROM {SCORES.at(db)} FINAL WHERE group_id = {{group:String}}"
+            f"SELECT user_id, score AS s, model_version AS mv, as_of AS at FROM {SCORES.at(db)} FINAL "
+            "WHERE group_id = {group:String}"
         )
     else:
         params["at"] = int(as_of.timestamp() * 1000)
         source = (
-            "SELECT user_id, argMax(score, (as_of, version)) AS score, "
-            "argMax(model_version, (as_of, version)) AS model_version, max(as_of) AS as_of "
+            "SELECT user_id, argMax(score, (as_of, version)) AS s, "
+            "argMax(model_version, (as_of, version)) AS mv, max(as_of) AS at "
             f"FROM {SCORE_HISTORY.at(db)} FINAL WHERE group_id = {{group:String}} "
             "AND as_of <= fromUnixTimestamp64Milli({at:Int64}, 'UTC') GROUP BY user_id"
         )
     rows = client.query(
-        f"SELECT user_id, score, model_version, as_of FROM ({source}){where} ORDER BY score DESC, user_id{limit}",
+        f"SELECT user_id, s, mv, at FROM ({source}){where} ORDER BY s DESC, user_id{limit}",
         parameters={k: v for k, v in params.items() if v is not None},
     ).result_rows
     if not rows:
