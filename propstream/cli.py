@@ -674,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(
         "models", "the model registry: list, show a group, promote a version, roll back", cmd_models, common=False
     )
-    msub = sp.add_subparsers(dest="models_command", required=True)
+    msub = sp.add_subparsers(dest="models_command", required=True, help="what to do with the registry")
     for name, text in (
         ("list", "every registered version: stage, metrics, last promotion or rollback"),
         ("show", "one group's versions and every action on it"),
@@ -688,11 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
         mp.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "list":
             continue
-        mp.add_argument("group")
+        mp.add_argument("group", help="the product group")
         if name == "show":
             continue
         if name == "promote":
-            mp.add_argument("version", type=int)
+            mp.add_argument("version", type=int, help="the registered version to serve")
         mp.add_argument("--by", help="who does it, recorded (default: the OS user)")
         mp.add_argument("--reason", help="why, recorded with the action")
 
