@@ -94,8 +94,12 @@ class ProductionModels:
                 if current is not None:
                     del self.scorers[gi]
                     swapped = True
-                    log.warning("model %s v%d is no longer served: %s has no production pointer", group,
-                                current.version, self.registry.root / group)
+                    log.warning(
+                        "model %s v%d is no longer served: %s has no production pointer",
+                        group,
+                        current.version,
+                        self.registry.root / group,
+                    )
                 continue
             if current is not None and current.version == version:
                 continue

@@ -100,8 +100,10 @@ def _f(x: float | None) -> str:
 def format_report(r: ThresholdReport) -> list[str]:
     """The report as text lines (what `propstream train` and `propstream models promote` print)."""
     old = f"v{r.old_version}" if r.old_version is not None else "none"
-    out = [f"  {r.group}: {old} -> v{r.new_version} on the slice at {r.slice_at} ({r.n:,} customers, "
-           f"base rate {r.base_rate:.4f})"]
+    out = [
+        f"  {r.group}: {old} -> v{r.new_version} on the slice at {r.slice_at} ({r.n:,} customers, "
+        f"base rate {r.base_rate:.4f})"
+    ]
     for name, curve in (("before", r.curve_before), ("after", r.curve_after)):
         if curve is None:
             continue

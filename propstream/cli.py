@@ -376,7 +376,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             f"(share {settings.campaigns.holdout_share:g}); target those with holdout false"
         )
         names = ["user_id", "score", "model_version", "holdout"]
-        out = [(u, s, v, h) for u, s, v, h in audience.members]
+        out: list[tuple] = [(u, s, v, h) for u, s, v, h in audience.members]
     else:
         if as_of is None:
             rows = app.segment(settings, args.group, args.min_score, args.top)

@@ -103,7 +103,7 @@ def _purchases(users, coffee_items, other_items, at: datetime, rng, p_convert: f
     rows = []
     for u in users:
 
-        def add(day: float, item: str, kind: str = "purchase") -> None:
+        def add(day: float, item: str, kind: str = "purchase", u: str = u) -> None:
             ts = at + timedelta(days=day)
             rows.append([u, item, kind, ts, f"{u}-{len(rows)}", 1.0, 2.5, "test"])
 
@@ -176,6 +176,8 @@ def test_uplift_finds_an_effect_and_covers_zero_without_one(world, tmp_path, chd
         assert result["holdout"]["converted"] == len(converted & set(out))
         assert result["targeted"]["converted"] == len(converted & set(t_users))
         assert result["targeted"]["expected"] == pytest.approx(np.mean([scores[u] for u in t_users]))
+    for name, r in (("promo", promo), ("placebo", placebo)):  # shown with -s
+        print(name, {k: r[k] for k in ("uplift", "low", "high", "p_value")}, r["targeted"], r["holdout"])
     assert 0 < promo["low"] < promo["uplift"] < promo["high"]  # ~0.10 found, interval excludes 0
     assert promo["low"] < 0.10 < promo["high"]
     assert placebo["low"] < 0 < placebo["high"]  # no effect: the interval covers 0
