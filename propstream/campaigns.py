@@ -137,14 +137,17 @@ def record_campaign(
     client = client_for(settings)
     db = settings.clickhouse.database
     earlier = client.query(
-        f"SELECT DISTINCT group_id FROM {CAMPAIGN_MEMBERS.at(db)} FINAL WHERE campaign = {{c:String}}",
+        f"SELECT DISTINCT group_id, holdout_share FROM {CAMPAIGN_MEMBERS.at(db)} FINAL WHERE campaign = {{c:String}}",
         parameters={"c": campaign},
     ).result_rows
+    share = settings.campaigns.holdout_share
     if earlier and earlier[0][0] != group:
         msg = f"campaign {campaign!r} targets group {earlier[0][0]!r}, not {group!r}: give the campaign another name"
         raise CampaignError(msg)
+    if earlier and earlier[0][1] != share:  # another share would move customers in or out of the holdout
+        msg = f"campaign {campaign!r} holds out {earlier[0][1]:g} of its audience, not {share:g}: keep --holdout"
+        raise CampaignError(msg)
     rows = select(client, db, group, min_score, top, as_of)
-    share = settings.campaigns.holdout_share
     at = as_of or max((a for *_, a in rows), default=datetime.now(tz=UTC))
     members = [(u, float(s), int(v), holdout_flag(campaign, u, share)) for u, s, v, _ in rows]
     how = f"min_score={min_score}" if min_score is not None else f"top={top}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -96,6 +97,12 @@ def test_holdout_flags_do_not_change_across_runs_and_model_versions(world, tmp_p
     assert stored == {**a, **b} == {u: holdout_flag("c1", u, 0.1) for u in a.keys() | b.keys()}
     versions = dict(query(settings, "SELECT user_id, model_version FROM {db}.campaign_members FINAL"))
     assert {versions[u] for u in b} == {2}
+    common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn]
+    with pytest.MonkeyPatch.context() as mp:  # another share would change flags within the campaign: refused
+        mp.setenv("PROPSTREAM_CLICKHOUSE__DATABASE", settings.clickhouse.database)
+        args = ["segment", "--campaign", "c1", "--group", "coffee", "--top", "10", "--holdout", "0.2", *common]
+        assert main(args) == 1
+        assert "holds out 0.1 of its audience" in capsys.readouterr().err
 
 
 def _purchases(users, coffee_items, other_items, at: datetime, rng, p_convert: float) -> list[list]:
@@ -176,8 +183,10 @@ def test_uplift_finds_an_effect_and_covers_zero_without_one(world, tmp_path, chd
         assert result["holdout"]["converted"] == len(converted & set(out))
         assert result["targeted"]["converted"] == len(converted & set(t_users))
         assert result["targeted"]["expected"] == pytest.approx(np.mean([scores[u] for u in t_users]))
-    for name, r in (("promo", promo), ("placebo", placebo)):  # shown with -s
-        print(name, {k: r[k] for k in ("uplift", "low", "high", "p_value")}, r["targeted"], r["holdout"])
+    for name, r in (("promo", promo), ("placebo", placebo)):  # the figures, for the record (UPLIFT_LOG=path)
+        if os.environ.get("UPLIFT_LOG"):
+            with open(os.environ["UPLIFT_LOG"], "a") as f:
+                f.write(json.dumps({"campaign": name, **r}) + "\n")
     assert 0 < promo["low"] < promo["uplift"] < promo["high"]  # ~0.10 found, interval excludes 0
     assert promo["low"] < 0.10 < promo["high"]
     assert placebo["low"] < 0 < placebo["high"]  # no effect: the interval covers 0
