@@ -19,7 +19,7 @@ comparable when the window equals the models' label horizon).
 >>> holdout_flag("spring-coffee", "1234", 0.1), holdout_flag("spring-coffee", "1234", 0.1)
 (False, False)
 >>> sum(holdout_flag("c", str(u), 0.5) for u in range(1000))
-508
+494
 """
 
 from __future__ import annotations
