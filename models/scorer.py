@@ -3,7 +3,8 @@
 Everything per group (input positions in the feature vector, the groups whose
 features are its inputs, booster, calibration) is resolved when a model is
 loaded, never per event. ``refresh`` polls the registry's production pointers
-at most every ``poll_seconds`` and swaps changed models in place.
+at most every ``poll_seconds`` and swaps changed models in place; a group whose
+pointer was deleted stops being scored (its stored scores stay as they were).
 """
 
 from __future__ import annotations
@@ -89,7 +90,18 @@ class ProductionModels:
         for gi, group in enumerate(self.spec.groups):
             version = self.registry.production_version(group)
             current = self.scorers.get(gi)
-            if version is None or (current is not None and current.version == version):
+            if version is None:  # no pointer (deleted by hand): the group is not served any more
+                if current is not None:
+                    del self.scorers[gi]
+                    swapped = True
+                    log.warning(
+                        "model %s v%d is no longer served: %s has no production pointer",
+                        group,
+                        current.version,
+                        self.registry.root / group,
+                    )
+                continue
+            if current is not None and current.version == version:
                 continue
             try:
                 artifact = self.registry.load(group, version)

@@ -22,6 +22,7 @@ from models.calibration import apply_calibration, fit_platt
 from models.registry import ModelRegistry
 from offline_train.dataset import Examples, to_ms
 from offline_train.metrics import calibration_curve, evaluate
+from offline_train.thresholds import ThresholdReport, format_report, threshold_report
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
 from schemas.features import FeatureSpec
@@ -270,6 +271,31 @@ def slice_metrics(spec: FeatureSpec, ex: Examples, plan: TrainPlan, artifact: Mo
     return evaluate(ex.labels[te, spec.groups.index(artifact.card.group_id)], probs)
 
 
+def slice_threshold_report(
+    spec: FeatureSpec, ex: Examples, at: datetime, new: ModelArtifact, old: ModelArtifact | None
+) -> ThresholdReport:
+    """Old and new model of a group on the examples at cutoff ``at`` (old: None if it cannot read ``spec``)."""
+    group = new.card.group_id
+    te = _rows(ex, (at,))
+    y = ex.labels[te, spec.groups.index(group)]
+    new_probs = new.predict(ex.x[np.ix_(te, new.input_positions(spec.index))])
+    old_probs = None
+    if old is not None:
+        try:
+            old_probs = old.predict(ex.x[np.ix_(te, old.input_positions(spec.index))])
+        except FeatureMismatchError:
+            old = None
+    return threshold_report(
+        group,
+        y,
+        old_probs,
+        new_probs,
+        None if old is None else old.card.version,
+        new.card.version,
+        at.isoformat(),
+    )
+
+
 DEFAULT_GATE = PromotionGate.from_settings(TrainSettings())
 
 
@@ -305,8 +331,17 @@ def train_all(
             except ModelError as exc:  # unreadable: nothing to defend
                 log.warning("production model %s v%s cannot be compared: %s", group, current, exc)
             promote, why = gate.decide(art.card.metrics, production)
+        report = None
         if promote:
-            registry.promote(group, art.card.version)
+            if plan.test is not None:  # what the promotion does to each threshold, before the pointer moves
+                old = None
+                if current is not None:
+                    try:
+                        old = registry.load(group, current)
+                    except ModelError:
+                        old = None
+                report = slice_threshold_report(spec, ex, plan.test, art, old)
+            registry.promote(group, art.card.version, reason=f"propstream train: {why}")
         m = art.card.metrics
         stays = f"v{current} stays" if current is not None else "the group has no scores"
         progress(
@@ -314,5 +349,7 @@ def train_all(
             f"ece={m.get('ece', float('nan')):.3f}  n_train={art.card.n_train:,}  "
             + (f"promoted ({why})" if promote else f"not promoted, {stays} ({why})")
         )
+        for line in format_report(report) if report is not None else []:
+            progress(line)
         cards.append(art.card)
     return cards

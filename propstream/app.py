@@ -27,13 +27,13 @@ from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, ProductGroup, load_groups
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
-from schemas.tables import EVENTS, MODELS, SCORES, TRENDING, Migration
+from schemas.tables import EVENTS, SCORES, TRENDING, Migration
 from stream.dataflow import FLOW_ID, FlowConfig, build_dataflow
 from stream.gcpolicy import collected_every
 from stream.parse import EventParser
 from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
-from stream.sinks.clickhouse import migrate
+from stream.sinks.clickhouse import apply_retention, migrate
 from stream.sources import FileReplaySource, read_batches, read_records
 from stream.state import StateConfig
 from stream.trending import TrendConfig, TrendWindow
@@ -106,6 +106,9 @@ def open_store(settings: Settings) -> tuple[Any, list[Migration]]:
     if key in _migrated:
         return client, []
     applied = migrate(client, settings.clickhouse.database)
+    changed = apply_retention(client, settings.clickhouse.database, settings.clickhouse.score_history_ttl_days)
+    if changed:
+        log.warning("%s", changed)
     _migrated.add(key)
     return client, applied
 
@@ -191,6 +194,10 @@ def run_stream(
         if not models.scorers and progress:
             progress("no production models yet: features only (run `propstream train`)")
     client = client_for(settings)
+    if with_models:  # promotions and rollbacks made while the store was held by an earlier run
+        from propstream.lifecycle import sync_models_table
+
+        sync_models_table(client, settings.clickhouse.database, ModelRegistry(settings.models_dir))
     stats = RunStats()
     sink = ClickHouseSink(
         ClickHouseWriter(client, settings.clickhouse.database),
@@ -447,39 +454,16 @@ def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | 
 
 
 def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCard]) -> None:
-    """Mirror model cards into the ``models`` table: the new ones, and older versions whose stage changed.
+    """Mirror model cards into the ``models`` table: the new ones, and versions whose stage or last action changed.
 
     Promoting a version archives the previous production model and older
     candidates, so every registered version of the trained groups is compared
-    with the stage the table holds.
+    with what the table holds (``propstream.lifecycle.sync_models_table``).
     """
-    client = client_for(settings)
-    db = settings.clickhouse.database
+    from propstream.lifecycle import sync_models_table
+
     groups = sorted({c.group_id for c in cards})
-    if not groups:
-        return
-    stored = {
-        (g, int(v)): stage
-        for g, v, stage in client.query(
-            f"SELECT group_id, version, stage FROM {MODELS.at(db)} FINAL WHERE group_id IN {{groups:Array(String)}}",
-            parameters={"groups": groups},
-        ).result_rows
-    }
-    new = {(c.group_id, c.version): c for c in cards}
-    now = datetime.now(tz=UTC)
-    rows = []
-    for g in groups:
-        for v in registry.versions(g):
-            stage = registry.stage(g, v).value
-            if (g, v) in new or stored.get((g, v), stage) != stage:
-                c = new.get((g, v)) or registry.card(g, v)
-                rows.append([g, v, stage, json.dumps(c.metrics), c.model_dump_json(), c.created_at, now])
-    if rows:
-        client.insert(
-            MODELS.at(db),
-            rows,
-            column_names=list(MODELS.inserted),
-        )
+    sync_models_table(client_for(settings), settings.clickhouse.database, registry, groups, cards)
 
 
 class QueryError(AppError):

@@ -39,6 +39,8 @@ FLAG_SETTINGS = {
     "dashboard_host": "dashboard.host",
     "dashboard_port": "dashboard.port",
     "dashboard_in_run": "dashboard.in_run",
+    "holdout": "campaigns.holdout_share",
+    "uplift_window": "campaigns.uplift_window",
 }
 
 
@@ -358,19 +360,125 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_of(command: str, text: str | None) -> datetime | None:
+    """An ISO time flag (UTC if it has no offset); None if not given. Raises ValueError with a usage line."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"propstream {command}: --as-of {text!r} is not an ISO time such as 2017-06-01T12:00"
+        raise ValueError(msg) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    from propstream import app
+    from propstream import app, campaigns
 
     if (args.min_score is None) == (args.top is None):
         print("propstream segment: give exactly one of --min-score or --top", file=sys.stderr)
         return 2  # usage
-    rows = app.segment(_settings(args), args.group, args.min_score, args.top)
+    try:
+        as_of = _as_of("segment", args.as_of)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    if args.campaign is not None:
+        audience = campaigns.record_campaign(settings, args.campaign, args.group, args.min_score, args.top, as_of)
+        say(
+            f"campaign {audience.campaign}: {len(audience.members):,} members of {audience.group} selected at "
+            f"{audience.selected_at.isoformat()}, {audience.held_out:,} held out "
+            f"(share {settings.campaigns.holdout_share:g}); target those with holdout false"
+        )
+        names = ["user_id", "score", "model_version", "holdout"]
+        out: list[tuple] = [(u, s, v, h) for u, s, v, h in audience.members]
+    else:
+        if as_of is None:
+            rows = app.segment(settings, args.group, args.min_score, args.top)
+        else:
+            client = app.client_for(settings)
+            rows = campaigns.select(client, settings.clickhouse.database, args.group, args.min_score, args.top, as_of)
+        names = ["user_id", "score", "model_version", "as_of"]
+        out = [(u, s, v, str(a)) for u, s, v, a in rows]
     if args.format == "json" or args.json:
-        print(json.dumps([{"user_id": u, "score": s, "model_version": v, "as_of": str(a)} for u, s, v, a in rows]))
+        print(json.dumps([dict(zip(names, r, strict=True)) for r in out]))
     else:
         w = csv.writer(sys.stdout)
-        w.writerow(["user_id", "score", "model_version", "as_of"])
-        w.writerows(rows)
+        w.writerow(names)
+        w.writerows(out)
+    return 0
+
+
+def cmd_uplift(args: argparse.Namespace) -> int:
+    from propstream import campaigns
+
+    settings = _settings(args)
+    u = campaigns.measure_uplift(settings, args.campaign)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(u)))
+        return 0
+    rows = [
+        (name, a.members, a.converted, round(a.rate, 4), round(a.expected, 4))
+        for name, a in (("targeted", u.targeted), ("holdout", u.holdout))
+    ]
+    print(f"campaign {u.campaign} ({u.group}): conversion within {u.window} of selection")
+    print(_table(("arm", "members", "converted", "rate", "expected"), rows))
+    print(
+        f"uplift {u.uplift:+.4f} ({u.confidence:.0%} interval {u.low:+.4f} .. {u.high:+.4f}, p = {u.p_value:.3g}); "
+        "expected = mean score at selection"
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import ModelRegistry
+    from propstream import lifecycle
+    from schemas.errors import PropstreamError
+
+    settings = _settings(args)
+    registry = ModelRegistry(settings.models_dir)
+    if args.models_command in ("list", "show"):
+        rows = lifecycle.list_models(registry, getattr(args, "group", None))
+        try:  # mirror the registry's record into the models table when the store can be opened
+            from propstream import app
+
+            lifecycle.sync_models_table(app.client_for(settings), settings.clickhouse.database, registry)
+        except PropstreamError as exc:
+            say(f"models table not synced: {exc}")
+        if args.json:
+            out: object = [dataclasses.asdict(r) for r in rows]
+            if args.models_command == "show":
+                out = {"versions": out, "actions": [dataclasses.asdict(a) for a in registry.actions(args.group)]}
+            print(json.dumps(out))
+            return 0
+        names = tuple(f.name for f in dataclasses.fields(lifecycle.ModelRow))
+        print(_table(names, [tuple("" if v is None else v for v in dataclasses.astuple(r)) for r in rows]))
+        if args.models_command == "show":
+            print(f"actions on {args.group} (oldest first):")
+            for a in registry.actions(args.group):
+                print(f"  {a.at}  {a.action} v{a.previous} -> v{a.version}  by {a.by}: {a.reason}")
+        return 0
+    if args.models_command == "promote":
+        move = lifecycle.promote(settings, args.group, args.version, args.by, args.reason or "", say)
+    else:
+        move = lifecycle.rollback(settings, args.group, args.by, args.reason or "", say)
+    for note in move.notes:
+        say(note)
+    a = move.action
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    **dataclasses.asdict(a),
+                    "store": move.store,
+                    "rescored_customers": move.rescored_customers,
+                    "report": dataclasses.asdict(move.report) if move.report else None,
+                }
+            )
+        )
+    else:
+        print(f"{a.group_id}: v{a.previous} -> v{a.version} in production ({a.action} by {a.by})")
     return 0
 
 
@@ -593,11 +701,51 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--by", choices=["surge", "count"], default="surge", help="rank by surge or count, default surge")
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format, default table")
 
+    sp = command(
+        "models", "the model registry: list, show a group, promote a version, roll back", cmd_models, common=False
+    )
+    msub = sp.add_subparsers(dest="models_command", required=True, help="what to do with the registry")
+    for name, text in (
+        ("list", "every registered version: stage, metrics, last promotion or rollback"),
+        ("show", "one group's versions and every action on it"),
+        ("promote", "make VERSION the group's production model (a running stream picks it up), then rescore"),
+        ("rollback", "make the previous production version production again, then rescore"),
+    ):
+        mp = msub.add_parser(name, help=text)
+        _flag(mp, "--data-dir")
+        _flag(mp, "--clickhouse")
+        _flag(mp, "--catalog")
+        mp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "list":
+            continue
+        mp.add_argument("group", help="the product group")
+        if name == "show":
+            continue
+        if name == "promote":
+            mp.add_argument("version", type=int, help="the registered version to serve")
+        mp.add_argument("--by", help="who does it, recorded (default: the OS user)")
+        mp.add_argument("--reason", help="why, recorded with the action")
+
     sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
     sp.add_argument("--group", required=True, help="the product group")
     sp.add_argument("--min-score", type=float, help="customers whose calibrated probability is at least this")
     sp.add_argument("--top", type=int, help="the N customers with the highest scores")
     sp.add_argument("--format", choices=["csv", "json"], default="csv", help="output format, default csv")
+    sp.add_argument(
+        "--campaign", help="record the segment as this campaign's audience (campaign_members) with holdout flags"
+    )
+    _flag(sp, "--holdout", type=float)
+    sp.add_argument(
+        "--as-of", help="ISO time (UTC if no offset): answer from score_history, each customer's last score then"
+    )
+
+    sp = command(
+        "uplift", "a campaign's conversion in its group, targeted vs holdout, with a confidence interval", cmd_uplift
+    )
+    sp.add_argument("--campaign", required=True, help="the campaign recorded by `segment --campaign`")
+    _flag(sp, "--window", dest="uplift_window")
+    _flag(sp, "--catalog")
+    _flag(sp, "--groups")
     return p
 
 

@@ -20,9 +20,11 @@ WHERE group_id = 'coffee_tea' AND score >= 0.5 ORDER BY score DESC;
 SELECT group_id, countIf(score >= 0.3) AS customers, round(avg(score), 3) AS mean_score
 FROM {SCORES.at()} FINAL GROUP BY group_id ORDER BY customers DESC;
 
--- top 100 for a campaign, with a 10% holdout (stable hash of the customer) for uplift
-SELECT user_id, score, cityHash64(user_id) % 10 = 0 AS holdout FROM {SCORES.at()} FINAL
-WHERE group_id = 'summer_grilling' ORDER BY score DESC LIMIT 100;"""
+-- a campaign's audience, recorded with a 10% holdout salted per campaign by
+--   propstream segment --campaign grill-june --group summer_grilling --top 100 --holdout 0.1
+-- and measured later by `propstream uplift --campaign grill-june`: its targeted members
+SELECT user_id, score FROM propstream.campaign_members FINAL
+WHERE campaign = 'grill-june' AND NOT holdout ORDER BY score DESC;"""
 
 
 def run(settings: Settings, log=print) -> dict:

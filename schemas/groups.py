@@ -149,5 +149,10 @@ class GroupCatalog:
         """Group indices of an item, always ending with the ``all`` index."""
         return self._item_groups.get(item_id, self._only_all)
 
+    def items_of(self, group: str) -> list[str]:
+        """Catalog items of one group (by name), sorted."""
+        gi = self.names.index(group)
+        return sorted(item for item, member in self._item_groups.items() if gi in member[:-1])
+
     def __len__(self) -> int:
         return len(self._item_groups)

@@ -341,6 +341,29 @@ class DashboardSettings(BaseModel):
     refresh_seconds: int = Field(default=60, ge=0, description="the page reloads itself this often (0: never)")
 
 
+class CampaignSettings(BaseModel):
+    """Campaign audiences (`propstream segment --campaign`) and their measured uplift (`propstream uplift`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    holdout_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        description="share of a campaign's audience held out (not targeted), chosen by a stable hash of customer "
+        "and campaign",
+    )
+    uplift_window: str = Field(
+        default="30d",
+        pattern=r"^[1-9][0-9]*[dh]$",
+        description="`uplift`: a member converts with a purchase in the group this long after the campaign's "
+        "as-of time (e.g. 30d, 12h)",
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="`uplift`: confidence level of the interval on the difference"
+    )
+
+
 class ClickHouseSettings(BaseModel):
     """Where scores go. ``dsn`` empty means embedded chDB under the data dir."""
 
@@ -350,6 +373,12 @@ class ClickHouseSettings(BaseModel):
     database: str = Field(default="propstream", description="the database of propstream's tables")
     user: str | None = Field(default=None, description="server user")
     password: SecretStr | None = Field(default=None, description="server password (a secret)")
+    score_history_ttl_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="keep score_history rows this many days after their as_of (ClickHouse TTL, set on existing "
+        "stores by every command that opens the store); unset: kept forever (an existing TTL is removed)",
+    )
 
 
 class Settings(BaseSettings):
@@ -384,6 +413,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     trending: TrendingSettings = TrendingSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
+    campaigns: CampaignSettings = CampaignSettings()
     kafka: KafkaSettings = KafkaSettings()
     collector: CollectorSettings = CollectorSettings()
     dashboard: DashboardSettings = DashboardSettings()

@@ -130,10 +130,34 @@ MODELS = Table(
         Column("card", "String"),
         Column("created_at", "DateTime64(3, 'UTC')"),
         Column("updated_at", "DateTime64(3, 'UTC')"),
+        Column("changed_by", "String"),
+        Column("change_reason", "String"),
+        Column("changed_at", "Nullable(DateTime64(3, 'UTC'))"),
     ),
     "ReplacingMergeTree(updated_at)",
     ("group_id", "version"),
-    "model cards and stages (written by `propstream train`)",
+    "model cards and stages (written by `propstream train` and `propstream models`); changed_by / change_reason / "
+    "changed_at: the last promotion or rollback that moved this version in or out of production (the registry's "
+    "actions.jsonl holds every one)",
+)
+CAMPAIGN_MEMBERS = Table(
+    "campaign_members",
+    (
+        Column("campaign", "String"),
+        Column("user_id", "String"),
+        Column("group_id", "LowCardinality(String)"),
+        Column("score", "Float64"),
+        Column("model_version", "UInt32"),
+        Column("holdout", "Bool"),
+        Column("holdout_share", "Float64"),
+        Column("selected_at", "DateTime64(3, 'UTC')"),
+        Column("selection", "String"),
+        Column("created_at", "DateTime64(3, 'UTC')"),
+    ),
+    "ReplacingMergeTree(created_at)",
+    ("campaign", "user_id"),
+    "a campaign's audience (`propstream segment --campaign`): score and model at selection, holdout flag (stable "
+    "hash of customer and campaign), selected_at = the scores' as-of time the audience was chosen at",
 )
 DEAD_LETTERS = Table(
     "dead_letters",
@@ -196,7 +220,17 @@ SCHEMA_MIGRATIONS = Table(
 
 TABLES: dict[str, Table] = {
     t.name: t
-    for t in (EVENTS, CUSTOMER_FEATURES, SCORES, SCORE_HISTORY, MODELS, DEAD_LETTERS, ITEM_ACTIVITY, TRENDING)
+    for t in (
+        EVENTS,
+        CUSTOMER_FEATURES,
+        SCORES,
+        SCORE_HISTORY,
+        MODELS,
+        DEAD_LETTERS,
+        ITEM_ACTIVITY,
+        TRENDING,
+        CAMPAIGN_MEMBERS,
+    )
 }
 SCORE_TABLES = (SCORES, SCORE_HISTORY)  # every score row goes to both
 # Column names a writer supplies, per table (the stream's records name their fields the same way).
@@ -297,8 +331,47 @@ MIGRATIONS: tuple[Migration, ...] = (
 ) ENGINE = ReplacingMergeTree ORDER BY (window, scope, type, window_end, key)""",
         ),
     ),
+    Migration(
+        4,
+        "models: who moved a version in or out of production, why and when (issue #14)",
+        (
+            "ALTER TABLE {db}.models ADD COLUMN IF NOT EXISTS changed_by String",
+            "ALTER TABLE {db}.models ADD COLUMN IF NOT EXISTS change_reason String",
+            "ALTER TABLE {db}.models ADD COLUMN IF NOT EXISTS changed_at Nullable(DateTime64(3, 'UTC'))",
+        ),
+    ),
+    Migration(
+        5,
+        "campaign_members: campaign audiences with a deterministic holdout flag (issue #14)",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.campaign_members (
+    campaign String,
+    user_id String,
+    group_id LowCardinality(String),
+    score Float64,
+    model_version UInt32,
+    holdout Bool,
+    holdout_share Float64,
+    selected_at DateTime64(3, 'UTC'),
+    selection String,
+    created_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(created_at) ORDER BY (campaign, user_id)""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def score_history_ttl(days: int | None) -> str | None:
+    """The TTL expression of ``score_history`` for a retention of ``days`` (None: kept forever).
+
+    A setting, not a migration: it differs between stores, and is applied by
+    ``stream.sinks.clickhouse.apply_retention`` whenever a store is opened.
+
+    >>> score_history_ttl(90)
+    'toDateTime(as_of) + toIntervalDay(90)'
+    """
+    return None if days is None else f"toDateTime(as_of) + toIntervalDay({int(days)})"
 
 
 def schema_migrations_ddl(database: str = DATABASE) -> str:

@@ -85,7 +85,10 @@ class ShardScoring:
         """
         swapped: set[int] = set()
         self.models.refresh()
-        for gi, v in self.models.versions().items():
+        served = self.models.versions()
+        for gi in model_versions.keys() - served.keys():  # unserved now: if it comes back, rescore every row
+            del model_versions[gi]
+        for gi, v in served.items():
             if model_versions.get(gi) != v or rewrite:
                 swapped.add(gi)
                 model_versions[gi] = v

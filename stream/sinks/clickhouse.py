@@ -19,7 +19,15 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.events import DeadLetter
-from schemas.tables import DATABASE, MIGRATIONS, SCHEMA_MIGRATIONS, Migration, schema_migrations_ddl
+from schemas.tables import (
+    DATABASE,
+    MIGRATIONS,
+    SCHEMA_MIGRATIONS,
+    SCORE_HISTORY,
+    Migration,
+    schema_migrations_ddl,
+    score_history_ttl,
+)
 from stream.errors import StreamError
 from stream.shard import ShardOutput
 from stream.sinks.base import RunStats, TableRows, TableWriter, dead_letter_rows, table_rows
@@ -127,6 +135,29 @@ def migrate(client: Any, database: str = DATABASE) -> list[Migration]:
         )
         applied.append(m)
     return applied
+
+
+def apply_retention(client: Any, database: str, days: int | None) -> str | None:
+    """Make ``score_history``'s TTL match the retention setting; returns what changed (None: nothing).
+
+    ``ALTER TABLE ... MODIFY TTL`` when the setting is set and differs from the
+    table's, ``REMOVE TTL`` when it is unset and the table has one.
+    """
+    want = score_history_ttl(days)
+    table = SCORE_HISTORY.at(database)
+    rows = client.query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": database, "t": SCORE_HISTORY.name},
+    ).result_rows
+    engine = rows[0][0] if rows else ""
+    has = " TTL " in f" {engine} "
+    if want is not None and f"TTL {want}" not in engine:
+        client.command(f"ALTER TABLE {table} MODIFY TTL {want}")
+        return f"score_history keeps {days} days (TTL {want})"
+    if want is None and has:
+        client.command(f"ALTER TABLE {table} REMOVE TTL")
+        return "score_history is kept forever (TTL removed)"
+    return None
 
 
 class ClickHouseWriter(TableWriter):
