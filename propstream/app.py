@@ -236,6 +236,7 @@ def run_stream(
             trending=trend_config(settings),
         ),
         stats,
+        trending_sinks={"clickhouse_trending": sink.trending_sink()},
     )
     if progress:
         recovery_note = f"recovery store {execution.recovery_dir}" if execution.recovery_dir else "no recovery"

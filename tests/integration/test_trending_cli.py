@@ -9,9 +9,7 @@ import json
 import pytest
 
 from propstream.cli import main
-from schemas.events import TYPE_NAMES
-from stream.shard import ShardOutput
-from stream.sinks.base import table_rows
+from stream.sinks.base import trending_rows
 from stream.sinks.clickhouse import ClickHouseWriter, migrate, open_client
 from stream.trending import HOUR_MS, TrendRow
 
@@ -34,8 +32,8 @@ def test_trending_reads_the_last_window_at_or_before_a_time(tmp_path, chdb_dsn, 
     client = open_client(chdb_dsn)
     migrate(client, db)
     writer = ClickHouseWriter(client, db)
-    out = ShardOutput(shard=-1, trending=rows_at(T0 + HOUR_MS, "a") + rows_at(T0 + 2 * HOUR_MS, "b"))
-    for table, columns in table_rows([out, out], TYPE_NAMES).items():  # written twice, as after a replay: read once
+    rows = rows_at(T0 + HOUR_MS, "a") + rows_at(T0 + 2 * HOUR_MS, "b")
+    for table, columns in trending_rows(rows + rows).items():  # written twice, as after a replay: read once
         writer.insert(table, columns)
     common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn]
 
