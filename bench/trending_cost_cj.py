@@ -49,7 +49,7 @@ def first_days(data_dir: Path, days: int) -> Path:
     return out
 
 
-def run_once(settings: Settings, path: Path, trending: bool, states: list) -> tuple[float, int, int]:
+def run_once(settings: Settings, path: Path, trending: bool, states: list) -> tuple[float, int, list]:
     """Seconds of one replay, events read, trending rows."""
     s = settings.model_copy(update={"trending": TrendingSettings(enabled=trending)})
     catalog = app.load_catalog(s)
@@ -76,7 +76,7 @@ def run_once(settings: Settings, path: Path, trending: bool, states: list) -> tu
     states.clear()
     t = time.perf_counter()
     run_main(flow)
-    return time.perf_counter() - t, pq.ParquetFile(path).metadata.num_rows, len(rows)
+    return time.perf_counter() - t, pq.ParquetFile(path).metadata.num_rows, rows
 
 
 def main() -> None:
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=["on", "off"])
+    ap.add_argument("--dump", type=Path, help="with --only on: pickle the trending rows to this file")
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     path = first_days(data_dir, args.days)
@@ -103,7 +104,9 @@ def main() -> None:
         cls.__init__ = recording  # type: ignore[method-assign]
     if args.only:
         dt, n, rows = run_once(settings, path, args.only == "on", states)
-        print(f"trending {args.only}: {n / dt:,.0f} events/s ({n:,} events, {dt:.2f} s, {rows:,} trending rows)")
+        print(f"trending {args.only}: {n / dt:,.0f} events/s ({n:,} events, {dt:.2f} s, {len(rows):,} trending rows)")
+        if args.dump:
+            args.dump.write_bytes(pickle.dumps(rows))
         return
     ratios = []
     for r in range(args.rounds):
@@ -111,7 +114,8 @@ def main() -> None:
         for name in ("off", "on"):
             dt, n, rows = run_once(settings, path, name == "on", states)
             rate[name] = n / dt
-            print(f"round {r} trending {name:3}: {rate[name]:9,.0f} events/s ({n:,} events, {rows:,} trending rows)")
+            line = f"{rate[name]:9,.0f} events/s ({n:,} events, {len(rows):,} trending rows)"
+            print(f"round {r} trending {name:3}: {line}")
         ratios.append(rate["on"] / rate["off"])
     print(f"on/off events/s: median {statistics.median(ratios):.3f} (pairs: {', '.join(f'{x:.3f}' for x in ratios)})")
     size = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states)

@@ -146,7 +146,10 @@ def test_state_is_bounded_series_and_buckets_of_the_past_are_forgotten():
     cfg.apply(sh, _input({(T0, "item", f"i{k}", 0): 1 for k in range(50)}, T0))
     for h in range(1, 6):
         cfg.apply(sh, _input({(T0 + h * HOUR_MS, "item", "live", 0): 1}, T0 + h * HOUR_MS))
-    assert set(sh.models["1h"]) == {("item", "live", 0)}
+    ws = sh.windows["1h"]
+    assert set(ws.models) == {("item", "live", 0)}
+    assert set(ws.running) == {("item", "live", 0)} and list(ws.by_count) == [("item", 0)]
+    assert len(ws.idle) < 50 and not any(e < T0 + 5 * HOUR_MS for e in ws.supported_at)
     assert min(sh.buckets) >= T0 + 3 * HOUR_MS
 
 
