@@ -148,6 +148,10 @@ class TrendingSettings(BaseModel):
     shards: int = Field(
         default=1, ge=1, le=4096, description="trend shards (keyed by crc32 of scope|key); fixed for a recovery store"
     )
+    category_column: str = Field(
+        default="product_category",
+        description="catalog column ranked as the category scope (The Complete Journey's commodity); '' for none",
+    )
 
     @field_validator("windows")
     @classmethod

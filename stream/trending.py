@@ -1,4 +1,4 @@
-"""Trending: popularity and surge of items and groups over sliding event-time windows.
+"""Trending: popularity and surge of items, groups and catalog categories over sliding event-time windows.
 
 Two keyed steps of the dataflow, both pure logic here (no I/O):
 
@@ -43,7 +43,7 @@ import math
 import re
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -262,6 +262,8 @@ class TrendConfig:
     shards: int = 1
     sources: int = 1  # customer shards feeding it: a window closes once every one has passed its end
     type_names: tuple[str, ...] = TYPE_NAMES  # the event-type vocabulary (events.types), by type index
+    # item -> its catalog category (the ``category`` scope; setting trending.category_column); empty: no such scope
+    categories: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def bucket_ms(self) -> int:
@@ -281,18 +283,21 @@ class TrendConfig:
     def route(
         self, catalog: GroupCatalog, source: int, applied: Iterable[EventRecord], horizon: int | None, moved: bool
     ) -> list[tuple[str, TrendInput]]:
-        """Count ``applied`` per trend shard, bucket and series (items and their groups, ``all`` left out).
+        """Count ``applied`` per trend shard, bucket and series (items, their groups but ``all``, their category).
 
         Every trend shard hears a moved horizon, so windows close everywhere.
         """
         n, b = self.shards, self.bucket_ms
-        names, all_index = catalog.names, catalog.all_index
+        names, all_index, categories = catalog.names, catalog.all_index, self.categories
         parts: list[dict[BucketKey, int]] = [{} for _ in range(n)]
         shard_of: dict[tuple[str, str], int] = {}
         for rec in applied:
             bucket = rec.ts_ms - rec.ts_ms % b
             series = [("item", rec.item_id)]
             series += [("group", names[g]) for g in catalog.groups_of(rec.item_id) if g != all_index]
+            category = categories.get(rec.item_id)
+            if category is not None:
+                series.append(("category", category))
             for scope, key in series:
                 s = shard_of.get((scope, key))
                 if s is None:
