@@ -301,6 +301,7 @@ def trend_config(settings: Settings) -> TrendConfig | None:
         min_surge=t.min_surge,
         top_n=t.top_n,
         half_life_hours=t.half_life_hours,
+        half_lives=tuple(sorted(t.half_lives.items())),
         min_expected=t.min_expected,
         forget_after_hours=t.forget_after_hours,
         shards=t.shards,

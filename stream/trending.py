@@ -257,6 +257,7 @@ class TrendConfig:
     min_surge: float = 4.0
     top_n: int = 100
     half_life_hours: float = 24.0
+    half_lives: tuple[tuple[str, float], ...] = ()  # (window name, hours): a window's own half-life
     min_expected: float = 0.5
     forget_after_hours: float = 72.0
     shards: int = 1
@@ -271,12 +272,14 @@ class TrendConfig:
         return math.gcd(*(w.every_ms for w in self.windows))
 
     def fading(self, w: TrendWindow) -> float:
-        """EWMean's fading factor per window step for the half-life.
+        """EWMean's fading factor per window step for the window's half-life (``half_lives``, else ``half_life_hours``).
 
-        >>> TrendConfig((TrendWindow.parse("24h/1h"),), half_life_hours=1.0).fading(TrendWindow.parse("1h/1h"))
-        0.5
+        >>> cfg = TrendConfig((TrendWindow.parse("24h/1h"),), half_life_hours=1.0, half_lives=(("24h", 2.0),))
+        >>> cfg.fading(TrendWindow.parse("1h/1h")), round(cfg.fading(TrendWindow.parse("24h/1h")), 4)
+        (0.5, 0.2929)
         """
-        return 1.0 - 0.5 ** (w.every_ms / (self.half_life_hours * HOUR_MS))
+        hours = dict(self.half_lives).get(w.name, self.half_life_hours)
+        return 1.0 - 0.5 ** (w.every_ms / (hours * HOUR_MS))
 
     # -- step 0: from a customer shard's output to trend shards --------------------------------------------
 
