@@ -503,5 +503,6 @@ def rank_closed(ranker: TrendRanker, closed: TrendClosed, shards: int, top_n: in
             rank = {r.key: i for i, r in enumerate(pop, 1)}
             surge_rank = {r.key: i for i, r in enumerate(hot, 1)}
             for r in sorted({r.key: r for r in pop + hot}.values(), key=lambda r: (rank.get(r.key, top_n + 1), r.key)):
-                out.append(r._replace(rank=rank.get(r.key, 0), surge_rank=surge_rank.get(r.key, 0)))
+                # TrendRow(*r[:8], ...), not r._replace(...): a third of the ranker's time on sparse streams
+                out.append(TrendRow(*r[:8], rank.get(r.key, 0), surge_rank.get(r.key, 0)))
     return out
