@@ -12,7 +12,9 @@ forecast from the series' history before it, as the stream does:
 - ``holtwinters a=A``: river.time_series.HoltWinters with daily seasonality
   (24 windows), level smoothing A, trend 0.01 and season 0.1, fed every window
   count (``--holtwinters``, category scope only: slow, for hundreds of series).
-  Its cost, microseconds per window and series (learn + forecast), is printed.
+  Its cost, microseconds per window and series (learn + forecast), is printed,
+  and the share of NaN forecasts (river's additive season starts at
+  ``y / level``: 0/0 for a series without events on its first day).
 
 Error: mean absolute error over every (series, window) after a two-week
 warm-up, and mean Poisson deviance (the surge score's own model; lower is better).
@@ -58,7 +60,7 @@ def deviance(y: np.ndarray, mu: np.ndarray) -> float:
     mu = np.maximum(mu, 0.5)  # the stream's forecast floor (trending.min_expected)
     with np.errstate(divide="ignore", invalid="ignore"):
         term = np.where(y > 0, y * np.log(y / mu), 0.0)
-    return float(np.mean(2 * (term - (y - mu))))
+    return float(np.nanmean(2 * (term - (y - mu))))  # over the forecasts made (HoltWinters may make NaN)
 
 
 def holtwinters(y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
@@ -103,9 +105,11 @@ def evaluate(
         forecasts[f"ewmean hl={hl:g}h"] = f
     for a in hw_alphas:
         f, us = holtwinters(y, a)
-        forecasts[f"holtwinters a={a:g} ({us:.0f} us/step)"] = f
+        nan = np.isnan(f[WARMUP_H:]).mean()  # series whose first day was all zeros: river's season starts at 0/0
+        forecasts[f"holtwinters a={a:g} ({us:.0f} us/step, {nan:.0%} NaN)"] = f
     rows = slice(WARMUP_H, n)
     truth = y[rows]
+    # every forecaster is scored where it made a forecast (MAE and deviance ignore NaN)
     return {
         name: (float(np.nanmean(np.abs(f[rows] - truth))), deviance(truth.ravel(), f[rows].ravel()))
         for name, f in forecasts.items()
@@ -121,9 +125,9 @@ def main() -> None:
             alphas = (0.1, 0.3) if hw and scope == "category" else []
             res = evaluate(h, length, [1, 6, 24, 168], alphas)
             print(f"\n{scope}: {h.shape[1]} series, {length} h windows every hour, {len(h) - WARMUP_H} windows each")
-            print(f"{'forecaster':36} {'MAE':>8} {'Poisson dev':>12}")
+            print(f"{'forecaster':46} {'MAE':>8} {'Poisson dev':>12}")
             for name, (mae, dev) in sorted(res.items(), key=lambda kv: kv[1][0]):
-                print(f"{name:36} {mae:8.3f} {dev:12.3f}")
+                print(f"{name:46} {mae:8.3f} {dev:12.3f}")
 
 
 if __name__ == "__main__":

@@ -436,10 +436,12 @@ class TrendConfig:
             hot = heapq.nsmallest(
                 top, hot_by.get((scope, type_index), []), key=lambda s: (-score(s)[1], -running[s], s[1])
             )
-            pop_keys, hot_keys = {s[1] for s in pop}, {s[1] for s in hot}
-            for s in pop + [s for s in hot if s[1] not in pop_keys]:
+            # With one trend shard its top N are the final ranks; else 1 marks a local candidate, the ranker numbers them
+            final = self.shards == 1
+            pop_keys = {s[1]: i if final else 1 for i, s in enumerate(pop, 1)}
+            hot_keys = {s[1]: i if final else 1 for i, s in enumerate(hot, 1)}
+            for s in pop + sorted((s for s in hot if s[1] not in pop_keys), key=lambda s: s[1]):
                 expected, surge = score(s)
-                # rank / surge_rank 1 marks a local candidate; the ranker numbers them
                 rows.append(
                     TrendRow(
                         end,
@@ -450,8 +452,8 @@ class TrendConfig:
                         running[s],
                         expected,
                         surge,
-                        int(s[1] in pop_keys),
-                        int(s[1] in hot_keys),
+                        pop_keys.get(s[1], 0),
+                        hot_keys.get(s[1], 0),
                     )
                 )
         return rows
@@ -478,6 +480,8 @@ class TrendRanker:
 def rank_closed(ranker: TrendRanker, closed: TrendClosed, shards: int, top_n: int) -> list[TrendRow]:
     """Take one ``TrendClosed``; the final rows of every window end that all trend shards have closed.
 
+    With one trend shard its rows are final already (it numbered them) and pass through.
+
     >>> r = TrendRanker()
     >>> row = lambda key, n, surge: TrendRow(5, "1h", "item", key, "view", n, 1.0, surge, 1, int(surge > 0))
     >>> rank_closed(r, TrendClosed("1h", 0, 5, [row("a", 9, 0.0), row("b", 3, 2.0)]), shards=2, top_n=10)
@@ -487,6 +491,8 @@ def rank_closed(ranker: TrendRanker, closed: TrendClosed, shards: int, top_n: in
     """
     if closed.through > ranker.through.get(closed.shard, closed.through - 1):
         ranker.through[closed.shard] = closed.through
+    if shards == 1:  # the only trend shard numbered its rows itself (TrendConfig._step): they are final
+        return closed.rows
     for row in closed.rows:
         ranker.pending.setdefault(row.window_end, []).append(row)
     if len(ranker.through) < shards:
