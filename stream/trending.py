@@ -436,7 +436,7 @@ class TrendConfig:
             hot = heapq.nsmallest(
                 top, hot_by.get((scope, type_index), []), key=lambda s: (-score(s)[1], -running[s], s[1])
             )
-            # With one trend shard its top N are the final ranks; else 1 marks a local candidate, the ranker numbers them
+            # One trend shard: its top N are the final ranks; else 1 marks a local candidate, the ranker numbers them
             final = self.shards == 1
             pop_keys = {s[1]: i if final else 1 for i, s in enumerate(pop, 1)}
             hot_keys = {s[1]: i if final else 1 for i, s in enumerate(hot, 1)}
