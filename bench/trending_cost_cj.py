@@ -37,6 +37,19 @@ from stream.state import StateConfig
 DAY_MS = 86_400_000
 
 
+class Counted(list):
+    """A list for ``TestingSink`` that only counts what it is given (a year of rows would not fit in memory)."""
+
+    n = 0
+
+    def __iadd__(self, items):  # type: ignore[no-untyped-def, override]
+        self.n += len(items)
+        return self
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def first_days(data_dir: Path, days: int) -> Path:
     """The transactions of the first ``days`` days, as a Parquet file next to the prepared ones."""
     events, _ = completejourney.prepare(data_dir)
@@ -49,13 +62,15 @@ def first_days(data_dir: Path, days: int) -> Path:
     return out
 
 
-def run_once(settings: Settings, path: Path, trending: bool, states: list) -> tuple[float, int, list]:
-    """Seconds of one replay, events read, trending rows."""
+def run_once(
+    settings: Settings, path: Path, trending: bool, states: list, keep: bool = False
+) -> tuple[float, int, list]:
+    """Seconds of one replay, events read, trending rows (kept with ``keep``, else only counted)."""
     s = settings.model_copy(update={"trending": TrendingSettings(enabled=trending)})
     catalog = app.load_catalog(s)
     spec = app.feature_spec(catalog, s.events.types)
     mapping = load_mapping(completejourney.MAPPING_FILE)
-    rows: list = []
+    rows: list = [] if keep else Counted()
     flow = dataflow.build_dataflow(
         FileReplaySource([path], s.stream.batch_size, mapping=mapping),
         EventParser(mapping, types=spec.vocabulary),
@@ -103,10 +118,12 @@ def main() -> None:
 
         cls.__init__ = recording  # type: ignore[method-assign]
     if args.only:
-        dt, n, rows = run_once(settings, path, args.only == "on", states)
+        dt, n, rows = run_once(settings, path, args.only == "on", states, keep=args.dump is not None)
         print(f"trending {args.only}: {n / dt:,.0f} events/s ({n:,} events, {dt:.2f} s, {len(rows):,} trending rows)")
         if args.dump:
             args.dump.write_bytes(pickle.dumps(rows))
+        size = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states)
+        print(f"trending state after the replay: {size:,} bytes pickled ({len(states)} step states)")
         return
     ratios = []
     for r in range(args.rounds):

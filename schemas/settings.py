@@ -113,8 +113,8 @@ class TrendingSettings(BaseModel):
 
     enabled: bool = Field(
         default=False,
-        description="compute trending in the stream and write the trending table (off by default: it costs up to a "
-        "third of replay throughput on sparse streams, see README)",
+        description="compute trending in the stream and write the trending table (off by default: on The Complete "
+        "Journey's sparse stream it still costs most of the replay's throughput, see README)",
     )
     windows: tuple[str, ...] = Field(
         default=("1h/5m", "24h/1h"),
