@@ -362,6 +362,8 @@ class TrendConfig:
                 later = [k for k in buckets if k >= closed]
                 nxt = min(later) // every * every if later else horizon // every * every
                 closed = max(closed, min(nxt, horizon // every * every))
+                for skipped in [e for e in ws.supported_at if e <= closed]:  # ends jumped over: nobody left in them
+                    del ws.supported_at[skipped]
         sh.closed[w.name] = closed
         return TrendClosed(w.name, sh.shard, closed, rows)
 

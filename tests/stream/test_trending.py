@@ -163,3 +163,14 @@ def _input(counts, horizon):
     from stream.trending import TrendInput
 
     return TrendInput(0, 0, counts, horizon)
+
+
+def test_nothing_is_kept_for_window_ends_jumped_over_when_no_series_is_live():
+    cfg = TrendConfig((TrendWindow.parse("1h/15m"),), min_support=2, top_n=5)
+    sh = TrendShard()
+    cfg.apply(sh, _input({(T0, "item", "a", 0): 3}, T0))
+    cfg.apply(sh, _input({(T0 + 10 * HOUR_MS, "item", "b", 0): 3}, T0 + 10 * HOUR_MS))
+    ws = sh.windows["1h"]
+    assert sh.closed["1h"] >= T0 + 10 * HOUR_MS - 15 * 60_000  # the idle hours were jumped over
+    assert all(e > sh.closed["1h"] for e in ws.supported_at), ws.supported_at
+    assert ws.models[("item", "a", 0)].count == 0 and set(ws.running) <= {("item", "b", 0)}
