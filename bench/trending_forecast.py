@@ -8,22 +8,30 @@ forecast from the series' history before it, as the stream does:
 - ``ewmean hl=H``: river.stats.EWMean of past window counts, half-life H hours
   (what stream/trending.py runs), learning from full windows only;
 - ``last value``: the last window that does not overlap this one;
-- ``same hour yesterday``: the window ending 24 h earlier.
+- ``same hour yesterday``: the window ending 24 h earlier;
+- ``holtwinters a=A``: river.time_series.HoltWinters with daily seasonality
+  (24 windows), level smoothing A, trend 0.01 and season 0.1, fed every window
+  count (``--holtwinters``, category scope only: slow, for hundreds of series).
+  Its cost, microseconds per window and series (learn + forecast), is printed,
+  and the share of NaN forecasts (river's additive season starts at
+  ``y / level``: 0/0 for a series without events on its first day).
 
 Error: mean absolute error over every (series, window) after a two-week
 warm-up, and mean Poisson deviance (the surge score's own model; lower is better).
 
-    .venv/bin/python bench/trending_forecast.py
+    .venv/bin/python bench/trending_forecast.py [category|product ...] [--holtwinters]
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 from river.stats import EWMean
+from river.time_series import HoltWinters
 
 HOUR_MS = 3_600_000
 WARMUP_H = 14 * 24
@@ -52,10 +60,29 @@ def deviance(y: np.ndarray, mu: np.ndarray) -> float:
     mu = np.maximum(mu, 0.5)  # the stream's forecast floor (trending.min_expected)
     with np.errstate(divide="ignore", invalid="ignore"):
         term = np.where(y > 0, y * np.log(y / mu), 0.0)
-    return float(np.mean(2 * (term - (y - mu))))
+    return float(np.nanmean(2 * (term - (y - mu))))  # over the forecasts made (HoltWinters may make NaN)
 
 
-def evaluate(h: pd.DataFrame, length_h: int, half_lives: list[float]) -> dict[str, tuple[float, float]]:
+def holtwinters(y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """One-step forecasts of each column by river's HoltWinters (daily season), and microseconds per step."""
+    f = np.full_like(y, np.nan)
+    steps, t0 = 0, time.perf_counter()
+    for j in range(y.shape[1]):
+        m, col, out = HoltWinters(alpha=alpha, beta=0.01, gamma=0.1, seasonality=24), y[:, j], f[:, j]
+        learnt = 0
+        for t in range(len(col)):
+            if learnt >= 24:
+                out[t] = m.forecast(horizon=1)[0]
+            if not math.isnan(col[t]):
+                m.learn_one(col[t])
+                learnt += 1
+                steps += 1
+    return f, (time.perf_counter() - t0) / max(steps, 1) * 1e6
+
+
+def evaluate(
+    h: pd.DataFrame, length_h: int, half_lives: list[float], hw_alphas: tuple[float, ...] = ()
+) -> dict[str, tuple[float, float]]:
     """MAE and Poisson deviance of each forecaster for windows of ``length_h`` hours, one ending every hour."""
     y = h.rolling(length_h, min_periods=length_h).sum().to_numpy()  # row t: window ending after hour t
     n = len(y)
@@ -76,8 +103,13 @@ def evaluate(h: pd.DataFrame, length_h: int, half_lives: list[float]) -> dict[st
                     m.update(col[t])
                     seen = True
         forecasts[f"ewmean hl={hl:g}h"] = f
+    for a in hw_alphas:
+        f, us = holtwinters(y, a)
+        nan = np.isnan(f[WARMUP_H:]).mean()  # series whose first day was all zeros: river's season starts at 0/0
+        forecasts[f"holtwinters a={a:g} ({us:.0f} us/step, {nan:.0%} NaN)"] = f
     rows = slice(WARMUP_H, n)
     truth = y[rows]
+    # every forecaster is scored where it made a forecast (MAE and deviance ignore NaN)
     return {
         name: (float(np.nanmean(np.abs(f[rows] - truth))), deviance(truth.ravel(), f[rows].ravel()))
         for name, f in forecasts.items()
@@ -85,14 +117,17 @@ def evaluate(h: pd.DataFrame, length_h: int, half_lives: list[float]) -> dict[st
 
 
 def main() -> None:
-    for scope in sys.argv[1:] or ["category", "product"]:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    hw = "--holtwinters" in sys.argv
+    for scope in args or ["category", "product"]:
         h = hourly(scope)
         for length in (1, 24):
-            res = evaluate(h, length, [1, 6, 24, 168] if length == 1 else [6, 24, 168])
+            alphas = (0.1, 0.3) if hw and scope == "category" else []
+            res = evaluate(h, length, [1, 6, 24, 168], alphas)
             print(f"\n{scope}: {h.shape[1]} series, {length} h windows every hour, {len(h) - WARMUP_H} windows each")
-            print(f"{'forecaster':24} {'MAE':>8} {'Poisson dev':>12}")
+            print(f"{'forecaster':46} {'MAE':>8} {'Poisson dev':>12}")
             for name, (mae, dev) in sorted(res.items(), key=lambda kv: kv[1][0]):
-                print(f"{name:24} {mae:8.3f} {dev:12.3f}")
+                print(f"{name:46} {mae:8.3f} {dev:12.3f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from schemas.errors import PropstreamError
 from schemas.events import TYPE_NAMES, EventRecord, Vocabulary
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, ProductGroup, load_groups
+from schemas.groups import key as group_key
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
 from schemas.tables import EVENTS, SCORES, TRENDING, Migration
@@ -243,6 +244,7 @@ def run_stream(
             trending=trend_config(settings),
         ),
         stats,
+        trending_sinks={"clickhouse_trending": sink.trending_sink()},
     )
     board = dashboard_in_run(settings, client, execution)
     if progress:
@@ -275,6 +277,41 @@ def dashboard_in_run(settings: Settings, client: Any, execution: Execution) -> A
     return DashboardThread(settings, client).start()
 
 
+def item_categories(settings: Settings) -> dict[str, str]:
+    """Each catalog item's value of ``trending.category_column`` (the ``category`` scope of trending).
+
+    Empty without a catalog file or with the setting ''; a catalog without the
+    column is an error (a typo must not leave the scope silently empty).
+    """
+    column = settings.trending.category_column
+    path = settings.catalog_file
+    if not column or path is None:
+        return {}
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if not Path(path).is_file():
+        msg = f"catalog file {path} does not exist"
+        raise AppError(msg)
+    if str(path).endswith(".parquet"):
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in ("item_id", column) if c in names])
+    else:
+        table = pcsv.read_csv(path)
+    if column not in table.column_names or "item_id" not in table.column_names:
+        msg = (
+            f"catalog file {path} has no column {column!r} for trending.category_column "
+            f"(it has {table.column_names}; '' ranks no categories)"
+        )
+        raise AppError(msg)
+    out: dict[str, str] = {}
+    for item, value in zip(table.column("item_id").to_pylist(), table.column(column).to_pylist(), strict=True):
+        item_key, category = group_key(item), group_key(value)
+        if item_key is not None and category:
+            out[item_key] = category
+    return out
+
+
 def trend_config(settings: Settings) -> TrendConfig | None:
     """What the stream's trending steps compute (None: trending is off)."""
     t = settings.trending
@@ -286,11 +323,13 @@ def trend_config(settings: Settings) -> TrendConfig | None:
         min_surge=t.min_surge,
         top_n=t.top_n,
         half_life_hours=t.half_life_hours,
+        half_lives=tuple(sorted(t.half_lives.items())),
         min_expected=t.min_expected,
         forget_after_hours=t.forget_after_hours,
         shards=t.shards,
         sources=settings.stream.n_shards,
         type_names=settings.events.types,
+        categories=item_categories(settings),
     )
 
 

@@ -690,10 +690,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command(
         "trending",
-        "top items or groups of the last closed event-time window (at or before --at), by surge or by count",
+        "top items, groups or categories of the last closed event-time window (at or before --at), by surge or count",
         cmd_trending,
     )
-    sp.add_argument("--scope", choices=["item", "group"], default="item", help="items or product groups, default item")
+    sp.add_argument(
+        "--scope",
+        choices=["item", "group", "category"],
+        default="item",
+        help="items, product groups or catalog categories (trending.category_column), default item",
+    )
     sp.add_argument("--type", help="event type (view, cart, purchase, ...); default every type, each ranked apart")
     sp.add_argument("--window", default="1h", help="window name as in trending.windows (its length), default 1h")
     sp.add_argument("--at", help="ISO time (UTC if no offset): the last window ending at or before it; default latest")

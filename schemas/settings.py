@@ -113,8 +113,8 @@ class TrendingSettings(BaseModel):
 
     enabled: bool = Field(
         default=False,
-        description="compute trending in the stream and write the trending table (off by default: it costs up to a "
-        "third of replay throughput on sparse streams, see README)",
+        description="compute trending in the stream and write the trending table (off by default: on The Complete "
+        "Journey's sparse stream it still costs most of the replay's throughput, see README)",
     )
     windows: tuple[str, ...] = Field(
         default=("1h/5m", "24h/1h"),
@@ -137,7 +137,15 @@ class TrendingSettings(BaseModel):
         description="rows kept per window end, scope and type: the top N by count and by surge"
     )
     half_life_hours: float = Field(
-        default=6.0, gt=0.0, description="half-life of the forecast (exponentially weighted mean of past window counts)"
+        default=6.0,
+        gt=0.0,
+        description="half-life of the forecast (exponentially weighted mean of past window counts) of the windows "
+        "half_lives does not name",
+    )
+    half_lives: dict[str, float] = Field(
+        default={"1h": 1.0},
+        description="half-life in hours per window name (its length), e.g. {\"1h\": 1}: hourly counts are best "
+        "forecast from the last few hours, daily ones from the last day (bench/trending_forecast.py)",
     )
     min_expected: float = Field(
         default=0.5, gt=0.0, description="the forecast floor when judging surge (a series without history expects this)"
@@ -148,6 +156,10 @@ class TrendingSettings(BaseModel):
     shards: int = Field(
         default=1, ge=1, le=4096, description="trend shards (keyed by crc32 of scope|key); fixed for a recovery store"
     )
+    category_column: str = Field(
+        default="product_category",
+        description="catalog column ranked as the category scope (The Complete Journey's commodity); '' for none",
+    )
 
     @field_validator("windows")
     @classmethod
@@ -157,6 +169,18 @@ class TrendingSettings(BaseModel):
                 msg = f"trending.windows: {w!r} is not LENGTH/STEP such as 1h/5m or 24h/1h"
                 raise ValueError(msg)
         return v
+
+    @model_validator(mode="after")
+    def _half_lives_name_windows(self) -> TrendingSettings:
+        names = [w.partition("/")[0] for w in self.windows]
+        for name, hours in self.half_lives.items():
+            if name not in names and "half_lives" in self.model_fields_set:  # the default may name no window
+                msg = f"trending.half_lives: {name!r} is not a window name; the windows are {names}"
+                raise ValueError(msg)
+            if not hours > 0:
+                msg = f"trending.half_lives: the half-life of {name} must be positive, not {hours}"
+                raise ValueError(msg)
+        return self
 
 
 class TrainSettings(BaseModel):

@@ -14,7 +14,7 @@
       -> trend_route: counts per trend shard (crc32 of scope|key), horizons to every trend shard
       -> trending: stateful per trend shard; closes a window once every customer shard's horizon passed its end
       -> trend_rank: stateful per window name; ranks once every trend shard closed the end
-      -> clickhouse: the trending table
+      -> a typed stream of TrendRow -> every sink of trending_sinks (clickhouse_trending: the trending table)
 
     dead letters of parse, watermark and customers (a typed stream of DeadLetter)
       -> clickhouse_dead_letters: the dead_letters table
@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import bytewax.operators as op
@@ -50,7 +50,7 @@ from stream.sinks.base import RunStats
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
 from stream.trending import STATE_VERSION as TRENDING_VERSION
-from stream.trending import TrendClosed, TrendConfig, TrendInput, TrendRanker, TrendShard, rank_closed
+from stream.trending import TrendClosed, TrendConfig, TrendInput, TrendRanker, TrendRow, TrendShard, rank_closed
 from stream.watermark import WatermarkRules
 
 
@@ -104,17 +104,16 @@ class TrendLogic(StatefulLogic[TrendInput, TrendClosed, bytes]):
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
 
 
-class RankLogic(StatefulLogic[TrendClosed, ShardOutput, bytes]):
-    """Bytewax glue around a TrendRanker: the final rows of a window leave as a ShardOutput for the sink."""
+class RankLogic(StatefulLogic[TrendClosed, TrendRow, bytes]):
+    """Bytewax glue around a TrendRanker: the final rows of closed windows leave as a stream of TrendRow."""
 
     def __init__(self, cfg: TrendConfig, ranker: TrendRanker, snapshots: bool = True):
         self.cfg = cfg
         self.ranker = ranker
         self.snapshots = snapshots
 
-    def on_item(self, value: TrendClosed) -> tuple[Iterable[ShardOutput], bool]:
-        rows = rank_closed(self.ranker, value, self.cfg.shards, self.cfg.top_n)
-        return ([ShardOutput(shard=-1, trending=rows)] if rows else []), StatefulLogic.RETAIN
+    def on_item(self, value: TrendClosed) -> tuple[Iterable[TrendRow], bool]:
+        return rank_closed(self.ranker, value, self.cfg.shards, self.cfg.top_n), StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.ranker, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
@@ -156,13 +155,16 @@ def build_dataflow(
     flow_cfg: FlowConfig,
     stats: RunStats | None = None,
     flow_id: str = FLOW_ID,
+    trending_sinks: Mapping[str, DynamicSink[TrendRow]] | None = None,
 ) -> Dataflow:
     """Wire the dataflow; no I/O happens until it runs.
 
     ``sink`` takes what the shards changed (``ClickHouseSink`` in production);
     every sink of ``dead_letter_sinks`` (step id -> sink) takes every dead
     letter, whichever step found it (``ClickHouseSink.dead_letter_sink()``,
-    a Kafka topic).
+    a Kafka topic). With ``flow_cfg.trending`` set, every sink of
+    ``trending_sinks`` (step id -> sink) takes every ranked trending row
+    (``ClickHouseSink.trending_sink()``); without one they are computed and dropped.
     """
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
     rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms, cfg.type_names)
@@ -195,7 +197,6 @@ def build_dataflow(
 
     keyed_out = op.stateful("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])
-    to_sink = outs
     tcfg = flow_cfg.trending
     if tcfg is not None:
         snapshots = flow_cfg.recovery
@@ -213,8 +214,9 @@ def build_dataflow(
         closed = op.stateful("trending", op.flat_map("trend_route", outs, trend_route), trend_builder)
         by_window = op.key_on("trend_by_window", op.map("unkey_trend", closed, lambda kv: kv[1]), lambda c: c.window)
         ranked = op.map("unkey_rank", op.stateful("trend_rank", by_window, rank_builder), lambda kv: kv[1])
-        to_sink = op.merge("with_trending", outs, ranked)
-    op.output("clickhouse", to_sink, sink)
+        for step_id, trend_sink in (trending_sinks or {}).items():
+            op.output(step_id, ranked, trend_sink)
+    op.output("clickhouse", outs, sink)
     dead = op.merge("dead_letters", rejected, op.flat_map("shard_dead_letters", outs, lambda o: o.dead_letters))
     for step_id, dead_sink in dead_letter_sinks.items():
         op.output(step_id, dead, dead_sink)

@@ -44,7 +44,6 @@ from stream.errors import StreamError
 from stream.rows import FeatureRows
 from stream.scoring import ScoreColumns, ShardScoring
 from stream.state import CustomerState, StateConfig
-from stream.trending import TrendRow
 
 # 2: buckets kept in ascending time order, history_days; shards record their layout
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
@@ -116,7 +115,6 @@ class ShardOutput:
     features: list[FeatureRow] = field(default_factory=list)
     scores: ScoreColumns = field(default_factory=ScoreColumns)
     item_activity: list[ItemActivityRow] = field(default_factory=list)
-    trending: list[TrendRow] = field(default_factory=list)  # final rows of closed windows (stream.trending)
     horizon: int | None = None  # the shard's retention horizon after the batch: trending closes windows by it
     horizon_moved: bool = False
 
@@ -128,7 +126,6 @@ class ShardOutput:
             or self.features
             or len(self.scores)
             or self.item_activity
-            or self.trending
             or self.horizon_moved
         )
 

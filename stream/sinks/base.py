@@ -10,6 +10,7 @@ from datetime import datetime
 from schemas.events import DeadLetter, FeatureRow, ItemActivityRow
 from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES, TRENDING
 from stream.shard import ShardOutput
+from stream.trending import TrendRow
 
 TableRows = dict[str, dict[str, list]]  # table -> column -> values
 
@@ -80,13 +81,16 @@ def table_rows(outputs: list[ShardOutput], type_names: tuple[str, ...]) -> Table
                 n.append(events)
                 q.append(qty)
                 v.append(value)
-        if out.trending:
-            end, *rest = cols(TRENDING.name, *TRENDING.inserted)
-            for row in out.trending:
-                end.append(row.window_end // 1000)  # DateTime: seconds
-                for col, cell in zip(rest, row[1:], strict=True):
-                    col.append(cell)
     return t
+
+
+def trending_rows(rows: list[TrendRow]) -> TableRows:
+    """One column-oriented batch for the ``trending`` table (window ends in seconds: DateTime)."""
+    if not rows:
+        return {}
+    columns = {name: list(values) for name, values in zip(TrendRow._fields, zip(*rows, strict=True), strict=True)}
+    columns["window_end"] = [end // 1000 for end in columns["window_end"]]
+    return {TRENDING.name: {name: columns[name] for name in TRENDING.inserted}}
 
 
 def dead_letter_rows(letters: list[DeadLetter], received_at: datetime) -> TableRows:
@@ -108,6 +112,7 @@ class RunStats:
     dropped: int = 0  # of a type the mapping drops on purpose
     score_rows: int = 0
     feature_rows: int = 0
+    trending_rows: int = 0
     started: float = field(default_factory=time.perf_counter)
     last_report: float = 0.0
     first_write_at: float | None = None  # wall clock (time.time) of the first and last write of events
@@ -121,6 +126,10 @@ class RunStats:
             self.applied += len(o.applied)
             self.score_rows += len(o.scores)
             self.feature_rows += len(o.features)
+
+    def add_trending(self, rows: list[TrendRow]) -> None:
+        """Count a sink batch of trending rows."""
+        self.trending_rows += len(rows)
 
     def add_dead_letters(self, letters: list[DeadLetter]) -> None:
         """Count a sink batch of dead letters."""

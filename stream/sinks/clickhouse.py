@@ -30,7 +30,8 @@ from schemas.tables import (
 )
 from stream.errors import StreamError
 from stream.shard import ShardOutput
-from stream.sinks.base import RunStats, TableRows, TableWriter, dead_letter_rows, table_rows
+from stream.sinks.base import RunStats, TableRows, TableWriter, dead_letter_rows, table_rows, trending_rows
+from stream.trending import TrendRow
 
 log = logging.getLogger(__name__)
 _clients: dict[str, Any] = {}
@@ -211,8 +212,9 @@ class _Partition(StatelessSinkPartition[Any]):
 class ClickHouseSink(DynamicSink[ShardOutput]):
     """Writes every table of a ShardOutput batch; one insert per table per batch.
 
-    ``dead_letter_sink()`` is its companion for the dataflow's dead-letter
-    stream: the same writer and counters, the ``dead_letters`` table.
+    ``dead_letter_sink()`` and ``trending_sink()`` are its companions for the
+    dataflow's dead-letter and trending streams: the same writer and counters,
+    the ``dead_letters`` and ``trending`` tables.
     """
 
     def __init__(
@@ -239,6 +241,10 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         """The sink of the dead-letter stream into the ``dead_letters`` table."""
         return _DeadLetterTableSink(self)
 
+    def trending_sink(self) -> DynamicSink[TrendRow]:
+        """The sink of the trending stream (ranked rows of closed windows) into the ``trending`` table."""
+        return _TrendingTableSink(self)
+
 
 class _DeadLetterTableSink(DynamicSink[DeadLetter]):
     def __init__(self, outputs: ClickHouseSink):
@@ -248,3 +254,12 @@ class _DeadLetterTableSink(DynamicSink[DeadLetter]):
         o = self.outputs
         rows = lambda letters: dead_letter_rows(letters, datetime.now(tz=UTC))  # noqa: E731
         return _Partition(o.writer, rows, o.stats.add_dead_letters, o.stats, None, o.every)
+
+
+class _TrendingTableSink(DynamicSink[TrendRow]):
+    def __init__(self, outputs: ClickHouseSink):
+        self.outputs = outputs
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        o = self.outputs
+        return _Partition(o.writer, trending_rows, o.stats.add_trending, o.stats, None, o.every)

@@ -5,7 +5,7 @@ subprocesses read the results back through this module, also in a subprocess:
 
     python -m tests.integration.dump [--values | --schema] chdb:///path [database]
 
-Every table a run writes is read with FINAL, keyed the way its engine
+Every table a run writes (trending too, empty unless enabled) is read with FINAL, keyed the way its engine
 replaces rows, and carries the version that decides which row wins. Runs of
 several processes (one chDB each here; one server in production) are merged
 by ``merge`` with the same rule a shared ReplacingMergeTree applies, and
@@ -22,7 +22,7 @@ import sys
 
 import clickhouse_connect
 
-TABLES = ("features", "scores", "score_history", "events", "dead_letters", "item_activity")
+TABLES = ("features", "scores", "score_history", "events", "dead_letters", "item_activity", "trending")
 
 
 def dump(dsn: str, db: str = "propstream") -> dict:
@@ -61,6 +61,13 @@ def dump(dsn: str, db: str = "propstream") -> dict:
             for h, i, t, sh, n, q, v in rows(
                 "SELECT toUnixTimestamp(hour), item_id, type, shard, events, quantity, value "
                 "FROM {db}.item_activity FINAL"
+            )
+        },
+        "trending": {
+            f"{w}|{sc}|{t}|{end}|{k}": [n, e, s, r, sr]
+            for w, sc, t, end, k, n, e, s, r, sr in rows(
+                "SELECT window, scope, type, toUnixTimestamp(window_end), key, count, expected, surge, rank, "
+                "surge_rank FROM {db}.trending FINAL"
             )
         },
     }
@@ -113,6 +120,7 @@ def values(d: dict) -> dict:
         "event_sources": sorted(row[4] for row in d["events"].values()),
         "dead_letters": d["dead_letters"],
         "item_activity": d["item_activity"],
+        "trending": d["trending"],
     }
 
 

@@ -9,9 +9,7 @@ import json
 import pytest
 
 from propstream.cli import main
-from schemas.events import TYPE_NAMES
-from stream.shard import ShardOutput
-from stream.sinks.base import table_rows
+from stream.sinks.base import trending_rows
 from stream.sinks.clickhouse import ClickHouseWriter, migrate, open_client
 from stream.trending import HOUR_MS, TrendRow
 
@@ -25,6 +23,7 @@ def rows_at(end: int, hot: str) -> list[TrendRow]:
         TrendRow(end, "1h", "item", "popular", "view", 40, 40.0, 0.0, 1, 0),
         TrendRow(end, "1h", "item", hot, "view", 12, 1.0, 8.5, 2, 1),
         TrendRow(end, "1h", "group", "coffee", "view", 30, 9.0, 5.0, 1, 1),
+        TrendRow(end, "1h", "category", "COFFEE", "view", 25, 20.0, 0.0, 1, 0),
     ]
 
 
@@ -34,8 +33,8 @@ def test_trending_reads_the_last_window_at_or_before_a_time(tmp_path, chdb_dsn, 
     client = open_client(chdb_dsn)
     migrate(client, db)
     writer = ClickHouseWriter(client, db)
-    out = ShardOutput(shard=-1, trending=rows_at(T0 + HOUR_MS, "a") + rows_at(T0 + 2 * HOUR_MS, "b"))
-    for table, columns in table_rows([out, out], TYPE_NAMES).items():  # written twice, as after a replay: read once
+    rows = rows_at(T0 + HOUR_MS, "a") + rows_at(T0 + 2 * HOUR_MS, "b")
+    for table, columns in trending_rows(rows + rows).items():  # written twice, as after a replay: read once
         writer.insert(table, columns)
     common = ["--data-dir", str(tmp_path), "--clickhouse", chdb_dsn]
 
@@ -48,7 +47,8 @@ def test_trending_reads_the_last_window_at_or_before_a_time(tmp_path, chdb_dsn, 
     assert main(["trending", *common, "--scope", "group", "--type", "view", "--top", "1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["window_end", "type", "key"] and "coffee" in table[1]
+    assert main(["trending", *common, "--scope", "category", "--by", "count", "--format", "json"]) == 0
+    assert [(r["key"], r["rank"]) for r in json.loads(capsys.readouterr().out)] == [("COFFEE", 1)]
     assert main(["trending", *common, "--window", "7d"]) == 1
-    assert "no trending rows for window 7d, scope item, type any; held: 1h group view, 1h item view" in (
-        capsys.readouterr().err
-    )
+    held = "held: 1h category view, 1h group view, 1h item view"
+    assert f"no trending rows for window 7d, scope item, type any; {held}" in capsys.readouterr().err

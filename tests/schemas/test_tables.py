@@ -16,7 +16,7 @@ from schemas.tables import (
     row_version,
 )
 from stream.shard import ScoreColumns, ShardOutput
-from stream.sinks.base import dead_letter_rows, table_rows
+from stream.sinks.base import dead_letter_rows, table_rows, trending_rows
 from stream.trending import TrendRow
 
 
@@ -29,10 +29,10 @@ def test_the_sink_writes_exactly_the_columns_of_each_table():
         features=[FeatureRow("u1", rec.ts_ms, {"grp=all|stat=history_days": 0.0}, 7)],
         scores=ScoreColumns(rec.ts_ms, ["u1"], ["coffee"], [0.5], [1], [7]),
         item_activity=[ItemActivityRow(rec.ts_ms, "i1", "purchase", 0, 1, 1.0, 2.5)],
-        trending=[TrendRow(rec.ts_ms, "1h", "item", "i1", "purchase", 1, 0.5, 0.3, 1, 0)],
     )
+    trend = [TrendRow(rec.ts_ms, "1h", "item", "i1", "purchase", 1, 0.5, 0.3, 1, 0)]
     now = datetime.now(tz=UTC)
-    rows = table_rows([out], TYPE_NAMES) | dead_letter_rows(out.dead_letters, now)
+    rows = table_rows([out], TYPE_NAMES) | dead_letter_rows(out.dead_letters, now) | trending_rows(trend)
     # models are written by `propstream train` / `models`, campaign_members by `segment --campaign`
     assert rows.keys() == COLUMNS.keys() - {"models", "campaign_members"}
     for table, columns in rows.items():

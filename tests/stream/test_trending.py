@@ -70,14 +70,19 @@ def run(cfg: TrendConfig, recs: list[EventRecord], n_sources: int, max_batch: in
     return rows
 
 
-CFG = TrendConfig((TrendWindow.parse("1h/15m"), TrendWindow.parse("6h/1h")), min_support=3, top_n=3, sources=1)
+CATEGORIES = {**{f"c{i}": "COFFEE" for i in range(5)}, **{f"s{i}": f"CHIPS{i % 2}" for i in range(5)}}  # x: none
+CFG = TrendConfig(
+    (TrendWindow.parse("1h/15m"), TrendWindow.parse("6h/1h")), min_support=3, top_n=3, sources=1, categories=CATEGORIES
+)
 
 
 @pytest.mark.parametrize(("n_sources", "shards", "max_batch"), [(1, 1, 1), (3, 1, 50), (3, 4, 7), (2, 2, 400)])
 def test_rows_do_not_depend_on_batches_sources_or_trend_shards(n_sources: int, shards: int, max_batch: int):
     recs = events(3000, 30, seed=1)
     base = run(CFG, recs, 1, 100, seed=0)
-    cfg = TrendConfig(CFG.windows, min_support=CFG.min_support, top_n=CFG.top_n, sources=n_sources, shards=shards)
+    cfg = TrendConfig(
+        CFG.windows, min_support=3, top_n=3, sources=n_sources, shards=shards, categories=CATEGORIES
+    )
     assert sorted(run(cfg, recs, n_sources, max_batch, seed=max_batch)) == sorted(base)
     assert len(base) > 100
 
@@ -88,6 +93,7 @@ def test_popularity_top_n_equals_a_pandas_recount():
     df = pd.DataFrame({"ts": [r.ts_ms for r in recs], "item": [r.item_id for r in recs]})
     df["type"] = [TYPE_NAMES[r.type_index] for r in recs]
     df["group"] = [{0: "coffee", 1: "snacks"}.get(CATALOG.groups_of(r.item_id)[0]) for r in recs]
+    df["category"] = [CATEGORIES.get(r.item_id) for r in recs]
     ranked: dict[tuple, list[tuple[int, str, int]]] = {}
     for r in rows:
         if r.rank:
@@ -98,14 +104,14 @@ def test_popularity_top_n_equals_a_pandas_recount():
         assert ends == list(range(ends[0], ends[-1] + 1, w.every_ms))  # every end, once
         for end in ends:
             inside = df[(df.ts >= end - w.length_ms) & (df.ts < end)]
-            for scope, col in (("item", "item"), ("group", "group")):
+            for scope, col in (("item", "item"), ("group", "group"), ("category", "category")):
                 counts = inside.dropna(subset=[col]).groupby(["type", col]).size().reset_index(name="n")
                 for type_, g in counts.groupby("type"):
                     want = sorted(zip(-g.n, g[col], strict=True))[: CFG.top_n]
                     got = sorted(ranked.pop((w.name, end, scope, type_)))
                     assert [(k, n) for _, k, n in got] == [(k, -n) for n, k in want], (w.name, end, scope, type_)
                     checked += 1
-    assert checked > 200
+    assert checked > 300
     assert not ranked  # no ranked rows the recount does not have
 
 
@@ -146,7 +152,10 @@ def test_state_is_bounded_series_and_buckets_of_the_past_are_forgotten():
     cfg.apply(sh, _input({(T0, "item", f"i{k}", 0): 1 for k in range(50)}, T0))
     for h in range(1, 6):
         cfg.apply(sh, _input({(T0 + h * HOUR_MS, "item", "live", 0): 1}, T0 + h * HOUR_MS))
-    assert set(sh.models["1h"]) == {("item", "live", 0)}
+    ws = sh.windows["1h"]
+    assert set(ws.models) == {("item", "live", 0)}
+    assert set(ws.running) == {("item", "live", 0)} and list(ws.by_count) == [("item", 0)]
+    assert len(ws.idle) < 50 and not any(e < T0 + 5 * HOUR_MS for e in ws.supported_at)
     assert min(sh.buckets) >= T0 + 3 * HOUR_MS
 
 
@@ -154,3 +163,14 @@ def _input(counts, horizon):
     from stream.trending import TrendInput
 
     return TrendInput(0, 0, counts, horizon)
+
+
+def test_nothing_is_kept_for_window_ends_jumped_over_when_no_series_is_live():
+    cfg = TrendConfig((TrendWindow.parse("1h/15m"),), min_support=2, top_n=5)
+    sh = TrendShard()
+    cfg.apply(sh, _input({(T0, "item", "a", 0): 3}, T0))
+    cfg.apply(sh, _input({(T0 + 10 * HOUR_MS, "item", "b", 0): 3}, T0 + 10 * HOUR_MS))
+    ws = sh.windows["1h"]
+    assert sh.closed["1h"] >= T0 + 10 * HOUR_MS - 15 * 60_000  # the idle hours were jumped over
+    assert all(e > sh.closed["1h"] for e in ws.supported_at), ws.supported_at
+    assert ws.models[("item", "a", 0)].count == 0 and set(ws.running) <= {("item", "b", 0)}

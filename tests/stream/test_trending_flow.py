@@ -23,7 +23,6 @@ from schemas.groups import GroupCatalog, load_groups
 from schemas.mapping import ColumnMapping
 from stream.dataflow import FlowConfig, build_dataflow
 from stream.parse import EventParser
-from stream.shard import ShardOutput
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
 from stream.trending import HOUR_MS, TrendConfig, TrendRow, TrendWindow
@@ -88,7 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[GroupCatalog, State
 
 def run(world, max_batch: int, n_shards: int, trend_shards: int, seed: int = 0) -> list[TrendRow]:
     catalog, cfg, events = world
-    outputs: list[ShardOutput] = []
+    rows: list[TrendRow] = []
     # min_surge 6: ~50 series tested every 15 min for 6 days; noise reached 4.3 here, the surges score 35 and more.
     windows = (WINDOW, TrendWindow.parse("24h/1h"))
     trending = TrendConfig(windows, min_surge=6.0, top_n=5, shards=trend_shards, sources=n_shards)
@@ -98,12 +97,13 @@ def run(world, max_batch: int, n_shards: int, trend_shards: int, seed: int = 0) 
         cfg,
         catalog,
         None,
-        TestingSink(outputs),
+        TestingSink([]),
         {},
         FlowConfig(n_shards, HOUR_MS, 10 * 24 * HOUR_MS, recovery=False, trending=trending),
+        trending_sinks={"trending_rows": TestingSink(rows)},
     )
     run_main(flow)
-    return [r for o in outputs for r in o.trending]
+    return rows
 
 
 @pytest.fixture(scope="module")
