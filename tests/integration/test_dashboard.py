@@ -82,7 +82,7 @@ def test_the_dashboard_shows_in_a_browser_what_the_store_holds(dashboard_run, ch
         surging = table_rows(chromium, "surge-items")
         assert surging[0][0] == SURGE_ITEM
         assert surging == [(k, c, e) for k, c, e in trend_rows(settings, "item", "surge_rank", end_sql)]
-        # 60 extra views, far above the forecast (a 1 h half-life has partly caught up with the surge's first 5-minute steps)
+        # 60 extra views, far above the forecast (a 1 h half-life partly caught up in the surge's first steps)
         assert surging[0][1] >= 60 and surging[0][2] < surging[0][1] / 3
         popular = table_rows(chromium, "top-items")
         assert popular == [(k, c, e) for k, c, e in trend_rows(settings, "item", "rank", end_sql)]
