@@ -120,3 +120,11 @@ def test_the_image_build_ships_every_module_and_data_file(tmp_path):
     assert "propstream/data/completejourney_groups.toml" in shipped
     assert "collector/static/propstream.js" in shipped
     assert "dashboard/templates/index.html" in shipped
+
+
+def test_the_deployed_stream_computes_trending_for_the_dashboards(monkeypatch: pytest.MonkeyPatch):
+    env = COMPOSE["services"]["stream"]["environment"]
+    assert env["PROPSTREAM_DATA_DIR"] == COMPOSE["x-propstream-env"]["PROPSTREAM_DATA_DIR"]  # the shared keys merged in
+    monkeypatch.setenv("PROPSTREAM_TRENDING__ENABLED", env["PROPSTREAM_TRENDING__ENABLED"])
+    assert Settings().trending.enabled
+    assert not Settings.model_fields["trending"].default.enabled  # off unless a deployment turns it on
