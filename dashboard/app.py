@@ -78,10 +78,10 @@ def trending_view(q: DashboardQueries, cfg: DashboardSettings, window: str | Non
     end = q.window_end(window, at)
     tables: dict[str, list[TrendPoint]] = {}
     series_charts: list[dict[str, Any]] = []
-    for scope in ("item", "group"):
-        for by, name in (("surge", f"surge-{scope}s"), ("count", f"top-{scope}s")):
+    for scope, plural in (("item", "items"), ("group", "groups"), ("category", "categories")):
+        for by, name in (("surge", f"surge-{plural}"), ("count", f"top-{plural}")):
             tables[name] = [] if end is None else q.top(window, scope, by, cfg.top, end)
-        lead = _leaders(tables[f"surge-{scope}s"]) or _leaders(tables[f"top-{scope}s"])
+        lead = _leaders(tables[f"surge-{plural}"]) or _leaders(tables[f"top-{plural}"])
         if lead is None or end is None:
             continue
         type_, keys = lead

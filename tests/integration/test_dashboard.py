@@ -89,6 +89,8 @@ def test_the_dashboard_shows_in_a_browser_what_the_store_holds(dashboard_run, ch
         groups = table_rows(chromium, "surge-groups")
         assert groups and groups[0][0] in ("coffee", "breakfast")  # the surging item's groups
         assert groups == [(k, c, e) for k, c, e in trend_rows(settings, "group", "surge_rank", end_sql)]
+        categories = table_rows(chromium, "top-categories")
+        assert categories and categories == [(k, c, e) for k, c, e in trend_rows(settings, "category", "rank", end_sql)]
         chart = chromium.find_element(By.CSS_SELECTOR, f"figure.series-chart[data-key='{SURGE_ITEM}']")
         assert chart.find_elements(By.CSS_SELECTOR, "svg path.line")  # count and forecast drawn
 
