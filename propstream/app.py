@@ -234,6 +234,7 @@ def run_stream(
             recovery=execution.recovery_dir is not None,
             resumed=resumed,
             trending=trend_config(settings),
+            max_batch_event_ms=int(settings.stream.max_batch_event_hours * 3_600_000),
         ),
         stats,
     )

@@ -75,6 +75,12 @@ class StreamSettings(BaseModel):
     batch_size: int = Field(
         default=50_000, ge=1, le=1_000_000, description="file replay batch: one refresh per customer per batch"
     )
+    max_batch_event_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        description="a replay batch spans at most one such window of event time (aligned to the epoch, so UTC "
+        "days for 24): score_history holds a refresh per window; 0: batches are cut by batch_size only",
+    )
     allowed_lateness_hours: float = Field(
         default=24.0,
         ge=0.0,
