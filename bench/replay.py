@@ -1,7 +1,7 @@
 """Benchmark: replay The Complete Journey through the dataflow into chDB, one worker.
 
     python bench/replay.py [--data-dir DIR] [--batch-size N] [--limit N] [--gc-seconds S]
-                           [--max-batch-event-hours H] [--timers]
+                           [--max-batch-event-hours H] [--sink-flush-seconds S] [--timers]
 
 Uses the production models already registered under the data dir (run
 `propstream demo` or `propstream train` first; without models it measures
@@ -109,6 +109,12 @@ def main() -> None:
         default=StreamSettings().max_batch_event_hours,
         help="event-time span of a batch (0: cut by --batch-size only)",
     )
+    ap.add_argument(
+        "--sink-flush-seconds",
+        type=float,
+        default=StreamSettings().sink_flush_seconds,
+        help="the sink's buffer age (0: one insert per table per batch)",
+    )
     ap.add_argument("--timers", action="store_true", help="also print seconds per step")
     ap.add_argument(
         "--history-auc",
@@ -135,6 +141,7 @@ def main() -> None:
             n_shards=args.shards,
             gc_seconds=args.gc_seconds,
             max_batch_event_hours=args.max_batch_event_hours,
+            sink_flush_seconds=args.sink_flush_seconds,
         ),
         clickhouse={"database": db},
     )
@@ -153,6 +160,7 @@ def main() -> None:
         "feature_rows": stats.feature_rows,
         "gc_seconds": args.gc_seconds,
         "max_batch_event_hours": args.max_batch_event_hours,
+        "sink_flush_seconds": args.sink_flush_seconds,
     }
     if args.timers:
         result["step_seconds"] = {k: round(v, 1) for k, v in seconds.most_common()}
