@@ -244,10 +244,10 @@ class KafkaSettings(BaseModel):
         default=1.0, gt=0.0, description="wall-clock tick of a live stream (carried by partition 0 when quiet)"
     )
     poll_max_seconds: float = Field(
-        default=0.1,
+        default=0.05,
         ge=0.0,
-        description="longest pause between polls of a quiet partition (pauses double from 1 ms; none while "
-        "messages come); 0: blocking 50 ms polls in turn",
+        description="longest a poll of a quiet partition waits for messages (the wait doubles from 1 ms after "
+        "each empty poll; none after a poll that brought messages)",
     )
     idle_seconds: float = Field(
         default=10.0,

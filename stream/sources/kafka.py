@@ -12,11 +12,13 @@ clock as its tick, and a quiet partition 0 still emits an empty tick batch every
 reaches every shard, so the others do not tick: a quiet stream's ticks cost one
 batch per tick, not one per partition).
 
-Polls do not block the worker: a partition that returned nothing is polled
-again after a pause that doubles up to ``poll_max_seconds`` (Bytewax's
-``next_awake``), and at once while messages keep coming. A quiet stream polls
-a few times per second; a busy one reads as fast as it can, and one quiet
-partition no longer holds up the others' messages for a blocking poll. A partition that has
+A poll waits for messages only when its partition has been quiet: after a
+poll that brought messages the next one does not wait at all (a busy partition
+does not hold up the others), after an empty one it waits up to twice as long
+as the last, from 1 ms up to ``poll_max_seconds``. Waiting inside librdkafka
+is what keeps a quiet stream cheap: Bytewax's worker loop, given nothing to
+wait on (non-blocking polls, ``next_awake``), spins and costs more CPU than
+the polls (measured: bench/live.py). A partition that has
 been read to the end of its log (librdkafka's partition EOF) and has had no
 message for ``idle_seconds`` says so (``SourceBatch.idle``), so that in event
 time it does not hold back the clock of the others (see
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -68,7 +69,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         clock: Clock,
         n_parts: int,
         idle_seconds: float = 10.0,
-        poll_max_seconds: float = 0.1,
+        poll_max_seconds: float = 0.05,
     ):
         self._topic, self._partition = topic, partition
         self._n_parts = n_parts
@@ -87,25 +88,17 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._idle = False
         self._at_end = False
         self._poll_max = poll_max_seconds
-        self._pause = 0.0  # seconds until the next poll after an empty one (doubles up to poll_max)
-        self._awake: datetime | None = None
-
-    def next_awake(self) -> datetime | None:
-        return self._awake
+        self._wait = poll_max_seconds  # how long the next poll may wait for messages
 
     def _paced(self, batches: list[SourceBatch], got_messages: bool) -> list[SourceBatch]:
-        """Poll again at once after messages, later and later (up to poll_max) after empty polls."""
-        if got_messages or self._poll_max <= 0:
-            self._pause, self._awake = 0.0, None
-        else:
-            self._pause = min(self._poll_max, max(0.001, 2 * self._pause))
-            self._awake = datetime.now(tz=UTC) + timedelta(seconds=self._pause)
+        """The next poll: no wait after messages, twice the last wait (1 ms to poll_max) after an empty one."""
+        self._wait = 0.0 if got_messages else min(self._poll_max, max(0.001, 2 * self._wait))
         return batches
 
     def next_batch(self) -> list[SourceBatch]:
         if self._ended:
             raise StopIteration
-        msgs = self._consumer.consume(self._batch_size, 0 if self._poll_max > 0 else 0.05)
+        msgs = self._consumer.consume(self._batch_size, self._wait)
         records = []
         for m in msgs:
             err = m.error()
@@ -167,7 +160,7 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         exit_when_idle: float | None = None,
         clock: Clock = time.time,
         idle_seconds: float = 10.0,
-        poll_max_seconds: float = 0.1,
+        poll_max_seconds: float = 0.05,
     ):
         self.config = consumer_config(bootstrap, extra_config or {})
         self.poll_max_seconds = poll_max_seconds
