@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seconds": round(stats.elapsed, 2),
         "first_write_at": stats.first_write_at,
         "last_write_at": stats.last_write_at,
+        "visible_lag": stats.visible_lag.summary(),  # event time -> rows written (live: freshness)
+        "cpu_seconds": round(time.process_time(), 2),
     }
     print(json.dumps(result) if args.json else stats.line())
     return 0

@@ -75,6 +75,23 @@ class StreamSettings(BaseModel):
     batch_size: int = Field(
         default=50_000, ge=1, le=1_000_000, description="file replay batch: one refresh per customer per batch"
     )
+    max_batch_event_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        description="a replay batch spans at most one such window of event time (aligned to the epoch, so UTC "
+        "days for 24): score_history holds a refresh per window; 0: batches are cut by batch_size only",
+    )
+    sink_flush_rows: int = Field(
+        default=200_000,
+        ge=1,
+        description="buffered rows (all tables) that make the sink write at once (stream/sinks/clickhouse.py)",
+    )
+    sink_flush_seconds: float = Field(
+        default=0.2,
+        ge=0.0,
+        description="the longest a row waits in the sink's buffer: one insert per table for many batches; "
+        "0, and any run with a recovery store: one insert per table per batch",
+    )
     allowed_lateness_hours: float = Field(
         default=24.0,
         ge=0.0,
@@ -134,7 +151,7 @@ class TrendingSettings(BaseModel):
         default=100,
         ge=1,
         le=100_000,
-        description="rows kept per window end, scope and type: the top N by count and by surge"
+        description="rows kept per window end, scope and type: the top N by count and by surge",
     )
     half_life_hours: float = Field(
         default=6.0,
@@ -247,7 +264,15 @@ class KafkaSettings(BaseModel):
     clock: Literal["wall", "event"] = Field(
         default="wall", description="expire windows by the wall clock (live) or event time (backfill)"
     )
-    tick_seconds: float = Field(default=1.0, gt=0.0, description="wall-clock tick of a live stream")
+    tick_seconds: float = Field(
+        default=1.0, gt=0.0, description="wall-clock tick of a live stream (carried by partition 0 when quiet)"
+    )
+    poll_max_seconds: float = Field(
+        default=0.05,
+        ge=0.0,
+        description="longest a poll of a quiet partition waits for messages (the wait doubles from 1 ms after "
+        "each empty poll; none after a poll that brought messages)",
+    )
     idle_seconds: float = Field(
         default=10.0,
         gt=0.0,

@@ -5,6 +5,8 @@
     read (SourceBatch: raw records from files or Kafka, plus a clock tick)
       -> parse: validate; bad records become dead letters
       -> watermark: keyed by source partition; late and skewed events become dead letters
+      -> event_time_cut (FlowConfig.max_batch_event_ms > 0): keyed by source partition; replay batches
+         re-cut so none spans more than one event-time window (stream/eventcut.py)
       -> route: split each batch by shard (crc32 of user_id), broadcast where the partition stands
       -> customers: stateful per shard (state, expiry heap, scoring)
       -> clickhouse: one column-oriented insert per table per batch
@@ -35,6 +37,7 @@ from bytewax.outputs import DynamicSink
 
 from schemas.events import DeadLetter, EventRecord
 from schemas.groups import GroupCatalog
+from stream.eventcut import EventTimeCut
 from stream.parse import EventParser, ParsedBatch
 from stream.shard import (
     CustomerShard,
@@ -87,6 +90,7 @@ class FlowConfig:
     recovery: bool = True  # False: Bytewax keeps no snapshots, so the shards need not make them
     resumed: bool = False  # an earlier run used the recovery store: shards rewrite their rows once
     trending: TrendConfig | None = None  # None: no trending steps
+    max_batch_event_ms: int = 0  # > 0: replay batches span at most one such event-time window (stream/eventcut.py)
 
 
 class TrendLogic(StatefulLogic[TrendInput, TrendClosed, bytes]):
@@ -187,7 +191,12 @@ def build_dataflow(
     by_partition = op.key_on("by_partition", parsed, lambda pb: pb.part)
     judged = op.map("unkey_partition", op.stateful_map("watermark", by_partition, judge), lambda kv: kv[1])
     rejected = op.flat_map("parse_errors", judged, lambda pb: pb.dead)
-    routed = op.flat_map("route", judged, lambda pb: route(n_shards, pb))
+    if flow_cfg.max_batch_event_ms > 0:
+        by_part = op.key_on("cut_by_partition", judged, lambda pb: pb.part)
+        cut = op.stateful_map("event_time_cut", by_part, EventTimeCut(flow_cfg.max_batch_event_ms))
+        routed = op.flat_map("route", cut, lambda kv: [r for pb in kv[1] for r in route(n_shards, pb)])
+    else:
+        routed = op.flat_map("route", judged, lambda pb: route(n_shards, pb))
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+
 from schemas.events import DeadLetter, FeatureRow, ItemActivityRow
 from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES, TRENDING
 from stream.shard import ShardOutput
@@ -102,6 +104,54 @@ def dead_letter_rows(letters: list[DeadLetter], received_at: datetime) -> TableR
     return {DEAD_LETTERS.name: columns}
 
 
+# Edges (ms) of the event-to-visible lag histogram: 0, then 20 log-spaced bins per decade from 1 ms to a day.
+LAG_EDGES_MS = np.concatenate([[0.0], np.geomspace(1, 86_400_000, 159)])
+
+
+class VisibleLag:
+    """Event-to-visible lag: from an event's time to the moment its rows were written (a histogram).
+
+    Live, events are stamped when they happen, so this is the freshness a
+    reader of ClickHouse sees; in a replay of old events it is their age.
+    Quantiles are read off the histogram (the upper edge of the bin, ~12 %
+    resolution); counting is one vectorised pass per write.
+
+    >>> lag = VisibleLag()
+    >>> lag.add([1_000, 1_900, 1_990], now_ms=2_000)
+    >>> lag.quantile(0.5) >= 100 > lag.quantile(0.3), lag.max_ms
+    (True, 1000)
+    """
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(LAG_EDGES_MS) + 1, dtype=np.int64)
+        self.max_ms = 0
+
+    def add(self, event_ms: list[int], now_ms: int) -> None:
+        """Count events of the given times written at ``now_ms``."""
+        if not event_ms:
+            return
+        lag = now_ms - np.asarray(event_ms, dtype=np.int64)
+        self.counts += np.bincount(np.searchsorted(LAG_EDGES_MS, lag, side="right"), minlength=len(self.counts))
+        self.max_ms = max(self.max_ms, int(lag.max()))
+
+    def quantile(self, q: float) -> float | None:
+        """The lag (ms) below which a fraction ``q`` of events were visible; None before any event."""
+        total = int(self.counts.sum())
+        if not total:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.counts), q * total, side="left"))
+        return float(LAG_EDGES_MS[min(k, len(LAG_EDGES_MS) - 1)]) if k < len(LAG_EDGES_MS) else float(self.max_ms)
+
+    def summary(self) -> dict[str, float | None]:
+        """p50, p99 and max in seconds."""
+        p50, p99 = self.quantile(0.5), self.quantile(0.99)
+        return {
+            "p50_s": None if p50 is None else p50 / 1000,
+            "p99_s": None if p99 is None else p99 / 1000,
+            "max_s": self.max_ms / 1000 if p50 is not None else None,
+        }
+
+
 @dataclass
 class RunStats:
     """Counters of one run, for progress lines, the summary and conservation checks."""
@@ -117,11 +167,13 @@ class RunStats:
     last_report: float = 0.0
     first_write_at: float | None = None  # wall clock (time.time) of the first and last write of events
     last_write_at: float | None = None
+    visible_lag: VisibleLag = field(default_factory=VisibleLag)  # event time -> rows written
 
     def add(self, outputs: list[ShardOutput]) -> None:
-        """Count what a sink batch of shard outputs carries."""
+        """Count what a sink batch of shard outputs carries, once it is written."""
         if any(o.applied for o in outputs):
             self._wrote_events()
+            self.visible_lag.add([r.ts_ms for o in outputs for r in o.applied], int(time.time() * 1000))
         for o in outputs:
             self.applied += len(o.applied)
             self.score_rows += len(o.scores)
@@ -151,7 +203,9 @@ class RunStats:
         """One progress line."""
         rate = (self.applied + self.dead_letters + self.dropped) / max(self.elapsed, 1e-9)
         dropped = f"{self.dropped:,} dropped by the mapping, " if self.dropped else ""
+        lag = self.visible_lag.summary()
+        visible = f", event to visible p99 {lag['p99_s']:,.3f} s" if lag["p99_s"] is not None else ""
         return (
             f"{self.applied:,} applied, {self.dead_letters:,} dead letters, {dropped}"
-            f"{self.score_rows:,} score rows, {rate:,.0f} events/s"
+            f"{self.score_rows:,} score rows, {rate:,.0f} events/s{visible}"
         )

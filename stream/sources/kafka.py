@@ -7,8 +7,18 @@ connector does, and the resume state is the next offset to read. With
 skipping data.
 
 Each poll becomes one ``SourceBatch``; in wall-clock mode it carries the wall
-clock as its tick, and an idle partition still emits an empty tick batch every
-``tick_seconds`` so windows expire while nothing arrives. A partition that has
+clock as its tick, and a quiet partition 0 still emits an empty tick batch every
+``tick_seconds`` so windows expire while nothing arrives (one partition's tick
+reaches every shard, so the others do not tick: a quiet stream's ticks cost one
+batch per tick, not one per partition).
+
+A poll waits for messages only when its partition has been quiet: after a
+poll that brought messages the next one does not wait at all (a busy partition
+does not hold up the others), after an empty one it waits up to twice as long
+as the last, from 1 ms up to ``poll_max_seconds``. Waiting inside librdkafka
+is what keeps a quiet stream cheap: Bytewax's worker loop, given nothing to
+wait on (non-blocking polls, ``next_awake``), spins and costs more CPU than
+the polls (measured: bench/live.py). A partition that has
 been read to the end of its log (librdkafka's partition EOF) and has had no
 message for ``idle_seconds`` says so (``SourceBatch.idle``), so that in event
 time it does not hold back the clock of the others (see
@@ -59,6 +69,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         clock: Clock,
         n_parts: int,
         idle_seconds: float = 10.0,
+        poll_max_seconds: float = 0.05,
     ):
         self._topic, self._partition = topic, partition
         self._n_parts = n_parts
@@ -76,11 +87,18 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._idle_s = idle_seconds
         self._idle = False
         self._at_end = False
+        self._poll_max = poll_max_seconds
+        self._wait = poll_max_seconds  # how long the next poll may wait for messages
+
+    def _paced(self, batches: list[SourceBatch], got_messages: bool) -> list[SourceBatch]:
+        """The next poll: no wait after messages, twice the last wait (1 ms to poll_max) after an empty one."""
+        self._wait = 0.0 if got_messages else min(self._poll_max, max(0.001, 2 * self._wait))
+        return batches
 
     def next_batch(self) -> list[SourceBatch]:
         if self._ended:
             raise StopIteration
-        msgs = self._consumer.consume(self._batch_size, 0.05)
+        msgs = self._consumer.consume(self._batch_size, self._wait)
         records = []
         for m in msgs:
             err = m.error()
@@ -113,12 +131,13 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         was_idle = self._idle
         self._idle = self._ended or (self._at_end and not records and now - self._last_message >= self._idle_s)
         tick = int(now * 1000) if self._wall_clock else None
-        due = tick is not None and now - self._last_emit >= self._tick_s
+        due = tick is not None and now - self._last_emit >= self._tick_s and self._partition == 0
         if records or self._ended or due or self._idle != was_idle:
             self._last_emit = now
             part = f"{self._topic}/{self._partition}"
-            return [SourceBatch(records, tick, part, self._n_parts, final=self._ended, idle=self._idle)]
-        return []
+            batch = SourceBatch(records, tick, part, self._n_parts, final=self._ended, idle=self._idle)
+            return self._paced([batch], bool(msgs))
+        return self._paced([], bool(msgs))
 
     def snapshot(self) -> int:
         return self._next
@@ -141,8 +160,10 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         exit_when_idle: float | None = None,
         clock: Clock = time.time,
         idle_seconds: float = 10.0,
+        poll_max_seconds: float = 0.05,
     ):
         self.config = consumer_config(bootstrap, extra_config or {})
+        self.poll_max_seconds = poll_max_seconds
         self.idle_seconds = idle_seconds
         self.topic = topic
         self.batch_size = batch_size
@@ -183,4 +204,5 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             self.clock,
             self._n_parts or len(self.list_parts()),
             self.idle_seconds,
+            self.poll_max_seconds,
         )

@@ -173,7 +173,14 @@ def cut_batches(raws: list[Raw], max_batch: int, interleave: str, seed: int = 0)
     return out
 
 
-def run_flow(setup: Setup, batches: list[SourceBatch], n_shards: int, models=None, n_dead_sinks: int = 1) -> Flow:
+def run_flow(
+    setup: Setup,
+    batches: list[SourceBatch],
+    n_shards: int,
+    models=None,
+    n_dead_sinks: int = 1,
+    max_batch_event_ms: int = 0,
+) -> Flow:
     outputs: list[ShardOutput] = []
     dead: list[DeadLetter] = []
     # Step ids as production names them (``propstream.app.run_stream``).
@@ -188,7 +195,7 @@ def run_flow(setup: Setup, batches: list[SourceBatch], n_shards: int, models=Non
         models,
         TestingSink(outputs),
         sinks,
-        FlowConfig(n_shards, LATENESS_MS, MAX_AHEAD_MS, recovery=False),
+        FlowConfig(n_shards, LATENESS_MS, MAX_AHEAD_MS, recovery=False, max_batch_event_ms=max_batch_event_ms),
         stats,
     )
     run_main(flow)
@@ -401,3 +408,67 @@ def test_scores_are_the_production_model_on_the_final_features(setup: Setup, reg
         expected = art.predict(np.ascontiguousarray(rows[:, art.input_positions(setup.cfg.spec.index)]))
         np.testing.assert_array_equal([scores[(u, group)][1] for u in users], expected, err_msg=group)
         assert {scores[(u, group)][2] for u in users} == {version}
+
+
+def score_history(outputs: list[ShardOutput]) -> list[tuple]:
+    """Every score row written (what ``score_history`` keeps), as (user, group, as_of, version, score, model)."""
+    rows = []
+    for o in outputs:
+        sc = o.scores
+        for u, g, s, mv, v in zip(sc.user_id, sc.group_id, sc.score, sc.model_version, sc.version, strict=True):
+            rows.append((u, g, sc.as_of, v, s, mv))
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def day_cut_runs(setup: Setup, registry: ModelRegistry):
+    """Runs with scoring and one-day event-time cuts, one partition after the other, cached by (batch, cut_ms)."""
+    models = ProductionModels(setup.cfg.spec, registry, poll_seconds=3600)
+    cache: dict[tuple[int, int], Flow] = {}
+
+    def get(max_batch: int, cut_ms: int = DAY_MS) -> Flow:
+        if (max_batch, cut_ms) not in cache:
+            batches = cut_batches(setup.raws, max_batch, "sequential")
+            cache[(max_batch, cut_ms)] = run_flow(setup, batches, 2, models, max_batch_event_ms=cut_ms)
+        return cache[(max_batch, cut_ms)]
+
+    return get
+
+
+def test_event_time_cuts_make_score_history_independent_of_the_batch_size(day_cut_runs):
+    small, large = day_cut_runs(3), day_cut_runs(400)
+    assert score_history(small.outputs)  # scored at all
+    assert score_history(small.outputs) == score_history(large.outputs)
+
+
+def test_without_event_time_cuts_score_history_follows_the_batch_size(day_cut_runs):
+    """The control of the test above: cut by size only, the same two runs refresh at other times."""
+    assert score_history(day_cut_runs(3, 0).outputs) != score_history(day_cut_runs(400, 0).outputs)
+
+
+def test_an_event_time_cut_batch_spans_at_most_one_day_plus_the_lateness(day_cut_runs):
+    """A batch ends when its partition's watermark enters a new day; older events are only those within lateness."""
+    flow = day_cut_runs(400)
+    n_refreshes = 0
+    for o in flow.outputs:
+        if o.applied:
+            times = [r.ts_ms for r in o.applied]
+            day_start = max(times) // DAY_MS * DAY_MS
+            assert min(times) >= day_start - LATENESS_MS
+        n_refreshes += len(o.scores) > 0
+    days = {r.ts_ms // DAY_MS for r in expected_records_of(flow)}
+    assert n_refreshes >= len(days)  # at least one refresh per day with events
+
+
+def expected_records_of(flow: Flow) -> list[EventRecord]:
+    return [r for o in flow.outputs for r in o.applied]
+
+
+def test_event_time_cuts_keep_conservation_and_final_scores(setup: Setup, day_cut_runs):
+    cut, uncut = day_cut_runs(400), day_cut_runs(400, 0)
+    assert sorted(r for o in cut.outputs for r in o.applied) == sorted(expected_records(setup.raws))
+    assert Counter(cut.dead) == Counter(uncut.dead)
+    # Versions come from the refresh times, which the cuts move; the final scores themselves do not change.
+    assert {k: v[1:] for k, v in final_scores(cut.outputs).items()} == {
+        k: v[1:] for k, v in final_scores(uncut.outputs).items()
+    }

@@ -1,0 +1,308 @@
+"""Benchmark: a live stream through Kafka, measured from outside: idle CPU, and produce -> score visible.
+
+    python bench/live.py [--data-dir DIR] [--rates 1000 5000] [--seconds 20] [--idle 60]
+                         [--bootstrap HOST:PORT] [--src DIR] [--markdown]
+
+Starts the local KRaft broker from tools/kafka (unless --bootstrap or
+KAFKA_BOOTSTRAP is given) and, for each phase, a fresh 4-partition topic and a
+`propstream run --input kafka://... --clock wall` process of its own (its own
+chDB; production models copied from the data dir; `propstream demo` or
+`train` first):
+
+- idle: the stream reads an empty topic; once its partitions have gone idle,
+  the process's CPU seconds (user + system, /proc) over ``--idle`` seconds,
+  given per idle minute. The stream is then stopped.
+- one phase per rate: customers of The Complete Journey cloned with new ids
+  (``live-<run>-<clone>-<household>``, their baskets in the file's order),
+  offered at a fixed rate for ``--seconds``, each event stamped with the time
+  it is produced. The stream exits 30 s after the topic is drained; then this
+  script reads its chDB (a subprocess: one chDB path per process) and, for
+  each event, finds the first `score_history` row of its customer refreshed at
+  or after the event (``as_of`` >= produce time): freshness is that row's
+  ``written_at`` (stamped by ClickHouse on insert) minus the produce time.
+  Printed: p50, p99, max, events whose score never became visible, and the
+  stream's CPU per second of load.
+
+``--src DIR`` runs the stream from another source tree (an export of another
+commit, `git archive`), to compare before and after with the same benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTED = "stream started"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Stream:
+    """A `propstream run` process on a Kafka topic with the wall clock; its stderr goes to a log file."""
+
+    def __init__(self, src: Path, data_dir: Path, work: Path, topic: str, bootstrap: str, exit_when_idle: float):
+        from propstream import completejourney
+
+        _, catalog = completejourney.prepare(data_dir)
+        self.dir = work / topic
+        shutil.copytree(data_dir / "models", self.dir / "models")
+        self.dsn = f"chdb://{self.dir / 'chdb'}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "propstream.cli",
+            "run",
+            "--json",
+            "--data-dir",
+            str(self.dir),
+            "--clickhouse",
+            self.dsn,
+            "--input",
+            f"kafka://{bootstrap}/{topic}",
+            "--clock",
+            "wall",
+            "--catalog",
+            str(catalog),
+            "--exit-when-idle",
+            str(exit_when_idle),
+        ]
+        env = {**os.environ, "PROPSTREAM_GROUPS_FILE": str(completejourney.GROUPS_FILE), "PYTHONPATH": str(src)}
+        self.log = self.dir / "stream.log"
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=src, text=True)
+        self.started = threading.Event()
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        assert self.proc.stderr is not None
+        with self.log.open("w") as log:
+            for line in self.proc.stderr:
+                log.write(line)
+                log.flush()
+                if STARTED in line:
+                    self.started.set()
+
+    def wait_started(self, timeout: float = 300) -> None:
+        if not self.started.wait(timeout) or self.proc.poll() is not None:
+            msg = f"the stream did not start:\n{self.log.read_text()[-3000:]}"
+            raise SystemExit(msg)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def wait_exit(self, timeout: float) -> dict:
+        out, _ = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            msg = f"stream failed ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+            raise SystemExit(msg)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def new_topic(bootstrap: str, partitions: int) -> str:
+    from schemas.settings import KafkaSettings
+    from stream.topics import create_topics
+
+    topic = f"live-{uuid.uuid4().hex[:8]}"
+    create_topics(KafkaSettings(bootstrap_servers=bootstrap, topic=topic, partitions=partitions))
+    return topic
+
+
+def idle_phase(args, bootstrap: str, work: Path) -> dict:
+    """CPU seconds per minute of a stream on an empty topic."""
+    stream = Stream(args.src, args.data_dir, work, new_topic(bootstrap, args.partitions), bootstrap, 3600)
+    try:
+        stream.wait_started()
+        time.sleep(15)  # the partitions go idle after kafka.idle_seconds (10 s)
+        c0, t0 = cpu_seconds(stream.proc.pid), time.monotonic()
+        time.sleep(args.idle)
+        c1, t1 = cpu_seconds(stream.proc.pid), time.monotonic()
+    finally:
+        stream.stop()
+    return {
+        "phase": "idle",
+        "seconds": round(t1 - t0, 1),
+        "cpu_s_per_idle_minute": round((c1 - c0) / (t1 - t0) * 60, 3),
+    }
+
+
+def households(data_dir: Path) -> list:
+    """The Complete Journey's valid events (EventRecords) in the file's order."""
+    from propstream import completejourney
+    from schemas.mapping import load_mapping
+    from stream.parse import EventParser
+    from stream.sources import read_batches
+
+    events, _ = completejourney.prepare(data_dir)
+    parser = EventParser(load_mapping(completejourney.MAPPING_FILE))
+    out: list = []
+    for batch in read_batches(events, 50_000, mapping=load_mapping(completejourney.MAPPING_FILE)):
+        out += parser.parse_batch(batch).records
+    return out
+
+
+def offer(
+    bootstrap: str, topic: str, records: list, rate: int, seconds: float, run: str
+) -> tuple[dict[str, list[int]], float]:
+    """Produce ``rate`` events/s for ``seconds``, stamped now; each customer's produce times (ms), seconds taken."""
+    from confluent_kafka import Producer
+
+    from schemas.events import TYPE_NAMES
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+    produced: dict[str, list[int]] = defaultdict(list)
+    total = int(rate * seconds)
+    n = len(records)
+    t0 = time.time()
+    i = 0
+    while i < total:
+        due = min(total, int((time.time() - t0) * rate) + 1)
+        now_ms = int(time.time() * 1000)
+        for j in range(i, due):
+            rec = records[j % n]
+            user = f"live-{run}-{j // n}-{rec.user_id}"
+            value = {
+                "user_id": user,
+                "item_id": rec.item_id,
+                "type": TYPE_NAMES[rec.type_index],
+                "timestamp": now_ms,
+                "event_id": f"{run}-{j}",
+                "quantity": rec.quantity,
+                "value": rec.value_cents / 100,
+            }
+            producer.produce(topic, json.dumps(value).encode(), key=user.encode())
+            produced[user].append(now_ms)
+        i = due
+        producer.poll(0)
+        time.sleep(0.005)
+    took = time.time() - t0
+    producer.flush(60)
+    return produced, took
+
+
+def refreshes(dsn: str) -> dict[str, tuple[list[int], list[int]]]:
+    """Per customer: refresh times (as_of, ms, ascending) and when each refresh's first score row was written."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--read-refreshes", dsn], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    rows: dict[str, tuple[list[int], list[int]]] = {}
+    for user, as_of, written in json.loads(out.stdout):
+        a, w = rows.setdefault(user, ([], []))
+        a.append(as_of)
+        w.append(written)
+    return rows
+
+
+def read_refreshes(dsn: str) -> None:
+    """Print [user, as_of ms, min written_at ms] of every refresh in score_history, ordered (a subprocess)."""
+    from stream.sinks.clickhouse import open_client
+
+    client = open_client(dsn)
+    rows = client.query(
+        "SELECT user_id, toUnixTimestamp64Milli(as_of) AS a, toUnixTimestamp64Milli(min(written_at)) "
+        "FROM propstream.score_history GROUP BY user_id, as_of ORDER BY user_id, a"
+    ).result_rows
+    print(json.dumps([list(r) for r in rows]))
+
+
+def load_phase(args, bootstrap: str, work: Path, records: list, rate: int) -> dict:
+    """Offer ``rate`` events/s; freshness produce -> visible of every event."""
+    topic = new_topic(bootstrap, args.partitions)
+    stream = Stream(args.src, args.data_dir, work, topic, bootstrap, 30)  # exits 30 s after the topic is drained
+    stream.wait_started()
+    time.sleep(10)  # the dataflow builds after the start line
+    c0 = cpu_seconds(stream.proc.pid)
+    produced, offered_s = offer(bootstrap, topic, records, rate, args.seconds, uuid.uuid4().hex[:6])
+    summary = stream.wait_exit(args.seconds * 20 + 300)
+    cpu = summary.get("cpu_seconds")
+    seen = refreshes(stream.dsn)
+    lags, unseen = [], 0
+    for user, times in produced.items():
+        as_of, written = seen.get(user, ([], []))
+        for p in times:
+            k = bisect.bisect_left(as_of, p)
+            if k == len(as_of):
+                unseen += 1
+                continue
+            lags.append(min(written[k:]) - p)
+    lag = np.array(lags, dtype=np.float64) / 1000
+    n = sum(len(t) for t in produced.values())
+    result = {
+        "phase": f"{rate} events/s",
+        "events": n,
+        "offered_events_per_s": round(n / offered_s),
+        "p50_s": round(float(np.percentile(lag, 50)), 3) if len(lag) else None,
+        "p99_s": round(float(np.percentile(lag, 99)), 3) if len(lag) else None,
+        "max_s": round(float(lag.max()), 3) if len(lag) else None,
+        "never_visible": unseen,
+        "applied": summary["applied"],
+    }
+    if cpu is not None:  # a stream older than this benchmark does not report its CPU seconds
+        # over the phase and the 30 s idle wait before the stream exits
+        result["stream_cpu_s"] = round(cpu - c0, 1)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=Path("propstream-data"))
+    ap.add_argument("--rates", type=int, nargs="*", default=[1000, 5000], help="events/s offered, a phase each")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each rate's phase")
+    ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured (0: no idle phase)")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
+    ap.add_argument("--src", type=Path, default=ROOT, help="source tree the stream runs from")
+    ap.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
+    ap.add_argument("--read-refreshes", metavar="DSN", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.read_refreshes:
+        read_refreshes(args.read_refreshes)
+        return
+    args.data_dir = args.data_dir.resolve()
+    args.src = args.src.resolve()
+    results = []
+    with contextlib.ExitStack() as stack:
+        bootstrap = args.bootstrap
+        if not bootstrap:
+            sys.path.insert(0, str(ROOT))
+            from tools.kafka.broker import LocalBroker
+
+            bootstrap = stack.enter_context(LocalBroker()).bootstrap
+        work = Path(tempfile.mkdtemp(prefix="propstream-live-"))
+        stack.callback(shutil.rmtree, work, True)
+        if args.idle > 0:
+            results.append(idle_phase(args, bootstrap, work))
+            print(json.dumps(results[-1]), flush=True)
+        if args.rates:
+            records = households(args.data_dir)
+            for rate in args.rates:
+                results.append(load_phase(args, bootstrap, work, records, rate))
+                print(json.dumps(results[-1]), flush=True)
+    if args.markdown:
+        keys = list(dict.fromkeys(k for r in results for k in r))
+        print("| " + " | ".join(keys) + " |")
+        print("|" + "---|" * len(keys))
+        for r in results:
+            print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()

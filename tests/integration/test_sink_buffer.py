@@ -1,0 +1,72 @@
+"""The sink's TableBuffer against embedded ClickHouse: rows of many batches leave together, by size, age or the end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from stream.sinks.clickhouse import ClickHouseWriter, TableBuffer, open_client
+
+
+@pytest.fixture
+def writer(chdb_dsn: str) -> ClickHouseWriter:
+    client = open_client(chdb_dsn)
+    db = f"buf_{uuid.uuid4().hex[:8]}"
+    client.command(f"CREATE DATABASE {db}")
+    for table in ("a", "b"):
+        client.command(f"CREATE TABLE {db}.{table} (n Int64) ENGINE = MergeTree ORDER BY n")
+    return ClickHouseWriter(client, db)
+
+
+def stored(w: ClickHouseWriter, table: str) -> list[int]:
+    return [r[0] for r in w.client.query(f"SELECT n FROM {w.database}.{table} ORDER BY n").result_rows]
+
+
+def test_batches_under_the_limits_wait_and_leave_in_one_insert_per_table(writer: ClickHouseWriter):
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=3_600)
+    written: list[int] = []
+    for i in range(5):
+        buf.add({"a": {"n": [i]}, "b": {"n": [10 + i, 20 + i]}}, lambda i=i: written.append(i))
+    assert stored(writer, "a") == [] and written == []  # nothing written yet, nothing counted
+    buf.flush()
+    assert stored(writer, "a") == [0, 1, 2, 3, 4]
+    assert stored(writer, "b") == sorted([10 + i for i in range(5)] + [20 + i for i in range(5)])
+    assert written == [0, 1, 2, 3, 4]
+    assert buf.flushes == 1
+
+
+def test_a_full_buffer_is_written_at_once(writer: ClickHouseWriter):
+    buf = TableBuffer(writer, max_rows=4, max_seconds=3_600)
+    buf.add({"a": {"n": [1, 2]}}, lambda: None)
+    assert stored(writer, "a") == []
+    buf.add({"a": {"n": [3]}, "b": {"n": [4]}}, lambda: None)  # 4 rows across tables
+    assert stored(writer, "a") == [1, 2, 3] and stored(writer, "b") == [4]
+
+
+def test_rows_no_batch_follows_are_written_when_they_are_old_enough(writer: ClickHouseWriter):
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=0.05)
+    buf.add({"a": {"n": [7]}}, lambda: None)
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    while not stored(writer, "a") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored(writer, "a") == [7]
+
+
+def test_without_an_age_every_batch_is_written_at_once(writer: ClickHouseWriter):
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=0)
+    buf.add({"a": {"n": [1]}}, lambda: None)
+    assert stored(writer, "a") == [1]
+    buf.add({"a": {"n": [2]}}, lambda: None)
+    assert stored(writer, "a") == [1, 2] and buf.flushes == 2
+
+
+def test_a_failed_timed_insert_is_raised_by_the_next_call(writer: ClickHouseWriter):
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=0.01)
+    buf.add({"missing_table": {"n": [1]}}, lambda: None)
+    deadline = time.monotonic() + 30
+    while buf._error is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(Exception, match="missing_table"):
+        buf.add({"a": {"n": [2]}}, lambda: None)
