@@ -182,6 +182,41 @@ TRENDING = Table(
     "(surge_rank: -log10 Poisson tail of count under the forecast `expected`); 0 = not in that top N. "
     "Final once written: a replay writes the same rows",
 )
+DRIFT_EVENTS = Table(
+    "drift_events",
+    (
+        Column("group_id", "LowCardinality(String)"),
+        Column("signal", "LowCardinality(String)"),
+        Column("detector", "LowCardinality(String)"),
+        Column("bucket", "DateTime64(3, 'UTC')"),
+        Column("known_at", "DateTime64(3, 'UTC')"),
+        Column("value", "Float64"),
+        Column("rows", "UInt64"),
+        Column("estimate", "Float64"),
+    ),
+    "ReplacingMergeTree",
+    ("group_id", "signal", "detector", "bucket"),
+    "`propstream monitor`: a river detector's alarm on a group's per-bucket series (signal `score`: mean served "
+    "score; `outcome`: realised rate of matured scores); bucket: the as-of bucket that tripped it; known_at: when "
+    "the data showed it (outcome: bucket end + label horizon); estimate: the detector's mean after the change",
+)
+LIVE_CALIBRATION = Table(
+    "live_calibration",
+    (
+        Column("group_id", "LowCardinality(String)"),
+        Column("window_end", "DateTime64(3, 'UTC')"),
+        Column("window_days", "UInt16"),
+        Column("bin", "UInt8"),
+        Column("predicted", "Float64"),
+        Column("realised", "Float64"),
+        Column("rows", "UInt64"),
+        Column("ece", "Float64"),
+    ),
+    "ReplacingMergeTree",
+    ("group_id", "window_days", "window_end", "bin"),
+    "`propstream monitor`: per group and rolling window of matured scores (as-of in [end - days, end)), per "
+    "probability decile (bin 0..9): mean predicted, realised rate, rows; ece: the window's expected calibration error",
+)
 SCHEMA_MIGRATIONS = Table(
     "schema_migrations",
     (
@@ -196,7 +231,10 @@ SCHEMA_MIGRATIONS = Table(
 
 TABLES: dict[str, Table] = {
     t.name: t
-    for t in (EVENTS, CUSTOMER_FEATURES, SCORES, SCORE_HISTORY, MODELS, DEAD_LETTERS, ITEM_ACTIVITY, TRENDING)
+    for t in (
+        *(EVENTS, CUSTOMER_FEATURES, SCORES, SCORE_HISTORY, MODELS, DEAD_LETTERS, ITEM_ACTIVITY, TRENDING),
+        *(DRIFT_EVENTS, LIVE_CALIBRATION),
+    )
 }
 SCORE_TABLES = (SCORES, SCORE_HISTORY)  # every score row goes to both
 # Column names a writer supplies, per table (the stream's records name their fields the same way).
@@ -295,6 +333,32 @@ MIGRATIONS: tuple[Migration, ...] = (
     rank UInt32,
     surge_rank UInt32
 ) ENGINE = ReplacingMergeTree ORDER BY (window, scope, type, window_end, key)""",
+        ),
+    ),
+    Migration(
+        6,
+        "model monitoring: drift events and live calibration per group (issue #14, `propstream monitor`)",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.drift_events (
+    group_id LowCardinality(String),
+    signal LowCardinality(String),
+    detector LowCardinality(String),
+    bucket DateTime64(3, 'UTC'),
+    known_at DateTime64(3, 'UTC'),
+    value Float64,
+    rows UInt64,
+    estimate Float64
+) ENGINE = ReplacingMergeTree ORDER BY (group_id, signal, detector, bucket)""",
+            """CREATE TABLE IF NOT EXISTS {db}.live_calibration (
+    group_id LowCardinality(String),
+    window_end DateTime64(3, 'UTC'),
+    window_days UInt16,
+    bin UInt8,
+    predicted Float64,
+    realised Float64,
+    rows UInt64,
+    ece Float64
+) ENGINE = ReplacingMergeTree ORDER BY (group_id, window_days, window_end, bin)""",
         ),
     ),
 )

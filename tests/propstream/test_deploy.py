@@ -95,3 +95,12 @@ def test_the_image_build_ships_every_module_and_data_file(tmp_path):
     assert wanted - shipped == set()
     assert "propstream/data/completejourney_groups.toml" in shipped
     assert "collector/static/propstream.js" in shipped
+
+
+def test_the_trainer_is_the_scheduled_training_command():
+    from propstream.cli import build_parser, cmd_train
+    from propstream.schedule import parse_every
+
+    args = build_parser().parse_args(COMPOSE["services"]["trainer"]["command"])
+    assert args.func is cmd_train
+    assert parse_every(args.every) == 86_400  # daily look; it trains only when the plan moved
