@@ -434,7 +434,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if report.now is None:
         print("propstream monitor: the events archive is empty: nothing to monitor", file=sys.stderr)
         return 1
-    drift = [dataclasses.asdict(e) for e in report.drift]
+    # Page-Hinkley has no estimate (NaN): null in JSON.
+    drift = [{k: None if v != v else v for k, v in dataclasses.asdict(e).items()} for e in report.drift]
     per_group = {
         g: [
             {
