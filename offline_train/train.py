@@ -8,6 +8,8 @@ replaces the production model unless it is worse on that same test slice
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -201,6 +203,31 @@ def _rows(ex: Examples, cutoffs: tuple[datetime, ...]) -> np.ndarray:
     return mask
 
 
+def data_fingerprint(
+    spec: FeatureSpec,
+    group: str,
+    ex: Examples,
+    plan: TrainPlan,
+    params: dict[str, float | int | str] | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+) -> str:
+    """sha256 of everything ``train_group`` reads for ``group``: equal fingerprints, equal models.
+
+    The plan's cutoffs, the model's feature names, the rows (customers, feature
+    values, the group's labels) of every cutoff of the plan, the parameters.
+    """
+    h = hashlib.sha256()
+    names = spec.default_inputs(group)
+    cols = np.array([spec.index[n] for n in names], dtype=np.intp)
+    rows = _rows(ex, tuple(plan.all_cutoffs()))
+    h.update(json.dumps([[c.isoformat() for c in plan.all_cutoffs()], list(names), params or {}, rounds]).encode())
+    h.update(np.ascontiguousarray(ex.cutoffs[rows]).tobytes())
+    h.update("\n".join(u for u, keep in zip(ex.users, rows, strict=True) if keep).encode())
+    h.update(np.ascontiguousarray(ex.x[np.ix_(rows, cols)], dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(ex.labels[rows, spec.groups.index(group)]).tobytes())
+    return h.hexdigest()
+
+
 def train_group(
     spec: FeatureSpec,
     group: str,
@@ -216,6 +243,7 @@ def train_group(
     100 (tuned on The Complete Journey's 39,445 rows) or, for a smaller
     export, 1/256 of its rows, so that a few weeks of data can still split.
     """
+    fingerprint = data_fingerprint(spec, group, ex, plan, params, rounds)
     tr, ca = _rows(ex, plan.train), _rows(ex, plan.calibrate)
     leaf = {"min_child_weight": float(min(100.0, max(1.0, int(tr.sum()) / 256)))}
     params = {**DEFAULT_PARAMS, **leaf, **(params or {})}
@@ -253,6 +281,7 @@ def train_group(
         calibration_curve=tuple(curve),
         n_train=int(tr.sum()),
         created_at=datetime.now(tz=UTC),
+        data_fingerprint=fingerprint,
     )
     booster.set_param({"nthread": 1})
     return ModelArtifact(card=card, booster=booster)
@@ -317,6 +346,12 @@ def train_all(
     """
     cards = []
     for group in groups or list(spec.groups):
+        current = registry.production_version(group)
+        if current is not None and not force:
+            same = registry.card(group, current).data_fingerprint == data_fingerprint(spec, group, ex, plan, params)
+            if same:
+                progress(f"  {group:<22} unchanged: v{current} in production was trained on these same examples")
+                continue
         art = train_group(spec, group, ex, plan, registry.next_version(group), params)
         registry.register(art)
         current = registry.production_version(group)

@@ -478,6 +478,38 @@ def train(
     return cards
 
 
+def archive_span(settings: Settings) -> tuple[datetime, datetime] | None:
+    """Event times of the oldest and newest archived events (None for an empty archive), without reading them."""
+    client = client_for(settings)
+    span = "count(), toUnixTimestamp64Milli(min(ts)), toUnixTimestamp64Milli(max(ts))"
+    sql = f"SELECT {span} FROM {EVENTS.at(settings.clickhouse.database)}"
+    ((n, lo, hi),) = client.query(sql).result_rows
+    return None if not n else (datetime.fromtimestamp(lo / 1000, UTC), datetime.fromtimestamp(hi / 1000, UTC))
+
+
+def training_due(settings: Settings, newest: datetime, oldest: datetime, groups: list[str]) -> list[str]:
+    """Groups whose production model was not trained on the plan that events up to ``newest`` give.
+
+    A group without a production model is due. The plan snaps to month
+    starts (``TrainPlan.fit``), so new events inside the production model's
+    training window do not make a group due; a new month whose labels have
+    matured does.
+    """
+    plan = TrainPlan.fit(oldest, newest, settings.train)
+    registry = ModelRegistry(settings.models_dir)
+    due = []
+    for g in groups:
+        v = registry.production_version(g)
+        card = None if v is None else registry.card(g, v)
+        if card is None or (card.train_cutoffs, card.calibration_cutoffs, card.test_cutoff) != (
+            plan.train,
+            plan.calibrate,
+            plan.test,
+        ):
+            due.append(g)
+    return due
+
+
 def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | None = None) -> RescoreResult:
     """Score stored customer features with production models where ``scores`` holds another model's.
 
@@ -506,6 +538,54 @@ def write_cards(settings: Settings, registry: ModelRegistry, cards: list[ModelCa
 
     groups = sorted({c.group_id for c in cards})
     sync_models_table(client_for(settings), settings.clickhouse.database, registry, groups, cards)
+
+
+def parse_since(text: str | None, now: datetime | None) -> datetime | None:
+    """``--since``: an ISO time (UTC if no offset) or ``Nd`` days before ``now`` (the newest event).
+
+    >>> parse_since("7d", datetime(2017, 6, 8, tzinfo=UTC))
+    datetime.datetime(2017, 6, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    >>> parse_since("2017-03-01", None)
+    datetime.datetime(2017, 3, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    if not text:
+        return None
+    if text.endswith("d") and text[:-1].isdigit():
+        return None if now is None else now - timedelta(days=int(text[:-1]))
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"monitor.since {text!r} is neither an ISO time such as 2017-06-01 nor a number of days such as 90d"
+        raise AppError(msg) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def monitor(
+    settings: Settings, groups: list[str] | None = None, progress: Progress = print
+) -> Any:  # offline_train.monitor.MonitorReport
+    """Drift events and live calibration per group, written to the store; retrain drifted groups if set to."""
+    from offline_train.monitor import due_for_retraining, monitor_groups, newest_event_ms, write_report
+
+    catalog = load_catalog(settings)
+    names = [g.name for g in catalog.groups]
+    unknown = sorted(set(groups or []) - set(names))
+    if unknown:
+        msg = f"unknown group(s) {unknown}; configured groups are {names}"
+        raise AppError(msg)
+    client, _ = open_store(settings)
+    db = settings.clickhouse.database
+    newest = newest_event_ms(client, db)
+    since = parse_since(settings.monitor.since, None if newest is None else datetime.fromtimestamp(newest / 1000, UTC))
+    m = settings.monitor
+    report = monitor_groups(client, db, catalog, groups or names, m, settings.train, since)
+    write_report(client, db, report, m.calibration_window_days)
+    if m.retrain_on_drift:
+        due = due_for_retraining(report, ModelRegistry(settings.models_dir), settings.train.label_horizon_days)
+        if due:
+            progress(f"drift after the production models' data: retraining {', '.join(due)}")
+            train(settings, read_archive(settings), due, progress=progress)
+            report.retrained = due
+    return report
 
 
 class QueryError(AppError):

@@ -42,6 +42,10 @@ FLAG_SETTINGS = {
     "dashboard_in_run": "dashboard.in_run",
     "holdout": "campaigns.holdout_share",
     "uplift_window": "campaigns.uplift_window",
+    "since": "monitor.since",
+    "every": "train.every",
+    "if_new_data": "train.if_new_data",
+    "retrain_on_drift": "monitor.retrain_on_drift",
 }
 
 
@@ -204,22 +208,55 @@ def cmd_snippet(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from propstream import app
-    from schemas.mapping import ColumnMapping, load_mapping
+    from propstream.schedule import parse_every
+    from schemas.errors import PropstreamError
 
     settings = _settings(args)
-    if settings.train_input:
-        mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
-        paths = [Path(p) for p in settings.train_input.split(",")]
-        records, rejected = app.read_file_records(paths, mapping, settings.events.types)
-        say(f"read {len(records):,} events ({rejected:,} rejected by the contract)")
-    else:
-        records = app.read_archive(settings)
-        say(f"read {len(records):,} events from the events archive")
-    if not records:
-        print("propstream train: no events to train on", file=sys.stderr)
-        return 1
-    cards = app.train(settings, records, args.group or None, force=args.force, progress=say if args.json else print)
+    if settings.train.every is None:
+        return _train_pass(args, settings, settings.train.if_new_data)
+    seconds = parse_every(settings.train.every)  # a bad interval is a settings error before any work
+    while True:  # the scheduled trainer: a failed pass is reported, the next one comes all the same
+        try:
+            _train_pass(args, settings, if_new_data=True)
+        except PropstreamError as exc:
+            say(f"propstream train: {exc}")
+        say(f"next training pass in {settings.train.every}")
+        time.sleep(seconds)
+
+
+def _train_pass(args: argparse.Namespace, settings, if_new_data: bool) -> int:
+    """One training pass under the data dir's trainer lock; with ``if_new_data``, only the groups that are due."""
+    from propstream import app
+    from propstream.schedule import TrainerLock
+    from schemas.mapping import ColumnMapping, load_mapping
+
+    with TrainerLock(settings.data_dir):
+        if settings.train_input:
+            mapping = load_mapping(settings.mapping) if settings.mapping else ColumnMapping()
+            paths = [Path(p) for p in settings.train_input.split(",")]
+            records, rejected = app.read_file_records(paths, mapping, settings.events.types)
+            say(f"read {len(records):,} events ({rejected:,} rejected by the contract)")
+            ts = [r.ts_ms for r in records]
+            span = (_at(min(ts)), _at(max(ts))) if ts else None
+        else:
+            records, span = [], app.archive_span(settings)
+        if span is None:
+            print("propstream train: no events to train on", file=sys.stderr)
+            return 1
+        groups = args.group or None
+        if if_new_data:
+            configured = [g.name for g in app.group_rules(settings)]
+            due = app.training_due(settings, span[1], span[0], groups or configured)
+            if not due:
+                say(f"no new data since the production models' training windows (events up to {span[1]})")
+                if args.json:
+                    print("[]")
+                return 0
+            groups = due
+        if not settings.train_input:
+            records = app.read_archive(settings)
+            say(f"read {len(records):,} events from the events archive")
+        cards = app.train(settings, records, groups, force=args.force, progress=say if args.json else print)
     if args.json:
         from models.registry import ModelRegistry
 
@@ -238,6 +275,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -326,8 +367,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(result)))
         return 0
-    print(f"{result.read:,} rows read: {result.valid:,} valid, {result.dropped:,} dropped by the mapping, "
-          f"{result.read - result.valid - result.dropped:,} would be dead letters")
+    print(
+        f"{result.read:,} rows read: {result.valid:,} valid, {result.dropped:,} dropped by the mapping, "
+        f"{result.read - result.valid - result.dropped:,} would be dead letters"
+    )
     for kind, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
         print(f"  {n:>10,}  {kind}")
     for source, reason in result.rejected:
@@ -510,6 +553,58 @@ def cmd_trending(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from propstream import app
+
+    report = app.monitor(_settings(args), args.group or None, progress=say)
+    if report.now is None:
+        print("propstream monitor: the events archive is empty: nothing to monitor", file=sys.stderr)
+        return 1
+    # Page-Hinkley has no estimate (NaN): null in JSON.
+    drift = [{k: None if v != v else v for k, v in dataclasses.asdict(e).items()} for e in report.drift]
+    per_group = {
+        g: [
+            {
+                "group_id": g,
+                "window_end": datetime.fromtimestamp(w.end_ms / 1000, UTC),
+                "rows": w.rows,
+                "predicted": round(w.predicted, 4),
+                "realised": round(w.realised, 4),
+                "ece": round(w.ece, 4),
+            }
+            for w in ws
+        ]
+        for g, ws in report.calibration.items()
+    }
+    windows = [w for ws in per_group.values() for w in ws]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "now": report.now,
+                    "matured_until": report.matured_until,
+                    "drift_events": drift,
+                    "live_calibration": windows,
+                    "retrained": report.retrained,
+                },
+                default=str,
+            )
+        )
+        return 0
+    print(f"events up to {report.now}; outcomes matured for scores up to {report.matured_until}")
+    print(f"\ndrift events ({len(drift)}):")
+    if drift:
+        names = ("group_id", "signal", "detector", "bucket", "known_at", "value", "rows", "estimate")
+        print(_table(names, [tuple(round(v, 4) if isinstance(v, float) else v for v in e.values()) for e in drift]))
+    last = [w for ws in per_group.values() for w in ws[max(0, len(ws) - args.windows) :]] if args.windows > 0 else []
+    print(f"\nlive calibration (last {args.windows} windows per group):")
+    if last:
+        print(_table(tuple(last[0]), [tuple(w.values()) for w in last]))
+    if report.retrained:
+        print(f"\nretrained: {', '.join(report.retrained)}")
+    return 0
+
+
 def settings_table() -> str:
     """Every setting as a Markdown table: TOML key, variable, flag, default, meaning (README shows the same)."""
     from schemas.settings import setting_docs
@@ -653,6 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--force", action="store_true", help="promote every new model, even one worse than production on the test slice"
     )
+    _flag(sp, "--if-new-data", action="store_const", const=True)
+    _flag(sp, "--every")
     files(sp)
 
     command(
@@ -686,10 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="the schema is JSON already: accepted for uniformity")
 
     sp = command("sql", "run a query on the ClickHouse store (embedded chDB or a server) and print the rows", cmd_sql)
-    sp.add_argument("query", help="the SQL, e.g. \"SELECT count() FROM propstream.scores FINAL\"")
-    sp.add_argument(
-        "--format", choices=["table", "csv", "json"], default="table", help="output format, default table"
-    )
+    sp.add_argument("query", help='the SQL, e.g. "SELECT count() FROM propstream.scores FINAL"')
+    sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format, default table")
 
     sp = command(
         "trending",
@@ -733,6 +828,18 @@ def build_parser() -> argparse.ArgumentParser:
             mp.add_argument("version", type=int, help="the registered version to serve")
         mp.add_argument("--by", help="who does it, recorded (default: the OS user)")
         mp.add_argument("--reason", help="why, recorded with the action")
+
+    sp = command(
+        "monitor",
+        "per group: drift of served scores and of realised outcomes (river), live calibration; written to the store",
+        cmd_monitor,
+    )
+    sp.add_argument("--group", help="only these groups (repeatable)", action="append")
+    _flag(sp, "--since")
+    _flag(sp, "--retrain-on-drift", action="store_const", const=True)
+    _flag(sp, "--catalog")
+    _flag(sp, "--groups")
+    sp.add_argument("--windows", type=int, default=3, help="calibration windows shown per group (table), default 3")
 
     sp = command("segment", "customers of a group at a score threshold, or the top N", cmd_segment)
     sp.add_argument("--group", required=True, help="the product group")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from models.registry import ModelRegistry
 from propstream import app, completejourney
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
@@ -37,8 +38,10 @@ def run(settings: Settings, log=print) -> dict:
     log("[2/4] training one calibrated XGBoost model per product group")
     records, rejected = app.read_file_records([events], mapping, settings.events.types)
     log(f"  {len(records):,} events read for training ({rejected:,} rejected by the event contract)")
-    cards = app.train(settings, records, progress=log)
+    app.train(settings, records, progress=log)  # a second demo on the same data dir trains nothing new
     del records
+    registry = ModelRegistry(settings.models_dir)
+    served = [g.name for g in app.group_rules(settings) if registry.production_version(g.name) is not None]
     log(f"[3/4] replaying {events.name} through the dataflow into ClickHouse ({redact_dsn(settings.dsn)})")
     source = app.build_source(settings, [Path(events)], mapping=mapping)
     stats = app.run_stream(settings, source, mapping, progress=lambda s: log("  " + s))
@@ -53,7 +56,7 @@ def run(settings: Settings, log=print) -> dict:
         "applied": stats.applied,
         "dead_letters": dead,
         "customers": customers,
-        "groups": len(cards),
+        "groups": len(served),
         "score_rows": score_rows,
         "dataflow_seconds": round(flow_s, 1),
         "events_per_second": round(stats.events_in / flow_s) if flow_s else None,
@@ -64,7 +67,7 @@ def run(settings: Settings, log=print) -> dict:
     log(f"  events applied      {summary['applied']:,}")
     log(f"  dead letters        {summary['dead_letters']:,}")
     log(f"  customers           {summary['customers']:,}")
-    log(f"  score rows (FINAL)  {summary['score_rows']:,}  ({len(cards)} groups)")
+    log(f"  score rows (FINAL)  {summary['score_rows']:,}  ({len(served)} groups)")
     log(
         f"  dataflow throughput {summary['events_per_second']:,} events/s "
         f"({stats.events_in:,} events in {flow_s:.1f} s, 1 worker)"

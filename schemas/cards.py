@@ -44,3 +44,6 @@ class ModelCard(BaseModel):
     calibration_curve: tuple[tuple[float, float, int], ...] = ()
     n_train: int = 0
     created_at: datetime
+    # sha256 of what training read (cutoffs, feature names, example rows and labels, params): a model
+    # trained again on the same examples is the same model, and is not registered twice.
+    data_fingerprint: str = ""

@@ -238,6 +238,51 @@ class TrainSettings(BaseModel):
         ge=1,
         description="a model with fewer distinct predictions on its test slice is never promoted (one score for all)",
     )
+    if_new_data: bool = Field(
+        default=False,
+        description="`train`: train only groups whose production model predates the plan the events now give "
+        "(a cron-friendly pass)",
+    )
+    every: str | None = Field(
+        default=None, description="`train`: run the if-new-data pass now and then every interval (7d, 12h, 30m)"
+    )
+
+
+class MonitorSettings(BaseModel):
+    """`propstream monitor`: drift detectors and live calibration per group, from score_history and the events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detector: Literal["adwin", "page_hinkley"] = Field(
+        default="adwin", description="river drift detector fed each group's per-bucket series in time order"
+    )
+    delta: float = Field(
+        default=0.0001,
+        gt=0.0,
+        lt=1.0,
+        description="ADWIN's confidence, smaller: fewer, surer alarms (a customer's scores are not independent rows, "
+        "so stricter than river's 0.002); or Page-Hinkley's tolerated change per row",
+    )
+    threshold: float = Field(
+        default=50.0, gt=0.0, description="Page-Hinkley's alarm threshold (cumulative deviation of the rows)"
+    )
+    bucket_days: int = Field(
+        default=1, ge=1, le=31, description="a drift event names the bucket of this many days that tripped the detector"
+    )
+    calibration_window_days: int = Field(
+        default=28, ge=1, le=365, description="live calibration: matured scores of this many days per window"
+    )
+    calibration_step_days: int = Field(
+        default=7, ge=1, le=365, description="live calibration: a window ends every this many days"
+    )
+    since: str | None = Field(
+        default=None,
+        description="score history from this ISO time, or the last `Nd` days before the newest event; default all",
+    )
+    retrain_on_drift: bool = Field(
+        default=False,
+        description="retrain a group (`propstream train --group G`) when a drift event is known after its model's data",
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -460,6 +505,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     stream: StreamSettings = StreamSettings()
     train: TrainSettings = TrainSettings()
+    monitor: MonitorSettings = MonitorSettings()
     trending: TrendingSettings = TrendingSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     campaigns: CampaignSettings = CampaignSettings()

@@ -206,6 +206,41 @@ TRENDING = Table(
     "(surge_rank: -log10 Poisson tail of count under the forecast `expected`); 0 = not in that top N. "
     "Final once written: a replay writes the same rows",
 )
+DRIFT_EVENTS = Table(
+    "drift_events",
+    (
+        Column("group_id", "LowCardinality(String)"),
+        Column("signal", "LowCardinality(String)"),
+        Column("detector", "LowCardinality(String)"),
+        Column("bucket", "DateTime64(3, 'UTC')"),
+        Column("known_at", "DateTime64(3, 'UTC')"),
+        Column("value", "Float64"),
+        Column("rows", "UInt64"),
+        Column("estimate", "Float64"),
+    ),
+    "ReplacingMergeTree",
+    ("group_id", "signal", "detector", "bucket"),
+    "`propstream monitor`: a river detector's alarm on a group's per-bucket series (signal `score`: mean served "
+    "score; `outcome`: realised rate of matured scores); bucket: the as-of bucket that tripped it; known_at: when "
+    "the data showed it (outcome: bucket end + label horizon); estimate: the detector's mean after the change",
+)
+LIVE_CALIBRATION = Table(
+    "live_calibration",
+    (
+        Column("group_id", "LowCardinality(String)"),
+        Column("window_end", "DateTime64(3, 'UTC')"),
+        Column("window_days", "UInt16"),
+        Column("bin", "UInt8"),
+        Column("predicted", "Float64"),
+        Column("realised", "Float64"),
+        Column("rows", "UInt64"),
+        Column("ece", "Float64"),
+    ),
+    "ReplacingMergeTree",
+    ("group_id", "window_days", "window_end", "bin"),
+    "`propstream monitor`: per group and rolling window of matured scores (as-of in [end - days, end)), per "
+    "probability decile (bin 0..9): mean predicted, realised rate, rows; ece: the window's expected calibration error",
+)
 SCHEMA_MIGRATIONS = Table(
     "schema_migrations",
     (
@@ -230,6 +265,8 @@ TABLES: dict[str, Table] = {
         ITEM_ACTIVITY,
         TRENDING,
         CAMPAIGN_MEMBERS,
+        DRIFT_EVENTS,
+        LIVE_CALIBRATION,
     )
 }
 SCORE_TABLES = (SCORES, SCORE_HISTORY)  # every score row goes to both
@@ -356,6 +393,32 @@ MIGRATIONS: tuple[Migration, ...] = (
     selection String,
     created_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (campaign, user_id)""",
+        ),
+    ),
+    Migration(
+        6,
+        "model monitoring: drift events and live calibration per group (issue #14, `propstream monitor`)",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.drift_events (
+    group_id LowCardinality(String),
+    signal LowCardinality(String),
+    detector LowCardinality(String),
+    bucket DateTime64(3, 'UTC'),
+    known_at DateTime64(3, 'UTC'),
+    value Float64,
+    rows UInt64,
+    estimate Float64
+) ENGINE = ReplacingMergeTree ORDER BY (group_id, signal, detector, bucket)""",
+            """CREATE TABLE IF NOT EXISTS {db}.live_calibration (
+    group_id LowCardinality(String),
+    window_end DateTime64(3, 'UTC'),
+    window_days UInt16,
+    bin UInt8,
+    predicted Float64,
+    realised Float64,
+    rows UInt64,
+    ece Float64
+) ENGINE = ReplacingMergeTree ORDER BY (group_id, window_days, window_end, bin)""",
         ),
     ),
 )

@@ -41,8 +41,15 @@ def test_promoted_model_rescores_every_customer_of_the_shard(world, trained_dir,
 
     # Retrain one group and promote it: the next batch, even with no events, rescores all customers.
     examples_records = [Event.model_validate(e).to_record("t") for e in world.events]
+    # force: the same examples would otherwise leave production as it is (nothing new to promote).
     app.train(
-        settings, examples_records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS
+        settings,
+        examples_records,
+        groups=["coffee"],
+        plan=PLAN,
+        progress=lambda _: None,
+        params=SMALL_DATA_PARAMS,
+        force=True,
     )
     new_version = registry.production_version("coffee")
     assert new_version == 2
@@ -96,9 +103,12 @@ def test_a_model_promoted_while_the_stream_is_down_is_rescored_in_bulk(world, tr
     before = query(settings, history)
     n_customers = query(settings, "SELECT count() FROM {db}.customer_features FINAL")[0][0]
 
-    # Retraining promotes coffee v2 and rescores the stored customers at its end: no stream runs.
+    # Retraining (forced: the examples are production's) promotes coffee v2 and rescores the stored
+    # customers at its end: no stream runs.
     records = [Event.model_validate(e).to_record("t") for e in world.events]
-    app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS)
+    app.train(
+        settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS, force=True
+    )
     versions = assert_scores_current(settings)
     assert versions["coffee"] == 2 and set(versions.values()) == {1, 2}
     assert query(settings, history) == sorted([*before, ("coffee", 2, n_customers)])

@@ -56,7 +56,8 @@ def test_migrations_build_a_fresh_store_as_declared_and_apply_once(chdb_dsn):
     client = open_client(chdb_dsn)
     db = "schema_fresh"
     applied = migrate(client, db)
-    assert [m.version for m in applied] == [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+    assert [m.version for m in applied] == [m.version for m in MIGRATIONS]
+    assert applied[0].version == 1 and applied[-1].version == SCHEMA_VERSION
     store = schema(client, db)
     assert store["version"] == SCHEMA_VERSION
     assert as_stored(store) == declared()

@@ -80,16 +80,23 @@ def test_a_worse_candidate_is_registered_but_production_stays_unless_forced(worl
     assert query(settings, stages) == [(2, "archived"), (3, "archived"), (4, "production")]
 
 
-def test_a_retrained_model_as_good_as_production_is_promoted(world, trained_dir, tmp_path, chdb_dsn):
+def test_retraining_on_production_examples_registers_nothing_and_forced_gives_the_same_model(
+    world, trained_dir, tmp_path, chdb_dsn
+):
     shutil.copytree(trained_dir / "models", tmp_path / "models")
     settings = make_settings(tmp_path, world, chdb_dsn)
     records, _ = app.read_file_records([write_events(tmp_path / "ev.jsonl", world.events)], _mapping())
-    (card,) = app.train(
+    again = app.train(
         settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS
     )
     registry = ModelRegistry(settings.models_dir)
+    assert again == [] and registry.versions("coffee") == [1]  # same examples: nothing new
+    (card,) = app.train(
+        settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS, force=True
+    )
     assert card.metrics == registry.card("coffee", 1).metrics  # training is deterministic
-    assert registry.production_version("coffee") == 2
+    assert card.data_fingerprint == registry.card("coffee", 1).data_fingerprint
+    assert registry.production_version("coffee") == 2  # as good as production: the gate lets it through
 
 
 def test_a_production_model_that_cannot_read_the_current_features_is_not_compared(

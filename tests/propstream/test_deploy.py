@@ -128,3 +128,12 @@ def test_the_deployed_stream_computes_trending_for_the_dashboards(monkeypatch: p
     monkeypatch.setenv("PROPSTREAM_TRENDING__ENABLED", env["PROPSTREAM_TRENDING__ENABLED"])
     assert Settings().trending.enabled
     assert not Settings.model_fields["trending"].default.enabled  # off unless a deployment turns it on
+
+
+def test_the_trainer_is_the_scheduled_training_command():
+    from propstream.cli import build_parser, cmd_train
+    from propstream.schedule import parse_every
+
+    args = build_parser().parse_args(COMPOSE["services"]["trainer"]["command"])
+    assert args.func is cmd_train
+    assert parse_every(args.every) == 86_400  # daily look; it trains only when the plan moved

@@ -1,0 +1,132 @@
+"""`propstream monitor` on a replay where one group's purchases vanish for three weeks.
+
+A 200-day synthetic world; models trained on its clean log (test cutoff
+2017-05-01, so they saw data up to 2017-05-31); the stream then replays the
+log with every COFFEE purchase of 2017-06-02 .. 2017-06-23 removed. The
+coffee group must raise drift events and its live calibration must degrade;
+snacks (CHIPS, CANDY: no item in common with coffee) must raise none.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from models.registry import ModelRegistry
+from propstream import app
+from propstream.cli import main
+from schemas.mapping import ColumnMapping
+from schemas.settings import MonitorSettings
+from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, make_settings, write_events
+from tests.integration.helpers import query, run
+from tests.synthetic import make_world
+
+pytestmark = pytest.mark.integration
+
+VANISH_FROM = datetime(2017, 6, 2, tzinfo=UTC)
+VANISH_TO = VANISH_FROM + timedelta(days=21)
+SINCE = "2017-04-01"  # after the first three months, in which every customer's windows fill up
+# Two-week calibration windows: two of them close, labels included, before the purchases vanish.
+MONITOR = MonitorSettings(since=SINCE, calibration_window_days=14)
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory, chdb_dsn):
+    """Settings of a store holding the stream's replay of the drifted log, with models trained on the clean one."""
+    root = tmp_path_factory.mktemp("drift")
+    world = make_world(root / "world", n_events=10_000, days=200)
+    with world.catalog_file.open() as f:
+        coffee_items = {r["item_id"] for r in csv.DictReader(f) if r["product_category"] == "COFFEE"}
+    settings = make_settings(root, world, chdb_dsn, progress_seconds=3600, batch_size=25).model_copy(
+        update={"monitor": MONITOR}
+    )
+    records, _ = app.read_file_records([write_events(root / "clean.jsonl", world.events)], ColumnMapping())
+    app.train(settings, records, plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS)
+
+    def vanished(e: dict) -> bool:
+        t = datetime.fromisoformat(e["timestamp"])
+        return e["type"] == "purchase" and e["item_id"] in coffee_items and VANISH_FROM <= t < VANISH_TO
+
+    drifted_log = [e for e in world.events if not vanished(e)]
+    assert len(world.events) - len(drifted_log) > 50  # the drift is real: every coffee purchase of 3 weeks
+    run(settings, [write_events(root / "drifted.jsonl", drifted_log)])
+    return settings
+
+
+@pytest.fixture(scope="module")
+def report(drifted):
+    return app.monitor(drifted, progress=lambda _: None)
+
+
+def test_vanished_purchases_raise_drift_for_their_group_and_none_for_an_unaffected_group(report):
+    coffee = [e for e in report.drift if e.group_id == "coffee"]
+    # The realised outcome drifts; the served scores of these small models barely move without purchases.
+    assert "outcome" in {e.signal for e in coffee}, report.drift
+    # Every coffee alarm points into the vanishing weeks: the scores during them, the outcomes of the
+    # scores whose label horizon (30 days) reaches into them.
+    for e in coffee:
+        start = VANISH_FROM if e.signal == "score" else VANISH_FROM - timedelta(days=30)
+        assert start <= e.bucket <= VANISH_TO, e
+    assert [e for e in report.drift if e.group_id == "snacks"] == []
+
+
+def _ece(report, group: str, before: datetime) -> tuple[float, float]:
+    """Worst ECE of the windows whose labels all close before ``before``, and of those after."""
+    windows = report.calibration[group]
+    horizon = timedelta(days=30)
+    clean = [w.ece for w in windows if datetime.fromtimestamp(w.end_ms / 1000, UTC) + horizon <= before]
+    hit = [w.ece for w in windows if datetime.fromtimestamp(w.end_ms / 1000, UTC) > before]
+    assert clean and hit
+    return max(clean), max(hit)
+
+
+def test_live_calibration_of_the_affected_group_degrades(report):
+    clean, hit = _ece(report, "coffee", VANISH_FROM)
+    assert hit > clean + 0.1, (clean, hit)
+    snack_clean, snack_hit = _ece(report, "snacks", VANISH_FROM)
+    assert snack_hit < snack_clean + 0.05, (snack_clean, snack_hit)
+
+
+def test_monitor_writes_the_same_rows_again_and_the_command_prints_them(drifted, report):
+    stored = query(drifted, "SELECT group_id, signal, bucket, value FROM {db}.drift_events FINAL ORDER BY ALL")
+    mine = sorted((e.group_id, e.signal, e.bucket, e.value) for e in report.drift)
+    assert [(g, s, b.replace(tzinfo=UTC) if b.tzinfo is None else b, v) for g, s, b, v in stored] == mine
+    n_cal = query(drifted, "SELECT count() FROM {db}.live_calibration FINAL")[0][0]
+    assert n_cal == sum(len(w.bins) for ws in report.calibration.values() for w in ws) > 0
+
+    again = app.monitor(drifted, progress=lambda _: None)  # same store: same rows
+    assert again.drift == report.drift
+    assert [dataclasses.astuple(w) for w in again.calibration["coffee"]] == [
+        dataclasses.astuple(w) for w in report.calibration["coffee"]
+    ]
+    assert query(drifted, "SELECT count() FROM {db}.live_calibration FINAL")[0][0] == n_cal
+
+
+def test_monitor_command_prints_drift_as_json(drifted, report, monkeypatch, capsys):
+    # chDB: one process per path, so the command runs in this process (its main()), on the same store.
+    monkeypatch.setenv("PROPSTREAM_CLICKHOUSE__DATABASE", drifted.clickhouse.database)
+    flags = ["--data-dir", str(drifted.data_dir), "--clickhouse", drifted.dsn, "--since", SINCE]
+    flags += ["--groups", str(drifted.groups_file), "--catalog", str(drifted.catalog_file)]
+    assert main(["monitor", "--group", "coffee", "--group", "snacks", "--json", *flags]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {e["group_id"] for e in doc["drift_events"]} == {"coffee"}
+    assert {w["group_id"] for w in doc["live_calibration"]} == {"coffee", "snacks"}
+    assert doc["retrained"] == []
+    assert main(["monitor", "--group", "coffee", *flags]) == 0
+    table = capsys.readouterr().out
+    assert "drift events (" in table and "outcome" in table and "live calibration" in table
+
+
+def test_drift_retrains_the_group_when_set_to(drifted, report):
+    registry = ModelRegistry(drifted.models_dir)
+    before = {g: registry.production_version(g) for g in ("coffee", "snacks")}
+    settings = drifted.model_copy(update={"monitor": MONITOR.model_copy(update={"retrain_on_drift": True})})
+    done = app.monitor(settings, ["coffee", "snacks"], progress=lambda _: None)
+    assert done.retrained == ["coffee"]
+    assert registry.versions("coffee")[-1] > before["coffee"]
+    assert registry.production_version("snacks") == before["snacks"]
+    assert len(registry.versions("snacks")) == 1
