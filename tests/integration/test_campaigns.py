@@ -52,43 +52,10 @@ def test_holdout_flags_do_not_change_across_runs_and_model_versions(world, tmp_p
     settings = make_settings(tmp_path, world, chdb_dsn)
     users = [f"h{i}" for i in range(2469)]
     _scores(settings, users, "coffee", 1, seed=1)
-    first = json.loads(
-        _cli(
-            settings,
-            world,
-            capsys,
-            "segment",
-            "--campaign",
-            "c1",
-            "--group",
-            "coffee",
-            "--top",
-            "1500",
-            "--holdout",
-            "0.1",
-            "--format",
-            "json",
-        )
-    )
+    segment = "segment --campaign c1 --group coffee --top 1500 --holdout 0.1 --format json".split()
+    first = json.loads(_cli(settings, world, capsys, *segment))
     _scores(settings, users, "coffee", 2, seed=2, at=T0 + timedelta(days=1))  # a new model: other scores, other order
-    second = json.loads(
-        _cli(
-            settings,
-            world,
-            capsys,
-            "segment",
-            "--campaign",
-            "c1",
-            "--group",
-            "coffee",
-            "--top",
-            "1500",
-            "--holdout",
-            "0.1",
-            "--format",
-            "json",
-        )
-    )
+    second = json.loads(_cli(settings, world, capsys, *segment))
     a = {r["user_id"]: r["holdout"] for r in first}
     b = {r["user_id"]: r["holdout"] for r in second}
     assert len(a.keys() & b.keys()) > 500 and a.keys() != b.keys()
@@ -207,22 +174,12 @@ def test_segment_as_of_answers_from_score_history(world, tmp_path, chdb_dsn, cap
     _insert(settings, SCORE_HISTORY, history)
     _insert(settings, SCORES, [history[0]])  # the group has scores (now)
     when = T0 + timedelta(days=9, hours=7)
-    got = json.loads(
-        _cli(
-            settings,
-            world,
-            capsys,
-            "segment",
-            "--group",
-            "coffee",
-            "--min-score",
-            "0.5",
-            "--as-of",
-            when.isoformat(),
-            "--format",
-            "json",
-        )
-    )
+
+    def as_of(*selection: str) -> list[dict]:
+        args = ("segment", "--group", "coffee", *selection, "--as-of", when.isoformat(), "--format", "json")
+        return json.loads(_cli(settings, world, capsys, *args))
+
+    got = as_of("--min-score", "0.5")
     last: dict[str, tuple] = {}
     for u, _, s, v, at, ver in history:  # recount: the last score at or before `when`
         if at <= when and (u not in last or (at, ver) > last[u][2]):
@@ -230,22 +187,7 @@ def test_segment_as_of_answers_from_score_history(world, tmp_path, chdb_dsn, cap
     want = sorted(((u, s, v) for u, (s, v, _) in last.items() if s >= 0.5), key=lambda r: (-r[1], r[0]))
     assert [(r["user_id"], r["score"], r["model_version"]) for r in got] == want
     assert len(want) > 50
-    top = json.loads(
-        _cli(
-            settings,
-            world,
-            capsys,
-            "segment",
-            "--group",
-            "coffee",
-            "--top",
-            "10",
-            "--as-of",
-            when.isoformat(),
-            "--format",
-            "json",
-        )
-    )
+    top = as_of("--top", "10")
     assert [r["user_id"] for r in top] == [
         u for u, _, _ in sorted(((u, s, v) for u, (s, v, _) in last.items()), key=lambda r: (-r[1], r[0]))
     ][:10]
