@@ -194,15 +194,24 @@ class TableBuffer:
     batch, as a run with a recovery store must: a row still buffered when the
     process dies would be lost after its epoch's snapshot).
 
-    Counters (``RunStats``) move when the rows are written, not when buffered.
-    An insert that fails on the timer thread is raised by the next ``add`` or
-    ``flush``.
+    Counters (``RunStats``) move when the rows are written, not when buffered,
+    and ``after_flush`` is called then (progress is reported from there: a
+    line printed when a batch arrives would show counts of rows still
+    buffered, and a quiet live stream would never print the rest). An insert
+    that fails on the timer thread is raised by the next ``add`` or ``flush``.
     """
 
-    def __init__(self, writer: TableWriter, max_rows: int = 0, max_seconds: float = 0.0):
+    def __init__(
+        self,
+        writer: TableWriter,
+        max_rows: int = 0,
+        max_seconds: float = 0.0,
+        after_flush: Callable[[], None] | None = None,
+    ):
         self.writer = writer
         self.max_rows = max_rows
         self.max_seconds = max_seconds
+        self.after_flush = after_flush
         self._tables: TableRows = {}
         self._counts: list[Callable[[], None]] = []
         self._rows = 0
@@ -257,6 +266,8 @@ class TableBuffer:
             self.flushes += 1
         for written in counts:
             written()
+        if counts and self.after_flush is not None:
+            self.after_flush()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -265,30 +276,16 @@ class TableBuffer:
 
 
 class _Partition(StatelessSinkPartition[Any]):
-    """Hands each batch of items to the buffer as rows per table, reports progress now and then."""
+    """Hands each batch of items to the buffer as rows per table; counted once written."""
 
-    def __init__(
-        self,
-        buffer: TableBuffer,
-        rows: Callable[[list], TableRows],
-        count: Callable[[list], None],
-        stats: RunStats,
-        report: Callable[[RunStats], None] | None,
-        every: float,
-    ):
+    def __init__(self, buffer: TableBuffer, rows: Callable[[list], TableRows], count: Callable[[list], None]):
         self.buffer = buffer
         self.rows = rows
         self.count = count
-        self.stats = stats
-        self.report = report
-        self.every = every
 
     def write_batch(self, items: list) -> None:
         count = self.count
         self.buffer.add(self.rows(items), lambda: count(items))
-        if self.report is not None and time.perf_counter() - self.stats.last_report >= self.every:
-            self.stats.last_report = time.perf_counter()
-            self.report(self.stats)
 
     def close(self) -> None:
         self.buffer.flush()
@@ -315,16 +312,22 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         flush_seconds: float = 0.0,
     ):
         self.writer = writer
-        self.buffer = TableBuffer(writer, flush_rows, flush_seconds)
+        self.buffer = TableBuffer(writer, flush_rows, flush_seconds, after_flush=self._progress)
         self.type_names = type_names  # the vocabulary's names: the events table stores a type by name
         self.stats = stats or RunStats()
         self.report = report
         self.every = report_every_s
 
+    def _progress(self) -> None:
+        """After rows were written (so the counts are current): a progress line, at most every ``every`` s."""
+        if self.report is not None and time.perf_counter() - self.stats.last_report >= self.every:
+            self.stats.last_report = time.perf_counter()
+            self.report(self.stats)
+
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         names = self.type_names
         rows = lambda outputs: table_rows(outputs, names)  # noqa: E731
-        return _Partition(self.buffer, rows, self.stats.add, self.stats, self.report, self.every)
+        return _Partition(self.buffer, rows, self.stats.add)
 
     def dead_letter_sink(self) -> DynamicSink[DeadLetter]:
         """The sink of the dead-letter stream into the ``dead_letters`` table."""
@@ -342,7 +345,7 @@ class _DeadLetterTableSink(DynamicSink[DeadLetter]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         o = self.outputs
         rows = lambda letters: dead_letter_rows(letters, datetime.now(tz=UTC))  # noqa: E731
-        return _Partition(o.buffer, rows, o.stats.add_dead_letters, o.stats, None, o.every)
+        return _Partition(o.buffer, rows, o.stats.add_dead_letters)
 
 
 class _TrendingTableSink(DynamicSink[TrendRow]):
@@ -351,4 +354,4 @@ class _TrendingTableSink(DynamicSink[TrendRow]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         o = self.outputs
-        return _Partition(o.buffer, trending_rows, o.stats.add_trending, o.stats, None, o.every)
+        return _Partition(o.buffer, trending_rows, o.stats.add_trending)

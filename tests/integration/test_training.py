@@ -69,15 +69,16 @@ def test_a_worse_candidate_is_registered_but_production_stays_unless_forced(worl
     (line,) = [x for x in lines if x.strip().startswith("coffee")]
     assert "not promoted, v1 stays" in line and "ROC AUC may drop by at most 0.005" in line
     stages = "SELECT version, stage FROM {db}.models FINAL WHERE group_id = 'coffee' ORDER BY version"
-    assert query(settings, stages) == [(2, "candidate")]
+    # v1 came with the copied registry: its log (actions.jsonl) puts it in the table too
+    assert query(settings, stages) == [(1, "production"), (2, "candidate")]
 
     # The same model again with --force replaces production.
     app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lines.append, params=flat, force=True)
     assert registry.production_version("coffee") == 3
-    assert query(settings, stages) == [(2, "archived"), (3, "production")]
+    assert query(settings, stages) == [(1, "archived"), (2, "archived"), (3, "production")]
     # A better model replaces it through the gate; the table archives the one it replaces.
     app.train(settings, records, groups=["coffee"], plan=PLAN, progress=lines.append, params=SMALL_DATA_PARAMS)
-    assert query(settings, stages) == [(2, "archived"), (3, "archived"), (4, "production")]
+    assert query(settings, stages) == [(1, "archived"), (2, "archived"), (3, "archived"), (4, "production")]
 
 
 def test_retraining_on_production_examples_registers_nothing_and_forced_gives_the_same_model(
