@@ -200,7 +200,7 @@ def run_stream(
         from propstream.lifecycle import sync_models_table
 
         sync_models_table(client, settings.clickhouse.database, ModelRegistry(settings.models_dir))
-    stats = RunStats()
+    stats = RunStats(live=bool(getattr(source, "wall_clock", False)))  # a Kafka source on the wall clock
     sink = ClickHouseSink(
         ClickHouseWriter(client, settings.clickhouse.database),
         stats,
