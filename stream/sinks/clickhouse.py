@@ -317,12 +317,36 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         self.stats = stats or RunStats()
         self.report = report
         self.every = report_every_s
+        self._report_lock = threading.RLock()
+        self._report_timer: threading.Timer | None = None
 
     def _progress(self) -> None:
-        """After rows were written (so the counts are current): a progress line, at most every ``every`` s."""
-        if self.report is not None and time.perf_counter() - self.stats.last_report >= self.every:
+        """After rows were written (so the counts are current): a progress line, at most every ``every`` s.
+
+        A write that comes sooner is reported when the line is due (a timer), so
+        the last counts of a burst are always printed, even if nothing follows
+        it: a quiet live stream once showed the first half of its events forever.
+        """
+        if self.report is None:
+            return
+        with self._report_lock:
+            wait = self.every - (time.perf_counter() - self.stats.last_report)
+            if wait > 0:
+                if self._report_timer is None:
+                    self._report_timer = threading.Timer(wait, self._report_due)
+                    self._report_timer.daemon = True
+                    self._report_timer.start()
+                return
+            if self._report_timer is not None:
+                self._report_timer.cancel()
+                self._report_timer = None
             self.stats.last_report = time.perf_counter()
             self.report(self.stats)
+
+    def _report_due(self) -> None:
+        with self._report_lock:
+            self._report_timer = None
+        self._progress()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         names = self.type_names
