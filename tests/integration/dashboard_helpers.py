@@ -55,8 +55,13 @@ def dashboard_events(world: World) -> list:
     extra = [(START_MS + 140 * DAY_MS + k * 120_000, STEADY_ITEM) for k in range(9 * 24 * 30)]
     extra += [(SURGE_START + rng.randrange(HOUR_MS), SURGE_ITEM) for _ in range(60)]
     rows: list = list(world.events) + [
-        {"user_id": f"u{rng.randrange(60)}", "item_id": item, "type": "view", "event_id": f"x{n}",
-         "timestamp": _iso(ts)}
+        {
+            "user_id": f"u{rng.randrange(60)}",
+            "item_id": item,
+            "type": "view",
+            "event_id": f"x{n}",
+            "timestamp": _iso(ts),
+        }
         for n, (ts, item) in enumerate(extra)
     ]
     rows.sort(key=lambda e: e["timestamp"])

@@ -80,8 +80,9 @@ def expand(sql: str, values: dict[str, str], tr: TimeRange) -> str:
     }
     with_args: dict[str, Callable[[str], str]] = {
         "timeFilter": lambda c: f"{c} >= toDateTime({f}) AND {c} <= toDateTime({t})",
-        "timeFilter_ms": lambda c: f"{c} >= fromUnixTimestamp64Milli({f * 1000}) AND {c} <= "
-        f"fromUnixTimestamp64Milli({t * 1000})",
+        "timeFilter_ms": lambda c: (
+            f"{c} >= fromUnixTimestamp64Milli({f * 1000}) AND {c} <= fromUnixTimestamp64Milli({t * 1000})"
+        ),
         "dateFilter": lambda c: f"{c} >= toDate({f}) AND {c} <= toDate({t})",
         "timeInterval": lambda c: f"toStartOfInterval(toDateTime({c}), INTERVAL {tr.interval_s} second)",
         "timeInterval_ms": lambda c: f"toStartOfInterval(toDateTime64({c}, 3), INTERVAL {tr.interval_s} second)",

@@ -167,14 +167,22 @@ def test_propstream_dashboard_serves_a_stopped_streams_store(tmp_path):
     common = ["--data-dir", str(tmp_path), "--clickhouse", dsn]
     run = subprocess.run(
         [sys.executable, "-m", "propstream", "run", "--input", str(events), *common, "--json"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.splitlines()[-1])["dead_letters"] == 1
     port = free_port()
     board = subprocess.Popen(
         [sys.executable, "-m", "propstream", "dashboard", *common, "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         page = _get_when_up(f"http://127.0.0.1:{port}/", board)
@@ -183,7 +191,11 @@ def test_propstream_dashboard_serves_a_stopped_streams_store(tmp_path):
         assert 'id="top-items"' in page.text and "<svg" in page.text  # trending rows and charts
         second = subprocess.run(  # the store is held by the first: our one-line error, exit 1
             [sys.executable, "-m", "propstream", "dashboard", *common, "--port", str(free_port())],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         ours = second.stderr.strip().splitlines()[-1]  # (chDB's engine prints its own line before it)
         assert second.returncode == 1 and ours.startswith("propstream dashboard: cannot open embedded ClickHouse")
@@ -209,5 +221,3 @@ def _get_when_up(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> ht
 def test_screenshot_path_is_ignored_by_git():
     ignored = subprocess.run(["git", "check-ignore", "-q", str(SCREENSHOT)], cwd=ROOT)
     assert ignored.returncode == 0
-
-

@@ -20,7 +20,14 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 def test_services_of_the_deployment():
     assert set(COMPOSE["services"]) == {
-        "kafka", "clickhouse", "init", "collector", "stream", "trainer", "dashboard", "grafana"
+        "kafka",
+        "clickhouse",
+        "init",
+        "collector",
+        "stream",
+        "trainer",
+        "dashboard",
+        "grafana",
     }
 
 

@@ -80,9 +80,7 @@ CFG = TrendConfig(
 def test_rows_do_not_depend_on_batches_sources_or_trend_shards(n_sources: int, shards: int, max_batch: int):
     recs = events(3000, 30, seed=1)
     base = run(CFG, recs, 1, 100, seed=0)
-    cfg = TrendConfig(
-        CFG.windows, min_support=3, top_n=3, sources=n_sources, shards=shards, categories=CATEGORIES
-    )
+    cfg = TrendConfig(CFG.windows, min_support=3, top_n=3, sources=n_sources, shards=shards, categories=CATEGORIES)
     assert sorted(run(cfg, recs, n_sources, max_batch, seed=max_batch)) == sorted(base)
     assert len(base) > 100
 
