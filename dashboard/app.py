@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from dashboard import charts
 from dashboard.queries import DashboardQueries, TrendPoint
+from schemas.events import iso_utc
 from schemas.settings import DashboardSettings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -62,10 +63,9 @@ def parse_at(text: str | None) -> int | None:
     if not text:
         return None
     try:
-        t = datetime.fromisoformat(text)
+        return int(iso_utc(text).timestamp())
     except ValueError:
         return None
-    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp())
 
 
 def trending_view(q: DashboardQueries, cfg: DashboardSettings, window: str | None, at: int | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from offline_train.rescore import RescoreResult, bulk_rescore
 from offline_train.train import PromotionGate, TrainPlan, train_all
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
-from schemas.events import TYPE_NAMES, EventRecord, Vocabulary
+from schemas.events import TYPE_NAMES, EventRecord, Vocabulary, iso_utc
 from schemas.features import FeatureSpec
 from schemas.groups import GroupCatalog, ProductGroup, load_groups
 from schemas.groups import key as group_key
@@ -553,11 +553,10 @@ def parse_since(text: str | None, now: datetime | None) -> datetime | None:
     if text.endswith("d") and text[:-1].isdigit():
         return None if now is None else now - timedelta(days=int(text[:-1]))
     try:
-        t = datetime.fromisoformat(text)
+        return iso_utc(text)
     except ValueError:
         msg = f"monitor.since {text!r} is neither an ISO time such as 2017-06-01 nor a number of days such as 90d"
         raise AppError(msg) from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def monitor(

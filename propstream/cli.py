@@ -406,16 +406,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_of(command: str, text: str | None) -> datetime | None:
+def _as_of(command: str, text: str | None, flag: str = "--as-of") -> datetime | None:
     """An ISO time flag (UTC if it has no offset); None if not given. Raises ValueError with a usage line."""
+    from schemas.events import iso_utc
+
     if text is None:
         return None
     try:
-        at = datetime.fromisoformat(text)
+        return iso_utc(text)
     except ValueError:
-        msg = f"propstream {command}: --as-of {text!r} is not an ISO time such as 2017-06-01T12:00"
+        msg = f"propstream {command}: {flag} {text!r} is not an ISO time such as 2017-06-01T12:00"
         raise ValueError(msg) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -531,14 +532,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_trending(args: argparse.Namespace) -> int:
     from propstream import app
 
-    at = None
-    if args.at:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            print(f"propstream trending: --at {args.at!r} is not an ISO time such as 2017-06-01T12:00", file=sys.stderr)
-            return 2  # usage
-        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    try:
+        at = _as_of("trending", args.at or None, "--at")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2  # usage
     rows = app.trending(_settings(args), args.scope, args.window, args.type, at, args.top, args.by)
     names = app.TRENDING_COLUMNS
     fmt = "json" if args.json else args.format

@@ -185,6 +185,16 @@ class ItemActivityRow(NamedTuple):
     value: float
 
 
+def iso_utc(text: str) -> datetime:
+    """An ISO time typed by a person (a flag, a setting, a URL): UTC when it has no offset; ValueError if unreadable.
+
+    >>> iso_utc("2017-05-27T15:00"), iso_utc("2017-05-27 17:00+02:00") == iso_utc("2017-05-27T15:00")
+    (datetime.datetime(2017, 5, 27, 15, 0, tzinfo=datetime.timezone.utc), True)
+    """
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def _timestamp_from_number(x: float, unit: str) -> datetime:
     scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
     return datetime.fromtimestamp(x / scale, tz=UTC)

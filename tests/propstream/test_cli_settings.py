@@ -62,3 +62,15 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
         f"{sys.executable} -m propstream settings | head -1", shell=True, capture_output=True, text=True, check=True
     )
     assert proc.stdout.startswith("| setting |") and "Traceback" not in proc.stderr
+
+
+def test_an_unreadable_time_flag_is_a_one_line_usage_error(tmp_path, capsys):
+    # trending --at and segment --as-of read times the same way (schemas.events.iso_utc), before opening any store
+    common = ["--data-dir", str(tmp_path), "--clickhouse", f"chdb://{tmp_path / 'db'}"]
+    assert main(["trending", "--at", "soon", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "propstream trending: --at 'soon' is not an ISO time such as 2017-06-01T12:00"
+    assert main(["segment", "--group", "coffee", "--top", "5", "--as-of", "later", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "propstream segment: --as-of 'later' is not an ISO time such as 2017-06-01T12:00"
+    assert not (tmp_path / "db").exists()  # refused before a store was opened
