@@ -2,7 +2,8 @@
 
 A product belongs to a group when it matches any listed department,
 product_category or product_type, or is listed in ``items``; ``brand``, where
-given, further restricts membership. Groups may overlap.
+given, further restricts membership. Groups may overlap. A group marked
+``active = false`` keeps its counters (its history) but is not scored.
 
 >>> g = ProductGroup(name="coffee_tea", categories=["COFFEE"])
 >>> g.matches({"department": "GROCERY", "product_category": "COFFEE", "brand": "National"})
@@ -54,6 +55,16 @@ class ProductGroup(BaseModel):
     items: tuple[str, ...] = ()
     brand: tuple[str, ...] = ()
     base_rate_30d: float | None = Field(default=None, ge=0.0, le=1.0)
+    active: bool = True  # False: deactivated (`propstream groups deactivate`): counted, not scored
+
+    def rules_key(self) -> str:
+        """What decides membership (not the base rate, not ``active``): equal keys count the same events.
+
+        >>> a = ProductGroup(name="tea", categories=["TEA"])
+        >>> a.rules_key() == a.model_copy(update={"active": False, "base_rate_30d": 0.1}).rules_key()
+        True
+        """
+        return repr(self.model_dump(exclude={"base_rate_30d", "active"}))
 
     @field_validator("name")
     @classmethod
