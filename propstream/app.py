@@ -24,7 +24,7 @@ from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
 from schemas.events import TYPE_NAMES, EventRecord, Vocabulary
 from schemas.features import FeatureSpec
-from schemas.groups import GroupCatalog, ProductGroup, load_groups
+from schemas.groups import GroupCatalog, GroupsFileWatch, ProductGroup, load_groups
 from schemas.groups import key as group_key
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
@@ -83,6 +83,13 @@ def load_catalog(settings: Settings) -> GroupCatalog:
     if empty:  # loud, never silent: such a group's model can learn nothing (`propstream groups` lists them)
         log.warning("product groups with no item in catalog %s: %s", path, ", ".join(empty))
     return catalog
+
+
+def inactive_groups(settings: Settings, groups: tuple[ProductGroup, ...]) -> Callable[[], frozenset[str]]:
+    """The groups not to score: marked inactive in the groups file, re-read when it changes (issue #14)."""
+    if settings.groups_file is None:  # the packaged groups: all active, never edited
+        return lambda: frozenset()
+    return GroupsFileWatch(settings.groups_file, groups).inactive
 
 
 def feature_spec(catalog: GroupCatalog, types: tuple[str, ...] = TYPE_NAMES) -> FeatureSpec:
@@ -181,6 +188,8 @@ def run_stream(
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
+    from propstream import groups
+
     catalog = load_catalog(settings)
     spec = feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
@@ -192,6 +201,7 @@ def run_stream(
             ModelRegistry(settings.models_dir),
             settings.stream.model_poll_seconds,
             threads=settings.stream.predict_threads or os.cpu_count() or 1,
+            inactive=inactive_groups(settings, catalog.groups),  # `propstream groups deactivate` stops scoring
         )
         if not models.scorers and progress:
             progress("no production models yet: features only (run `propstream train`)")
@@ -250,6 +260,8 @@ def run_stream(
         ),
         stats,
         trending_sinks={"clickhouse_trending": sink.trending_sink()},
+        # a snapshot made for other groups is migrated: added groups backfilled from the archive (issue #14)
+        archive=groups.archive_reader(client, settings.clickhouse.database, catalog, cfg.type_names),
     )
     board = dashboard_in_run(settings, client, execution)
     if progress:
@@ -464,6 +476,8 @@ def train(
     if unknown:
         msg = f"unknown group(s) {unknown}; configured groups are {list(spec.groups)}"
         raise AppError(msg)
+    if groups is None:  # deactivated groups are not trained unless named
+        groups = [g.name for g in catalog.groups if g.active]
     progress(f"building point-in-time examples at {len(plan.all_cutoffs())} cutoffs from {len(records):,} events")
     t = settings.train
     bar = _progress_bar("replaying events", len(records)) if progress is not None else None
@@ -517,7 +531,12 @@ def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | 
     """
     if spec is None:
         spec = FeatureSpec(groups=tuple(g.name for g in group_rules(settings)), types=settings.events.types)
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
+    models = ProductionModels.load(
+        spec,
+        ModelRegistry(settings.models_dir),
+        threads=os.cpu_count() or 1,
+        inactive=inactive_groups(settings, group_rules(settings)),  # a deactivated group is not rescored
+    )
     result = bulk_rescore(
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress
     )

@@ -123,6 +123,40 @@ def load_groups(path: str | Path) -> tuple[ProductGroup, ...]:
         raise GroupsFileError(msg) from exc
 
 
+class GroupsFileWatch:
+    """The groups a groups file marks inactive, re-read when the file changes (the stream polls it).
+
+    A file that cannot be read or is invalid while it is being edited leaves
+    the last good answer in place; a command that edits it checks it first
+    (``propstream.groups``).
+    """
+
+    def __init__(self, path: str | Path, groups: tuple[ProductGroup, ...] | None = None):
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._inactive = frozenset(g.name for g in groups if not g.active) if groups is not None else frozenset()
+        if groups is not None:
+            self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def inactive(self) -> frozenset[str]:
+        """Names of the groups marked ``active = false`` in the file now."""
+        stamp = self._stat()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                self._inactive = frozenset(g.name for g in load_groups(self.path) if not g.active)
+                self._stamp = stamp
+            except GroupsFileError:
+                pass  # mid-edit or broken: keep serving what the last good file said
+        return self._inactive
+
+
 class GroupCatalog:
     """Resolves item ids to the indices of the groups they belong to.
 
