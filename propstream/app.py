@@ -458,12 +458,14 @@ def train(
     progress: Progress = print,
     params: dict[str, float | int | str] | None = None,
     force: bool = False,
+    rescore_after: bool = True,
 ) -> list[ModelCard]:
     """Build point-in-time examples by replay, train one model per group, promote those the gate lets through.
 
     ``force`` promotes every new model without comparing it with production
     (a model below the floor, ``train.min_auc`` and ``train.min_distinct_predictions``,
-    is still not promoted).
+    is still not promoted). ``rescore_after``: rescore stored customers with
+    the promoted models (``rescore``).
     """
     catalog = load_catalog(settings)
     spec = feature_spec(catalog, settings.events.types)
@@ -488,7 +490,8 @@ def train(
     gate = PromotionGate.from_settings(t)
     cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params, force=force)
     write_cards(settings, registry, cards)
-    rescore(settings, progress, spec)
+    if rescore_after:  # not for a group just added: stored features lack its counters until the stream backfills
+        rescore(settings, progress, spec)
     return cards
 
 

@@ -6,9 +6,11 @@ checked by reading it back, and lands with one rename):
 
 - ``add``: appends ``[groups.NAME]``; trains the group's model from the events
   archive (``train --group NAME``) and promotes it when the gate lets it
-  through. A stream resumed from its recovery store with the new file migrates
-  its snapshot: the group's counters are computed from the archive through the
-  customer state machine (``stream.regroup``), with no full replay.
+  through (no bulk rescore: stored features have no counters of the group yet).
+  A stream resumed from its recovery store with the new file migrates its
+  snapshot: the group's counters are computed from the archive through the
+  customer state machine (``stream.regroup``), with no full replay, and every
+  customer is scored with the new model.
 - ``deactivate`` / ``activate``: sets ``active = false`` / ``true``. A running
   stream polls the file with its models (``stream.model_poll_seconds``): a
   deactivated group is no longer scored, its rows in ``scores`` and
@@ -183,7 +185,8 @@ def add(settings: Settings, group: ProductGroup, train: bool = True, progress: P
             done.notes.append("the events archive is empty: nothing to train on yet")
             return done
         progress(f"training {group.name} on {len(records):,} archived events")
-        done.cards = app.train(settings, records, [group.name], progress=progress)
+        # No bulk rescore: the stored features have no counters of the group until a stream backfills them.
+        done.cards = app.train(settings, records, [group.name], progress=progress, rescore_after=False)
     done.production_version = ModelRegistry(settings.models_dir).production_version(group.name)
     return done
 

@@ -105,8 +105,9 @@ def restore_shard(
     if shard.layout != layout and not (migrate is not None and migrate(shard)):
         msg = (
             "recovery snapshot was made for other product groups, feature windows or number of shards "
-            f"(layout {shard.layout}, now {layout}): resuming would misread its counters; "
-            "start a fresh store (--fresh, on an empty directory) and replay the events archive"
+            f"(layout {shard.layout}, now {layout}) and cannot be migrated: product groups may change "
+            "(`propstream groups`), event types, windows and the number of shards may not; resuming would "
+            "misread its counters: start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
     shard.idle = set()  # which partitions are idle is for the source to say again after a restart
