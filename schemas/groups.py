@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.errors import ConfigError
 
+log = logging.getLogger(__name__)
 GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ALL_GROUP = "all"
 
@@ -133,6 +135,8 @@ class GroupsFileWatch:
 
     def __init__(self, path: str | Path, groups: tuple[ProductGroup, ...] | None = None):
         self.path = Path(path)
+        self._rules = tuple(g.rules_key() for g in groups) if groups is not None else None
+        self.layout_changed = False  # groups added, removed or redefined since the start: a resume applies them
         self._stamp: tuple[int, int] | None = None
         self._inactive = frozenset(g.name for g in groups if not g.active) if groups is not None else frozenset()
         if groups is not None:
@@ -150,10 +154,20 @@ class GroupsFileWatch:
         stamp = self._stat()
         if stamp is not None and stamp != self._stamp:
             try:
-                self._inactive = frozenset(g.name for g in load_groups(self.path) if not g.active)
-                self._stamp = stamp
+                groups = load_groups(self.path)
             except GroupsFileError:
-                pass  # mid-edit or broken: keep serving what the last good file said
+                return self._inactive  # mid-edit or broken: keep serving what the last good file said
+            self._inactive = frozenset(g.name for g in groups if not g.active)
+            self._stamp = stamp
+            changed = self._rules is not None and tuple(g.rules_key() for g in groups) != self._rules
+            if changed and not self.layout_changed:
+                log.warning(
+                    "%s: product groups were added, removed or redefined; this run goes on with the groups it "
+                    "started with: run it again with the same --recovery-dir to apply them (added groups are "
+                    "backfilled from the events archive, no full replay)",
+                    self.path,
+                )
+            self.layout_changed = changed
         return self._inactive
 
 

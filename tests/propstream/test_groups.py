@@ -69,3 +69,15 @@ def test_cli_deactivate_then_list(groups_file, tmp_path, capsys):
     assert main(["groups", "add", "tea", *common, "--category", "TEA", "--no-train", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"group": "tea", "production_version": None}
     assert load_groups(groups_file)[-1] == ProductGroup(name="tea", categories=["TEA"])
+
+
+def test_the_watch_says_when_groups_were_added_and_a_resume_is_needed(groups_file, caplog):
+    watch = GroupsFileWatch(groups_file, load_groups(groups_file))
+    set_active(groups_file, "coffee", False)
+    watch.inactive()
+    assert not watch.layout_changed  # deactivating changes no counter
+    add_group(groups_file, ProductGroup(name="tea", categories=["TEA"]))
+    with caplog.at_level("WARNING"):
+        assert watch.inactive() == {"coffee"}
+    assert watch.layout_changed
+    assert "run it again with the same --recovery-dir" in caplog.text
