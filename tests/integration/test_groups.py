@@ -105,7 +105,7 @@ def test_deactivate_while_a_stream_runs(world, trained_dir, tmp_path, bootstrap,
     first, second = live_events[:1500], live_events[1500:]
     produce_events(bootstrap, topic, first, tmp_path / "a.jsonl")
     dsn = f"chdb://{tmp_path / 'stream-chdb'}"
-    cmd = stream_cmd(tmp_path, dsn, topic, bootstrap, world, ["--clock", "wall", "--exit-when-idle", "45"])
+    cmd = stream_cmd(tmp_path, dsn, topic, bootstrap, world, ["--clock", "wall", "--exit-when-idle", "60"])
     env = stream_env(
         world,
         PROPSTREAM_GROUPS_FILE=str(groups_file),
