@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -184,7 +185,57 @@ def run_stream(
     execution: Execution = Execution(),
     dead_letters_to_kafka: bool = False,
 ) -> RunStats:
-    """Run the dataflow from ``source`` into ClickHouse; returns the run's counters."""
+    """Run the dataflow from ``source`` into ClickHouse; returns the run's counters.
+
+    With ``stream.reload_groups`` (a Kafka source, a recovery store, a groups
+    file), product groups added to the file while it runs end the dataflow
+    where it stands; it resumes at once from its snapshot with the new groups
+    (``propstream.groups.resume_with_new_groups``), in this process.
+    """
+    stats = RunStats(live=bool(getattr(source, "wall_clock", False)))  # a Kafka source on the wall clock
+    while True:
+        watch = _groups_watch(settings, source, execution)
+        _run_flow(settings, source, mapping, progress, with_models, execution, dead_letters_to_kafka, stats, watch)
+        if watch is None or not watch.layout_changed:
+            return stats
+        from propstream.groups import resume_with_new_groups
+
+        resume_with_new_groups(settings, watch, progress or (lambda _: None))
+        execution = dataclasses.replace(execution, fresh=False)
+
+
+def _groups_watch(settings: Settings, source: Source, execution: Execution) -> GroupsFileWatch | None:
+    """The run's watch of the groups file; with ``stream.reload_groups``, it ends the source when groups change."""
+    if settings.groups_file is None:
+        return None
+    watch = GroupsFileWatch(settings.groups_file, group_rules(settings))
+    if settings.stream.reload_groups and execution.recovery_dir is not None and hasattr(source, "stop"):
+        every = settings.stream.model_poll_seconds
+        due = [0.0]
+
+        def stop() -> bool:
+            now = time.monotonic()
+            if now >= due[0]:
+                due[0] = now + every
+                watch.inactive()  # re-reads the file when it changed
+            return watch.layout_changed
+
+        source.stop = stop
+    return watch
+
+
+def _run_flow(
+    settings: Settings,
+    source: Source,
+    mapping: ColumnMapping,
+    progress: Progress | None,
+    with_models: bool,
+    execution: Execution,
+    dead_letters_to_kafka: bool,
+    stats: RunStats,
+    groups_watch: GroupsFileWatch | None,
+) -> None:
+    """Build the dataflow for the groups of the settings now and run it until its source ends."""
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
@@ -201,7 +252,8 @@ def run_stream(
             ModelRegistry(settings.models_dir),
             settings.stream.model_poll_seconds,
             threads=settings.stream.predict_threads or os.cpu_count() or 1,
-            inactive=inactive_groups(settings, catalog.groups),  # `propstream groups deactivate` stops scoring
+            # `propstream groups deactivate` stops scoring
+            inactive=groups_watch.inactive if groups_watch is not None else inactive_groups(settings, catalog.groups),
         )
         if not models.scorers and progress:
             progress("no production models yet: features only (run `propstream train`)")
@@ -210,7 +262,6 @@ def run_stream(
         from propstream.lifecycle import sync_models_table
 
         sync_models_table(client, settings.clickhouse.database, ModelRegistry(settings.models_dir))
-    stats = RunStats(live=bool(getattr(source, "wall_clock", False)))  # a Kafka source on the wall clock
     sink = ClickHouseSink(
         ClickHouseWriter(client, settings.clickhouse.database),
         stats,
@@ -278,7 +329,6 @@ def run_stream(
             epoch_interval=timedelta(seconds=execution.snapshot_seconds),
             recovery_config=recovery,
         )
-    return stats
 
 
 def dashboard_in_run(settings: Settings, client: Any, execution: Execution) -> Any:

@@ -35,7 +35,7 @@ from typing import Any
 from models.registry import ModelRegistry
 from schemas.cards import ModelCard
 from schemas.events import Vocabulary
-from schemas.groups import GroupCatalog, GroupsFileError, ProductGroup, load_groups
+from schemas.groups import GroupCatalog, GroupsFileError, GroupsFileWatch, ProductGroup, load_groups
 from schemas.settings import Settings
 from schemas.tables import EVENTS
 from stream.regroup import ArchivedEvent, GroupArchive
@@ -189,6 +189,31 @@ def add(settings: Settings, group: ProductGroup, train: bool = True, progress: P
         done.cards = app.train(settings, records, [group.name], progress=progress, rescore_after=False)
     done.production_version = ModelRegistry(settings.models_dir).production_version(group.name)
     return done
+
+
+def resume_with_new_groups(settings: Settings, watch: GroupsFileWatch, progress: Progress) -> None:
+    """Between two dataflows of one run (``stream.reload_groups``): train added groups that have no model.
+
+    The store is this process's (an embedded one cannot be opened by a
+    command meanwhile), so the run trains them itself, from the events archive,
+    without a bulk rescore: the resumed dataflow backfills their counters and
+    scores every customer with the new model.
+    """
+    from propstream import app
+    from schemas.errors import PropstreamError
+
+    now = load_groups(groups_path(settings))
+    registry = ModelRegistry(settings.models_dir)
+    added = [g.name for g in now if g.rules_key() not in watch.started_with]
+    progress(f"product groups changed (added or redefined: {', '.join(added) or 'none'}): resuming with them")
+    untrained = [name for name in added if registry.production_version(name) is None]
+    if not untrained:
+        return
+    try:
+        records = app.read_archive(settings)
+        app.train(settings, records, untrained, progress=progress, rescore_after=False)
+    except PropstreamError as exc:
+        progress(f"{', '.join(untrained)} not trained ({exc}): counted, not scored until a model is promoted")
 
 
 def archive_reader(client: Any, database: str, catalog: GroupCatalog, types: tuple[str, ...]) -> GroupArchive:

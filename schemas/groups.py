@@ -136,6 +136,7 @@ class GroupsFileWatch:
     def __init__(self, path: str | Path, groups: tuple[ProductGroup, ...] | None = None):
         self.path = Path(path)
         self._rules = tuple(g.rules_key() for g in groups) if groups is not None else None
+        self.started_with: tuple[str, ...] = self._rules or ()  # rules_key() of the groups the run started with
         self.layout_changed = False  # groups added, removed or redefined since the start: a resume applies them
         self._stamp: tuple[int, int] | None = None
         self._inactive = frozenset(g.name for g in groups if not g.active) if groups is not None else frozenset()
@@ -162,9 +163,10 @@ class GroupsFileWatch:
             changed = self._rules is not None and tuple(g.rules_key() for g in groups) != self._rules
             if changed and not self.layout_changed:
                 log.warning(
-                    "%s: product groups were added, removed or redefined; this run goes on with the groups it "
-                    "started with: run it again with the same --recovery-dir to apply them (added groups are "
-                    "backfilled from the events archive, no full replay)",
+                    "%s: product groups were added, removed or redefined; a run with a recovery store and "
+                    "stream.reload_groups resumes with them by itself, any other goes on with the groups it started "
+                    "with: run it again with the same --recovery-dir (added groups are backfilled from the events "
+                    "archive, no full replay)",
                     self.path,
                 )
             self.layout_changed = changed

@@ -162,3 +162,95 @@ def test_deactivate_while_a_stream_runs(world, trained_dir, tmp_path, bootstrap,
     snacks = [as_of(v) for k, (v, _, _) in history.items() if k.endswith("|snacks")]
     assert max(snacks) >= after_ms  # the other groups were scored all along
     assert coffee_users  # customers of the second part had coffee scores, and those were left as they were
+
+
+def test_a_running_stream_picks_up_an_added_group_and_equals_a_run_that_had_it(
+    world, trained_dir, tmp_path, bootstrap, chdb_dsn
+):
+    """`stream.reload_groups`: the stream holds its embedded store; `groups add` writes the file only.
+
+    The stream ends its dataflow where it stands, trains the new group from
+    the archive (it has no model), resumes from its snapshot with the group
+    backfilled, and reads on. Event time, so a clean run is comparable.
+    """
+    without = GROUPS_TOML.replace('[groups.breakfast]\ncategories = ["COFFEE", "CEREAL"]\n', "")
+    groups_file = tmp_path / "groups.toml"
+    groups_file.write_text(without)
+    shutil.copytree(trained_dir / "models", tmp_path / "models", ignore=shutil.ignore_patterns("breakfast"))
+    topic = new_topic(bootstrap, 2)
+    cut = len(world.events) * 2 // 3
+    produce_events(bootstrap, topic, world.events[:cut], tmp_path / "a.jsonl")
+    dsn = f"chdb://{tmp_path / 'stream-chdb'}"
+    extra = ["--recovery-dir", str(tmp_path / "rec"), "--fresh", "--snapshot-seconds", "1", "--exit-when-idle", "40"]
+    cmd = stream_cmd(tmp_path, dsn, topic, bootstrap, world, extra)
+    env = stream_env(
+        world,
+        PROPSTREAM_GROUPS_FILE=str(groups_file),
+        PROPSTREAM_STREAM__RELOAD_GROUPS="true",
+        PROPSTREAM_STREAM__MODEL_POLL_SECONDS="1",
+        PROPSTREAM_STREAM__PROGRESS_SECONDS="0.5",
+        PROPSTREAM_STREAM__N_SHARDS="3",
+        PROPSTREAM_TRAIN__MIN_AUC="0",
+        PROPSTREAM_TRAIN__MIN_DISTINCT_PREDICTIONS="1",
+        PROPSTREAM_TRAIN__LABEL_HORIZON_DAYS="14",
+        PROPSTREAM_TRAIN__CUTOFF_EVERY_DAYS="14",
+        PROPSTREAM_TRAIN__HISTORY_DAYS="14",
+    )
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen: list[str] = []
+    try:
+        lines = iter(proc.stderr)  # type: ignore[arg-type]
+
+        def wait_for(text: str) -> None:
+            for line in lines:
+                seen.append(line.decode())
+                if text in seen[-1]:
+                    return
+            pytest.fail(f"the stream ended before {text!r}:\n" + "".join(seen[-30:]))
+
+        wait_for(f"{cut:,} applied")
+        add = subprocess.run(
+            [
+                *(sys.executable, "-m", "propstream", "groups", "add", "breakfast", "--category", "COFFEE"),
+                *("--category", "CEREAL", "--groups", str(groups_file), "--data-dir", str(tmp_path)),
+                *("--clickhouse", dsn, "--json"),
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert add.returncode == 0, add.stderr[-2000:]
+        assert json.loads(add.stdout) == {"group": "breakfast", "production_version": None}
+        assert "the store cannot be opened" in add.stderr
+        wait_for("product groups changed (added or redefined: breakfast): resuming with them")
+        produce_events(bootstrap, topic, world.events[cut:], tmp_path / "b.jsonl")
+        _, err = proc.communicate(timeout=600)
+        seen.append(err.decode())
+        assert proc.returncode == 0, "".join(seen)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert ModelRegistry(tmp_path / "models").production_version("breakfast") == 1  # trained by the stream
+
+    clean_dir = tmp_path / "clean"
+    shutil.copytree(tmp_path / "models", clean_dir / "models")
+    clean = kafka_settings(make_settings(clean_dir, world, chdb_dsn), bootstrap, topic, idle_seconds=1.0)
+    clean = clean.model_copy(update={"groups_file": groups_file})
+    run_kafka(clean)
+
+    db = dump_db(dsn)
+    spec = app.feature_spec(app.load_catalog(clean))
+    want = stored_features(clean)
+    assert db["features"].keys() == want.keys()
+    for user, (_, feats) in db["features"].items():
+        row = np.zeros(len(spec.names))
+        row[:] = want[user]  # absent counters are 0 in both
+        got = np.array([feats.get(n, 0.0) for n in spec.names])
+        np.testing.assert_array_equal(got, row, err_msg=user)
+    assert any(f.get("grp=breakfast|type=purchase|stat=count|win=365d") for _, f in db["features"].values())
+    scores = {tuple(k.split("|")): (s, m) for k, (_, s, m) in db["scores"].items()}
+    assert scores == stored_scores(clean)
+    assert {m for (_, g), (_, m) in scores.items() if g == "breakfast"} == {1}
