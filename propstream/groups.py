@@ -17,6 +17,12 @@ checked by reading it back, and lands with one rename):
   ``score_history`` stay; its counters are kept, so activating it again rescores
   every customer with nothing to backfill.
 
+A running Kafka stream with a recovery store and ``stream.reload_groups``
+applies an added group by itself: its source ends where it stands, the run
+trains the group when it has no model (``resume_with_new_groups``; an embedded
+store is the run's own) and resumes from its snapshot with the group
+backfilled (``propstream.app.run_stream``).
+
 The archive reader used by the migration (``archive_reader``) lives here too:
 it is the stream's only read of the events archive.
 """
@@ -176,7 +182,8 @@ def add(settings: Settings, group: ProductGroup, train: bool = True, progress: P
         app.client_for(settings)
     except ClickHouseUnavailableError as exc:
         done.notes.append(
-            f"the store cannot be opened ({exc}): train the group once it can, `propstream train --group {group.name}`"
+            f"the store cannot be opened ({exc}): a running stream with stream.reload_groups trains the group and "
+            f"resumes with it; otherwise train it once the store opens, `propstream train --group {group.name}`"
         )
         return done
     with TrainerLock(settings.data_dir):
