@@ -196,8 +196,8 @@ def run_stream(
     while True:
         watch = _groups_watch(settings, source, execution)
         _run_flow(settings, source, mapping, progress, with_models, execution, dead_letters_to_kafka, stats, watch)
-        if watch is None or not watch.layout_changed:
-            return stats
+        if watch is None or not watch.layout_changed or getattr(source, "stop", None) is None:
+            return stats  # ended by its input, or groups changed in a run that does not reload them
         from propstream.groups import resume_with_new_groups
 
         resume_with_new_groups(settings, watch, progress or (lambda _: None))
@@ -206,6 +206,8 @@ def run_stream(
 
 def _groups_watch(settings: Settings, source: Source, execution: Execution) -> GroupsFileWatch | None:
     """The run's watch of the groups file; with ``stream.reload_groups``, it ends the source when groups change."""
+    if hasattr(source, "stop"):
+        source.stop = None  # armed again below if this run reloads groups
     if settings.groups_file is None:
         return None
     watch = GroupsFileWatch(settings.groups_file, group_rules(settings))
