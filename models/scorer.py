@@ -4,7 +4,9 @@ Everything per group (input positions in the feature vector, the groups whose
 features are its inputs, booster, calibration) is resolved when a model is
 loaded, never per event. ``refresh`` polls the registry's production pointers
 at most every ``poll_seconds`` and swaps changed models in place; a group whose
-pointer was deleted stops being scored (its stored scores stay as they were).
+pointer was deleted, or that the groups file marks inactive (``inactive``,
+``schemas.groups.GroupsFileWatch``), stops being scored (its stored scores stay
+as they were); it is scored again, every customer, once it is back.
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ class ProductionModels:
         poll_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         threads: int = 1,
+        inactive: Callable[[], frozenset[str]] | None = None,
     ):
         self.spec = spec
+        self.inactive = inactive  # polled with the registry: deactivated groups are not served
         self.registry = registry
         self.poll_seconds = poll_seconds
         self.threads = threads  # XGBoost threads per predict call (scores do not depend on it)
@@ -73,10 +77,15 @@ class ProductionModels:
 
     @classmethod
     def load(
-        cls, spec: FeatureSpec, registry: ModelRegistry, poll_seconds: float = 5.0, threads: int = 1
+        cls,
+        spec: FeatureSpec,
+        registry: ModelRegistry,
+        poll_seconds: float = 5.0,
+        threads: int = 1,
+        inactive: Callable[[], frozenset[str]] | None = None,
     ) -> ProductionModels:
         """The production models of ``registry`` now (models that cannot be loaded are logged and skipped)."""
-        models = cls(spec, registry, poll_seconds, threads=threads)
+        models = cls(spec, registry, poll_seconds, threads=threads, inactive=inactive)
         models.refresh(force=True)
         return models
 
@@ -87,19 +96,16 @@ class ProductionModels:
             return False
         self._next_poll = now + self.poll_seconds
         swapped = False
+        off = self.inactive() if self.inactive is not None else frozenset()
         for gi, group in enumerate(self.spec.groups):
-            version = self.registry.production_version(group)
+            version = None if group in off else self.registry.production_version(group)
             current = self.scorers.get(gi)
-            if version is None:  # no pointer (deleted by hand): the group is not served any more
+            if version is None:  # deactivated, or no pointer (deleted by hand): the group is not served any more
                 if current is not None:
                     del self.scorers[gi]
                     swapped = True
-                    log.warning(
-                        "model %s v%d is no longer served: %s has no production pointer",
-                        group,
-                        current.version,
-                        self.registry.root / group,
-                    )
+                    why = "the group is deactivated" if group in off else f"{self.registry.root / group} has no pointer"
+                    log.warning("model %s v%d is no longer served: %s", group, current.version, why)
                 continue
             if current is not None and current.version == version:
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
 from schemas.events import TYPE_NAMES, EventRecord, Vocabulary, iso_utc
 from schemas.features import FeatureSpec
-from schemas.groups import GroupCatalog, ProductGroup, load_groups
+from schemas.groups import GroupCatalog, GroupsFileWatch, ProductGroup, load_groups
 from schemas.groups import key as group_key
 from schemas.mapping import ColumnMapping
 from schemas.settings import Settings, StreamSettings
@@ -83,6 +84,13 @@ def load_catalog(settings: Settings) -> GroupCatalog:
     if empty:  # loud, never silent: such a group's model can learn nothing (`propstream groups` lists them)
         log.warning("product groups with no item in catalog %s: %s", path, ", ".join(empty))
     return catalog
+
+
+def inactive_groups(settings: Settings, groups: tuple[ProductGroup, ...]) -> Callable[[], frozenset[str]]:
+    """The groups not to score: marked inactive in the groups file, re-read when it changes (issue #14)."""
+    if settings.groups_file is None:  # the packaged groups: all active, never edited
+        return lambda: frozenset()
+    return GroupsFileWatch(settings.groups_file, groups).inactive
 
 
 def feature_spec(catalog: GroupCatalog, types: tuple[str, ...] = TYPE_NAMES) -> FeatureSpec:
@@ -177,9 +185,63 @@ def run_stream(
     execution: Execution = Execution(),
     dead_letters_to_kafka: bool = False,
 ) -> RunStats:
-    """Run the dataflow from ``source`` into ClickHouse; returns the run's counters."""
+    """Run the dataflow from ``source`` into ClickHouse; returns the run's counters.
+
+    With ``stream.reload_groups`` (a Kafka source, a recovery store, a groups
+    file), product groups added to the file while it runs end the dataflow
+    where it stands; it resumes at once from its snapshot with the new groups
+    (``propstream.groups.resume_with_new_groups``), in this process.
+    """
+    stats = RunStats(live=bool(getattr(source, "wall_clock", False)))  # a Kafka source on the wall clock
+    while True:
+        watch = _groups_watch(settings, source, execution)
+        _run_flow(settings, source, mapping, progress, with_models, execution, dead_letters_to_kafka, stats, watch)
+        if watch is None or not watch.layout_changed or getattr(source, "stop", None) is None:
+            return stats  # ended by its input, or groups changed in a run that does not reload them
+        from propstream.groups import resume_with_new_groups
+
+        resume_with_new_groups(settings, watch, progress or (lambda _: None))
+        execution = dataclasses.replace(execution, fresh=False)
+
+
+def _groups_watch(settings: Settings, source: Source, execution: Execution) -> GroupsFileWatch | None:
+    """The run's watch of the groups file; with ``stream.reload_groups``, it ends the source when groups change."""
+    if hasattr(source, "stop"):
+        source.stop = None  # armed again below if this run reloads groups
+    if settings.groups_file is None:
+        return None
+    watch = GroupsFileWatch(settings.groups_file, group_rules(settings))
+    if settings.stream.reload_groups and execution.recovery_dir is not None and hasattr(source, "stop"):
+        every = settings.stream.model_poll_seconds
+        due = [0.0]
+
+        def stop() -> bool:
+            now = time.monotonic()
+            if now >= due[0]:
+                due[0] = now + every
+                watch.inactive()  # re-reads the file when it changed
+            return watch.layout_changed
+
+        source.stop = stop
+    return watch
+
+
+def _run_flow(
+    settings: Settings,
+    source: Source,
+    mapping: ColumnMapping,
+    progress: Progress | None,
+    with_models: bool,
+    execution: Execution,
+    dead_letters_to_kafka: bool,
+    stats: RunStats,
+    groups_watch: GroupsFileWatch | None,
+) -> None:
+    """Build the dataflow for the groups of the settings now and run it until its source ends."""
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
+
+    from propstream import groups
 
     catalog = load_catalog(settings)
     spec = feature_spec(catalog, settings.events.types)
@@ -192,6 +254,8 @@ def run_stream(
             ModelRegistry(settings.models_dir),
             settings.stream.model_poll_seconds,
             threads=settings.stream.predict_threads or os.cpu_count() or 1,
+            # `propstream groups deactivate` stops scoring
+            inactive=groups_watch.inactive if groups_watch is not None else inactive_groups(settings, catalog.groups),
         )
         if not models.scorers and progress:
             progress("no production models yet: features only (run `propstream train`)")
@@ -200,7 +264,6 @@ def run_stream(
         from propstream.lifecycle import sync_models_table
 
         sync_models_table(client, settings.clickhouse.database, ModelRegistry(settings.models_dir))
-    stats = RunStats(live=bool(getattr(source, "wall_clock", False)))  # a Kafka source on the wall clock
     sink = ClickHouseSink(
         ClickHouseWriter(client, settings.clickhouse.database),
         stats,
@@ -250,6 +313,8 @@ def run_stream(
         ),
         stats,
         trending_sinks={"clickhouse_trending": sink.trending_sink()},
+        # a snapshot made for other groups is migrated: added groups backfilled from the archive (issue #14)
+        archive=groups.archive_reader(client, settings.clickhouse.database, catalog, cfg.type_names),
     )
     board = dashboard_in_run(settings, client, execution)
     if progress:
@@ -266,7 +331,6 @@ def run_stream(
             epoch_interval=timedelta(seconds=execution.snapshot_seconds),
             recovery_config=recovery,
         )
-    return stats
 
 
 def dashboard_in_run(settings: Settings, client: Any, execution: Execution) -> Any:
@@ -446,12 +510,14 @@ def train(
     progress: Progress = print,
     params: dict[str, float | int | str] | None = None,
     force: bool = False,
+    rescore_after: bool = True,
 ) -> list[ModelCard]:
     """Build point-in-time examples by replay, train one model per group, promote those the gate lets through.
 
     ``force`` promotes every new model without comparing it with production
     (a model below the floor, ``train.min_auc`` and ``train.min_distinct_predictions``,
-    is still not promoted).
+    is still not promoted). ``rescore_after``: rescore stored customers with
+    the promoted models (``rescore``).
     """
     catalog = load_catalog(settings)
     spec = feature_spec(catalog, settings.events.types)
@@ -464,6 +530,8 @@ def train(
     if unknown:
         msg = f"unknown group(s) {unknown}; configured groups are {list(spec.groups)}"
         raise AppError(msg)
+    if groups is None:  # deactivated groups are not trained unless named
+        groups = [g.name for g in catalog.groups if g.active]
     progress(f"building point-in-time examples at {len(plan.all_cutoffs())} cutoffs from {len(records):,} events")
     t = settings.train
     bar = _progress_bar("replaying events", len(records)) if progress is not None else None
@@ -474,7 +542,8 @@ def train(
     gate = PromotionGate.from_settings(t)
     cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params, force=force)
     write_cards(settings, registry, cards)
-    rescore(settings, progress, spec)
+    if rescore_after:  # not for a group just added: stored features lack its counters until the stream backfills
+        rescore(settings, progress, spec)
     return cards
 
 
@@ -517,7 +586,12 @@ def rescore(settings: Settings, progress: Progress = print, spec: FeatureSpec | 
     """
     if spec is None:
         spec = FeatureSpec(groups=tuple(g.name for g in group_rules(settings)), types=settings.events.types)
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=os.cpu_count() or 1)
+    models = ProductionModels.load(
+        spec,
+        ModelRegistry(settings.models_dir),
+        threads=os.cpu_count() or 1,
+        inactive=inactive_groups(settings, group_rules(settings)),  # a deactivated group is not rescored
+    )
     result = bulk_rescore(
         client_for(settings), settings.clickhouse.database, StateConfig.build(spec), models, progress=progress
     )

@@ -386,6 +386,9 @@ def cmd_groups(args: argparse.Namespace) -> int:
     from propstream import app
 
     settings = _settings(args)
+    command = getattr(args, "groups_command", None)
+    if command is not None:
+        return _groups_change(args, settings, command)
     counts = app.load_catalog(settings).member_counts()
     if args.json:
         print(json.dumps(counts))
@@ -395,6 +398,66 @@ def cmd_groups(args: argparse.Namespace) -> int:
         say("no catalog (--catalog or catalog_file): every group is empty; events count only in `all`")
     elif not all(counts.values()):
         say("groups with no item match no catalog row: check their rules against the catalog's columns")
+    return 0
+
+
+def _groups_change(args: argparse.Namespace, settings, command: str) -> int:
+    """``groups list | add | deactivate | activate`` (propstream.groups)."""
+    from propstream import groups
+    from schemas.groups import ProductGroup
+
+    as_json = getattr(args, "json", False)
+    if command == "list":
+        rows = groups.list_groups(settings)
+        if as_json:
+            print(json.dumps([dataclasses.asdict(r) for r in rows]))
+        else:
+            table = [(r.group, "yes" if r.active else "no", r.items, r.production_version or "") for r in rows]
+            print(_table(("group", "active", "items", "production_version"), table))
+        return 0
+    path = groups.groups_path(settings)
+    if command == "add":
+        try:
+            group = ProductGroup(
+                name=args.name,
+                departments=tuple(args.department or ()),
+                categories=tuple(args.category or ()),
+                product_types=tuple(args.product_type or ()),
+                items=tuple(args.item or ()),
+                brand=tuple(args.brand or ()),
+                base_rate_30d=args.base_rate,
+            )
+        except ValidationError as exc:
+            say(f"propstream groups add: {exc.errors()[0]['msg']}")
+            return 2
+        if not (group.departments or group.categories or group.product_types or group.items):
+            say("propstream groups add: give at least one --department, --category, --product-type or --item")
+            return 2
+        added = groups.add(settings, group, train=not args.no_train, progress=say)
+        for note in added.notes:
+            say(note)
+        if as_json:
+            print(json.dumps({"group": added.group, "production_version": added.production_version}))
+        else:
+            print(
+                f"{added.group}: added to {path}; production model v{added.production_version}"
+                if added.production_version is not None
+                else f"{added.group}: added to {path}; no model yet"
+            )
+        return 0
+    active = command == "activate"
+    changed = groups.set_active(path, args.name, active)
+    state = "active" if active else "inactive"
+    if as_json:
+        print(json.dumps({"group": args.name, "active": active, "changed": changed}))
+    else:
+        print(f"{args.name}: {state}" + ("" if changed else " already"))
+    if changed:
+        say(
+            f"a running stream {'scores every customer of' if active else 'stops scoring'} {args.name} within "
+            f"stream.model_poll_seconds ({settings.stream.model_poll_seconds:g} s); "
+            + ("" if active else "its rows in scores and score_history stay")
+        )
     return 0
 
 
@@ -773,9 +836,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rows", type=int, default=5, help="how many events and rejects to show, default 5")
     sp.add_argument("--limit", type=int, help="read at most this many rows (default: all)")
 
-    sp = command("groups", "the product groups and how many catalog items each holds", cmd_groups)
+    sp = command(
+        "groups", "the product groups and how many catalog items each holds; list, add, deactivate", cmd_groups
+    )
     _flag(sp, "--catalog")
     _flag(sp, "--groups")
+    gsub = sp.add_subparsers(dest="groups_command", help="change the catalog (the groups file) without a full replay")
+    for name, text in (
+        ("list", "every group: active or not, catalog items, production model version"),
+        ("add", "add a group to the groups file, then train and promote its model from the events archive"),
+        ("deactivate", "stop scoring a group (a running stream too); its scores and history stay"),
+        ("activate", "score a deactivated group again (every customer is rescored)"),
+    ):
+        gp = gsub.add_parser(name, help=text)
+        for flag in ("--data-dir", "--clickhouse", "--catalog", "--groups"):
+            _flag(gp, flag, default=argparse.SUPPRESS)  # given before the subcommand, it still counts
+        gp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+        if name == "list":
+            continue
+        gp.add_argument("name", help="the product group")
+        if name != "add":
+            continue
+        for flag, what in (
+            ("--department", "department"),
+            ("--category", "product_category"),
+            ("--product-type", "product_type"),
+            ("--item", "item_id"),
+            ("--brand", "brand (restricts the others)"),
+        ):
+            gp.add_argument(flag, action="append", help=f"a catalog {what} of the group (repeatable)")
+        gp.add_argument("--base-rate", type=float, help="the group's 30-day base rate, if known")
+        gp.add_argument("--no-train", action="store_true", help="only write the groups file")
 
     sp = command("schema", "print the event contract as JSON Schema", cmd_schema, common=False)
     sp.add_argument("--json", action="store_true", help="the schema is JSON already: accepted for uniformity")

@@ -2,7 +2,8 @@
 
 A product belongs to a group when it matches any listed department,
 product_category or product_type, or is listed in ``items``; ``brand``, where
-given, further restricts membership. Groups may overlap.
+given, further restricts membership. Groups may overlap. A group marked
+``active = false`` keeps its counters (its history) but is not scored.
 
 >>> g = ProductGroup(name="coffee_tea", categories=["COFFEE"])
 >>> g.matches({"department": "GROCERY", "product_category": "COFFEE", "brand": "National"})
@@ -11,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.errors import ConfigError
 
+log = logging.getLogger(__name__)
 GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ALL_GROUP = "all"
 
@@ -54,6 +57,16 @@ class ProductGroup(BaseModel):
     items: tuple[str, ...] = ()
     brand: tuple[str, ...] = ()
     base_rate_30d: float | None = Field(default=None, ge=0.0, le=1.0)
+    active: bool = True  # False: deactivated (`propstream groups deactivate`): counted, not scored
+
+    def rules_key(self) -> str:
+        """What decides membership (not the base rate, not ``active``): equal keys count the same events.
+
+        >>> a = ProductGroup(name="tea", categories=["TEA"])
+        >>> a.rules_key() == a.model_copy(update={"active": False, "base_rate_30d": 0.1}).rules_key()
+        True
+        """
+        return repr(self.model_dump(exclude={"base_rate_30d", "active"}))
 
     @field_validator("name")
     @classmethod
@@ -110,6 +123,54 @@ def load_groups(path: str | Path) -> tuple[ProductGroup, ...]:
     except (ValidationError, TypeError) as exc:
         msg = f"{path}: invalid product group: {exc}"
         raise GroupsFileError(msg) from exc
+
+
+class GroupsFileWatch:
+    """The groups a groups file marks inactive, re-read when the file changes (the stream polls it).
+
+    A file that cannot be read or is invalid while it is being edited leaves
+    the last good answer in place; a command that edits it checks it first
+    (``propstream.groups``).
+    """
+
+    def __init__(self, path: str | Path, groups: tuple[ProductGroup, ...] | None = None):
+        self.path = Path(path)
+        self._rules = tuple(g.rules_key() for g in groups) if groups is not None else None
+        self.started_with: tuple[str, ...] = self._rules or ()  # rules_key() of the groups the run started with
+        self.layout_changed = False  # groups added, removed or redefined since the start: a resume applies them
+        self._stamp: tuple[int, int] | None = None
+        self._inactive = frozenset(g.name for g in groups if not g.active) if groups is not None else frozenset()
+        if groups is not None:
+            self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def inactive(self) -> frozenset[str]:
+        """Names of the groups marked ``active = false`` in the file now."""
+        stamp = self._stat()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                groups = load_groups(self.path)
+            except GroupsFileError:
+                return self._inactive  # mid-edit or broken: keep serving what the last good file said
+            self._inactive = frozenset(g.name for g in groups if not g.active)
+            self._stamp = stamp
+            changed = self._rules is not None and tuple(g.rules_key() for g in groups) != self._rules
+            if changed and not self.layout_changed:
+                log.warning(
+                    "%s: product groups were added, removed or redefined; a run with a recovery store and "
+                    "stream.reload_groups resumes with them by itself, any other goes on with the groups it started "
+                    "with: run it again with the same --recovery-dir (added groups are backfilled from the events "
+                    "archive, no full replay)",
+                    self.path,
+                )
+            self.layout_changed = changed
+        return self._inactive
 
 
 class GroupCatalog:

@@ -39,12 +39,15 @@ from schemas.events import DeadLetter, EventRecord
 from schemas.groups import GroupCatalog
 from stream.eventcut import EventTimeCut
 from stream.parse import EventParser, ParsedBatch
+from stream.regroup import GroupArchive, ShardMigration
 from stream.shard import (
     CustomerShard,
     ShardInput,
     ShardOutput,
     ShardProcessor,
     SnapshotMismatchError,
+    base_layout,
+    group_keys,
     restore_shard,
     shard_of,
     state_layout,
@@ -160,6 +163,7 @@ def build_dataflow(
     stats: RunStats | None = None,
     flow_id: str = FLOW_ID,
     trending_sinks: Mapping[str, DynamicSink[TrendRow]] | None = None,
+    archive: GroupArchive | None = None,
 ) -> Dataflow:
     """Wire the dataflow; no I/O happens until it runs.
 
@@ -169,11 +173,18 @@ def build_dataflow(
     a Kafka topic). With ``flow_cfg.trending`` set, every sink of
     ``trending_sinks`` (step id -> sink) takes every ranked trending row
     (``ClickHouseSink.trending_sink()``); without one they are computed and dropped.
+
+    A recovery snapshot made for other product groups is migrated to
+    ``catalog``'s (``stream.regroup``): added groups are backfilled from
+    ``archive`` (a group's applied events); without one, or when windows,
+    types or the shard count changed, it is refused (SnapshotMismatchError).
     """
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
     rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms, cfg.type_names)
     n_shards = flow_cfg.n_shards
     layout = state_layout(cfg, catalog.groups, n_shards)
+    base, groups = base_layout(cfg, n_shards), group_keys(catalog.groups)
+    migration = ShardMigration(cfg, layout, base, groups, archive)
 
     def parse(batch: SourceBatch) -> ParsedBatch:
         pb = parser.parse_batch(batch)
@@ -200,7 +211,8 @@ def build_dataflow(
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.
-        shard = restore_shard(resume, layout) if resume is not None else CustomerShard(-1, layout)
+        shard = restore_shard(resume, layout, migration) if resume is not None else CustomerShard(-1, layout)
+        shard.base_layout, shard.groups = base, groups  # what its counters mean, for a later migration
         shard.resumed = flow_cfg.resumed  # a shard new to this run may have had rows written by the last one
         return ShardLogic(processor, shard, flow_cfg.recovery)
 

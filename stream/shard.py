@@ -31,7 +31,7 @@ import hashlib
 import heapq
 import pickle
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,15 +64,33 @@ def state_layout(cfg: StateConfig, groups: tuple[ProductGroup, ...], n_shards: i
 
     Catalog rows are not part of it: new products may join groups without
     invalidating counts of events already applied. The number of shards is:
-    it decides which shard holds a customer.
+    it decides which shard holds a customer. Whether a group is active is not:
+    a deactivated group keeps its counters.
     """
-    rules = [g.model_dump(exclude={"base_rate_30d"}) for g in groups]
+    rules = [g.model_dump(exclude={"base_rate_30d", "active"}) for g in groups]
     text = cfg.spec.model_dump_json() + repr(rules) + f"|shards={n_shards}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def restore_shard(snapshot: bytes, layout: str) -> CustomerShard:
-    """Unpickle a shard snapshot; refuse one whose counters would be read with another meaning."""
+def base_layout(cfg: StateConfig, n_shards: int = 1) -> str:
+    """Fingerprint of the layout without its groups: shards with equal ones can be migrated (``stream.regroup``)."""
+    text = cfg.spec.model_copy(update={"groups": ()}).model_dump_json() + f"|shards={n_shards}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def group_keys(groups: tuple[ProductGroup, ...]) -> tuple[tuple[str, str], ...]:
+    """(name, membership rules) of each group in layout order: what a shard's group counters mean."""
+    return tuple((g.name, g.rules_key()) for g in groups)
+
+
+def restore_shard(
+    snapshot: bytes, layout: str, migrate: Callable[[CustomerShard], bool] | None = None
+) -> CustomerShard:
+    """Unpickle a shard snapshot; refuse one whose counters would be read with another meaning.
+
+    ``migrate`` (``stream.regroup.ShardMigration``) may bring a snapshot made
+    for other product groups to ``layout``; it returns False when it cannot.
+    """
     shard = pickle.loads(snapshot)
     version = getattr(shard, "version", None)
     if version != STATE_VERSION:
@@ -81,11 +99,15 @@ def restore_shard(snapshot: bytes, layout: str) -> CustomerShard:
             f"{STATE_VERSION}: start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
-    if shard.layout != layout:
+    for name, default in (("groups", None), ("base_layout", "")):  # snapshots made before the attributes
+        if not hasattr(shard, name):
+            setattr(shard, name, default)
+    if shard.layout != layout and not (migrate is not None and migrate(shard)):
         msg = (
             "recovery snapshot was made for other product groups, feature windows or number of shards "
-            f"(layout {shard.layout}, now {layout}): resuming would misread its counters; "
-            "start a fresh store (--fresh, on an empty directory) and replay the events archive"
+            f"(layout {shard.layout}, now {layout}) and cannot be migrated: product groups may change "
+            "(`propstream groups`), event types, windows and the number of shards may not; resuming would "
+            "misread its counters: start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
     shard.idle = set()  # which partitions are idle is for the source to say again after a restart
@@ -141,6 +163,8 @@ class CustomerShard(ShardClock):
     def __init__(self, shard: int, layout: str = ""):
         self.version = STATE_VERSION
         self.layout = layout  # state_layout() of the config that built it
+        self.base_layout = ""  # base_layout() of that config: the layout without its groups
+        self.groups: tuple[tuple[str, str], ...] | None = None  # group_keys() of its groups (None: not recorded)
         self.shard = shard
         self.clock: int | None = None
         self.customers: dict[str, CustomerState] = {}

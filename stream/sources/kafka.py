@@ -70,9 +70,11 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         n_parts: int,
         idle_seconds: float = 10.0,
         poll_max_seconds: float = 0.05,
+        stop: Callable[[], bool] | None = None,
     ):
         self._topic, self._partition = topic, partition
         self._n_parts = n_parts
+        self._stop = stop
         self._ended = False
         self._next = resume if resume is not None else OFFSET_BEGINNING
         self._consumer = Consumer(config)
@@ -97,6 +99,8 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
 
     def next_batch(self) -> list[SourceBatch]:
         if self._ended:
+            raise StopIteration
+        if self._stop is not None and self._stop():  # the run is to end here and resume (not idle: no final batch)
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, self._wait)
         records = []
@@ -172,6 +176,9 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         self.exit_when_idle = exit_when_idle
         self.clock = clock
         self._n_parts = 0
+        # Set by the run: True ends every partition where it stands (no final, idle batch), to resume from the
+        # snapshot; `stream.reload_groups` uses it to apply a changed groups file.
+        self.stop: Callable[[], bool] | None = None
 
     def list_parts(self) -> list[str]:
         consumer = Consumer(self.config)
@@ -205,4 +212,5 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             self._n_parts or len(self.list_parts()),
             self.idle_seconds,
             self.poll_max_seconds,
+            self.stop,
         )

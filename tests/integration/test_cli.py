@@ -85,8 +85,15 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert done.value.code == 0 and capsys.readouterr().out.startswith("propstream 0.")
 
 
-def test_resuming_with_changed_product_groups_is_refused(world, tmp_path, chdb_dsn, capsys, monkeypatch):
-    """Recovery snapshots hold counters per group: read under other rules they would be wrong, silently."""
+def test_resuming_with_changed_groups_migrates_and_with_other_shards_is_refused(
+    world, tmp_path, chdb_dsn, capsys, monkeypatch
+):
+    """Recovery snapshots hold counters per group and shard.
+
+    Other groups are migrated (issue #14: renamed = one removed, one added and
+    backfilled from the archive); read with another shard count they would be
+    wrong, silently, so that is refused.
+    """
     settings = make_settings(tmp_path, world, chdb_dsn)
     monkeypatch.setenv("PROPSTREAM_CLICKHOUSE__DATABASE", settings.clickhouse.database)
     groups = tmp_path / "groups.toml"
@@ -98,6 +105,8 @@ def test_resuming_with_changed_product_groups_is_refused(world, tmp_path, chdb_d
     assert main([*run, "--fresh"]) == 0
     assert main(run) == 0  # the same groups resume
     groups.write_text(groups.read_text().replace("[groups.", "[groups.x_", 1))  # one group renamed
+    assert main(run) == 0
+    monkeypatch.setenv("PROPSTREAM_STREAM__N_SHARDS", "5")
     capsys.readouterr()
     assert main(run) == 1
     err = capsys.readouterr().err
