@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.events import FeatureRow
 from schemas.tables import row_version
-from stream.state import CustomerState, StateConfig
+from stream.state import CustomerState, StateConfig, write_rows
 
 
 @dataclass
@@ -63,12 +63,9 @@ class FeatureRows:
         cfg = self.cfg
         n = len(users)
         rows = np.tile(cfg.new_row(), (n, 1))
-        seqs = [0] * n
-        for i, user in enumerate(users):
-            state = customers.get(user)
-            if state is not None:
-                state.write_features(cfg, rows[i])
-                seqs[i] = state.seq
+        states = [customers.get(user) for user in users]
+        write_rows(cfg, states, rows)
+        seqs = [0 if state is None else state.seq for state in states]
         changed = np.zeros((n, self.n_groups), dtype=bool)
         at_row: list[int] = []
         at_group: list[int] = []
