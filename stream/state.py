@@ -24,6 +24,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -119,6 +120,16 @@ class StateConfig:
         edges = self.recency_edges
         i = bisect_right(edges, (at - since) // DAY_MS)
         return since + edges[i] * DAY_MS if i < len(edges) else None
+
+
+@lru_cache(maxsize=8)
+def next_edges(edges: tuple[int, ...]) -> tuple[int, ...]:
+    """Whole days -> the next bin edge after them (``StateConfig.next_edge_time`` as a table), up to the cap.
+
+    >>> next_edges((0, 1, 3))
+    (1, 3, 3)
+    """
+    return tuple(edges[bisect_right(edges, d)] for d in range(edges[-1]))
 
 
 class CustomerState:
@@ -335,9 +346,15 @@ class CustomerState:
         history = self.history_start(cfg)
         if history is not None:
             starts.append(history)
+        # cfg.next_edge_time for each start, inlined: a table lookup instead of a call and a bisect each
+        following = next_edges(cfg.recency_edges)
+        cap = len(following)
         for since in starts:
-            edge = cfg.next_edge_time(since, clock)
-            if edge is not None and (best is None or edge < best):
+            days = (clock - since) // DAY_MS
+            if days >= cap:
+                continue  # past the cap: no edge ahead
+            edge = since + (following[days] if days >= 0 else 0) * DAY_MS  # ahead of the clock: edge 0 is next
+            if best is None or edge < best:
                 best = edge
         return best
 
