@@ -1,6 +1,7 @@
 """Benchmark: the physical floor of scoring a day-cut replay, tree traversal only.
 
-    python bench/refresh_floor.py [--data-dir DIR] [--rows N] [--refreshes R] [--events E] [--repeat K]
+    python bench/refresh_floor.py [--data-dir DIR] [--rows N] [--refreshes R] [--events E]
+                                  [--predicted P] [--repeat K]
 
 Loads every group's production model (run `propstream demo` or `propstream
 train` first), builds one big matrix of real feature vectors (The Complete
@@ -11,8 +12,9 @@ refresh can cost for the models as they are: each row walks every tree once.
 
 Prints rows, trees per group, seconds, µs per row per group and µs per
 customer refresh (all groups), then what the day-cut replay needs: its
-customer refreshes (``--refreshes``, e.g. the replay's feature rows) times that
-cost, and the events/s it caps the replay at (``--events`` events replayed).
+rows predicted (``--predicted``, from ``bench/replay.py --timers``; default
+``--refreshes``, the replay's feature rows, times the groups) times that cost,
+and the events per CPU second it caps the replay at (``--events`` replayed).
 Defaults are the full replay of The Complete Journey with day cuts (README,
 BENCHMARKS.md §1).
 """
@@ -55,6 +57,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000, help="rows of the matrix each group predicts")
     ap.add_argument("--refreshes", type=int, default=591_857, help="customer refreshes of the replay")
     ap.add_argument("--events", type=int, default=1_469_307, help="events of the replay")
+    ap.add_argument(
+        "--predicted",
+        type=int,
+        default=0,
+        help="rows the replay predicted (bench/replay.py --timers); default: refreshes x groups",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timed passes (the fastest counts)")
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
@@ -76,6 +84,8 @@ def main() -> None:
         best = min(best, time.process_time() - t0)
     n_groups = len(models.scorers)
     us_refresh = best / len(x) * 1e6
+    predicted = args.predicted or args.refreshes * n_groups
+    floor = best / len(x) / n_groups * predicted  # CPU seconds of the replay's tree traversal
     result = {
         "rows": len(x),
         "groups": n_groups,
@@ -86,8 +96,9 @@ def main() -> None:
         "ns_per_row_per_tree": round(best / len(x) / sum(trees.values()) * 1e9, 2),
         "us_per_customer_refresh": round(us_refresh, 2),
         "replay_refreshes": args.refreshes,
-        "replay_floor_cpu_seconds": round(us_refresh * args.refreshes / 1e6, 1),
-        "replay_events_per_cpu_s_cap": round(args.events / (us_refresh * args.refreshes / 1e6)),
+        "replay_rows_predicted": predicted,
+        "replay_floor_cpu_seconds": round(floor, 1),
+        "replay_events_per_cpu_s_cap": round(args.events / floor),
         "budget_us_per_refresh_at_25k_events_s": round(args.events / 25_000 / args.refreshes * 1e6, 1),
     }
     print(json.dumps(result))
