@@ -25,6 +25,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
@@ -358,17 +359,19 @@ class CustomerState:
                 best = edge
         return best
 
-    def counter_cells(self, cfg: StateConfig, at: list[int], cells: list[list[int]]) -> None:
-        """Append every live counter: its count feature's position to ``at``, its ``[n, cents, active]`` to ``cells``.
+    def counter_cells(self, cfg: StateConfig, at: list[int], cells: list[int]) -> None:
+        """Append every live counter: its count feature's position to ``at``, ``n, cents, active`` to ``cells``.
 
         The feature values are ``n``, ``cents / 100`` and ``active`` at
         ``at``, ``at + 1`` and ``at + 2``. Two C-level extends per window,
         no Python loop per counter: this runs for every customer refresh.
+        ``cells`` is flat (three ints per counter): numpy reads a flat list
+        of ints ~2.5x faster than a list of lists.
         """
         for wi, sums in enumerate(self.win):
             if sums:
                 at += map(cfg.bases[wi].__getitem__, sums)
-                cells += sums.values()
+                cells += chain.from_iterable(sums.values())
 
     def recency_cells(self, cfg: StateConfig, at: list[int], values: list[int]) -> None:
         """Append each recency feature not capped, and ``history_days``: positions to ``at``, bins to ``values``."""
@@ -411,7 +414,7 @@ def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: n
         raise ValueError(msg)
     n_features = cfg.n_features
     at: list[int] = []
-    cells: list[list[int]] = []
+    cells: list[int] = []
     rec_at: list[int] = []
     rec_values: list[int] = []
     counter_rows: list[int] = []  # per state: counters gathered so far (row offsets are added per state)
@@ -426,7 +429,7 @@ def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: n
     offsets = np.arange(len(states), dtype=np.int64) * n_features
     if at:
         pos = np.asarray(at, dtype=np.int64) + np.repeat(offsets, np.diff(counter_rows, prepend=0))
-        vals = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
+        vals = np.array(cells, dtype=np.int64).reshape(-1, 3)
         flat[pos] = vals[:, 0]
         flat[pos + 1] = vals[:, 1] / 100
         flat[pos + 2] = vals[:, 2]
