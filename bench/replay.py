@@ -9,7 +9,9 @@ features only). Writes into a fresh database so runs do not interfere.
 Prints events/s through the dataflow (read, parse, state, scoring, inserts).
 ``--gc-seconds 0`` runs with Python's default garbage collector (the setting's
 timer is the default); ``--timers`` adds seconds spent per step (parse, shard,
-its refresh and scoring, each table's insert), measured by wrapping those calls.
+its refresh and scoring, each table's insert), measured by wrapping those calls,
+and the rows predicted (customer refreshes x groups rescored; bench/refresh_floor.py
+gives the least CPU time their tree traversal takes).
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def add_timers(seconds: Counter) -> None:
     timed(ShardProcessor, "_refresh", lambda a: "shard: refresh (incl. scoring)")
     timed(ShardScoring, "predict", lambda a: "shard: scoring (own thread, overlaps refresh)")
     timed(ClickHouseWriter, "insert", lambda a: f"insert {a[1]}")
+    predict = ShardScoring.predict
+
+    def counted(self, rows, plan):  # rows each group's model predicts: the tree traversal's share of the work
+        seconds["rows predicted (all groups)"] += sum(len(idx) for _, idx, _ in plan)
+        return predict(self, rows, plan)
+
+    ShardScoring.predict = counted  # type: ignore[method-assign]
 
 
 def history_auc(settings: Settings, client, db: str, events: Path, at: datetime) -> dict[str, list[float]]:

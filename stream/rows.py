@@ -21,12 +21,13 @@ them at once (only counters that are not zero, plus every recency feature).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
 from schemas.events import FeatureRow
 from schemas.tables import row_version
-from stream.state import CustomerState, StateConfig
+from stream.state import CustomerState, StateConfig, write_rows
 
 
 @dataclass
@@ -63,12 +64,9 @@ class FeatureRows:
         cfg = self.cfg
         n = len(users)
         rows = np.tile(cfg.new_row(), (n, 1))
-        seqs = [0] * n
-        for i, user in enumerate(users):
-            state = customers.get(user)
-            if state is not None:
-                state.write_features(cfg, rows[i])
-                seqs[i] = state.seq
+        states = [customers.get(user) for user in users]
+        write_rows(cfg, states, rows)
+        seqs = [0 if state is None else state.seq for state in states]
         changed = np.zeros((n, self.n_groups), dtype=bool)
         at_row: list[int] = []
         at_group: list[int] = []
@@ -87,18 +85,17 @@ class FeatureRows:
         """``customer_features`` records of the rows ``batch.with_features``, as of ``clock``."""
         rec_off = self.cfg.recency_offset
         with_features, users, seqs = batch.with_features, batch.users, batch.seqs
-        sub = batch.rows[with_features]
-        r, c = np.nonzero(sub[:, :rec_off])  # counters: only those that are not zero
-        names = self.name_array[c].tolist()
-        values = sub[r, c].tolist()
-        ends = np.cumsum(np.bincount(r, minlength=len(with_features))).tolist()
+        # Usually every row is written: then no copy of the matrix.
+        sub = batch.rows if len(with_features) == len(batch.rows) else batch.rows[with_features]
+        counters = sub[:, :rec_off]
+        r, c = np.nonzero(counters)  # counters: only those that are not zero, row by row
+        pairs = zip(self.name_array[c].tolist(), counters[r, c].tolist(), strict=True)
+        per_row = np.bincount(r, minlength=len(with_features)).tolist()
         recency_names = self.names[rec_off:]
         out = []
-        start = 0
         for k, recency in enumerate(sub[:, rec_off:].tolist()):
             i = with_features[k]
-            feats = dict(zip(names[start : ends[k]], values[start : ends[k]], strict=True))
+            feats = dict(islice(pairs, per_row[k]))  # this row's counters, taken off the one iterator
             feats.update(zip(recency_names, recency, strict=True))
-            start = ends[k]
             out.append(FeatureRow(users[i], clock, feats, row_version(clock, seqs[i])))
         return out

@@ -22,7 +22,10 @@ on the order events arrive in.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
@@ -118,6 +121,16 @@ class StateConfig:
         edges = self.recency_edges
         i = bisect_right(edges, (at - since) // DAY_MS)
         return since + edges[i] * DAY_MS if i < len(edges) else None
+
+
+@lru_cache(maxsize=8)
+def next_edges(edges: tuple[int, ...]) -> tuple[int, ...]:
+    """Whole days -> the next bin edge after them (``StateConfig.next_edge_time`` as a table), up to the cap.
+
+    >>> next_edges((0, 1, 3))
+    (1, 3, 3)
+    """
+    return tuple(edges[bisect_right(edges, d)] for d in range(edges[-1]))
 
 
 class CustomerState:
@@ -334,30 +347,92 @@ class CustomerState:
         history = self.history_start(cfg)
         if history is not None:
             starts.append(history)
+        # cfg.next_edge_time for each start, inlined: a table lookup instead of a call and a bisect each
+        following = next_edges(cfg.recency_edges)
+        cap = len(following)
         for since in starts:
-            edge = cfg.next_edge_time(since, clock)
-            if edge is not None and (best is None or edge < best):
+            days = (clock - since) // DAY_MS
+            if days >= cap:
+                continue  # past the cap: no edge ahead
+            edge = since + (following[days] if days >= 0 else 0) * DAY_MS  # ahead of the clock: edge 0 is next
+            if best is None or edge < best:
                 best = edge
         return best
 
+    def counter_cells(self, cfg: StateConfig, at: list[int], cells: list[int]) -> None:
+        """Append every live counter: its count feature's position to ``at``, ``n, cents, active`` to ``cells``.
+
+        The feature values are ``n``, ``cents / 100`` and ``active`` at
+        ``at``, ``at + 1`` and ``at + 2``. Two C-level extends per window,
+        no Python loop per counter: this runs for every customer refresh.
+        ``cells`` is flat (three ints per counter): numpy reads a flat list
+        of ints ~2.5x faster than a list of lists.
+        """
+        for wi, sums in enumerate(self.win):
+            if sums:
+                at += map(cfg.bases[wi].__getitem__, sums)
+                cells += chain.from_iterable(sums.values())
+
+    def recency_cells(self, cfg: StateConfig, at: list[int], values: list[int]) -> None:
+        """Append each recency feature not capped, and ``history_days``: positions to ``at``, bins to ``values``."""
+        clock = self.clock
+        if clock is None:
+            return
+        off = cfg.recency_offset
+        for g, last in self.last_ts.items():
+            at.append(off + g)
+            values.append(cfg.recency_bin((clock - last) // DAY_MS))
+        start = self.history_start(cfg)
+        if start is not None:
+            at.append(cfg.history_index)
+            values.append(cfg.recency_bin((clock - start) // DAY_MS))
+
     def write_features(self, cfg: StateConfig, row: np.ndarray) -> None:
         """Fill a vector from ``cfg.new_row()`` with this customer's features as of ``clock``."""
-        at: list[int] = []
-        values: list[float] = []
-        for wi, sums in enumerate(self.win):
-            bases = cfg.bases[wi]
-            for key, (n, cents, active) in sums.items():
-                i = bases[key]
-                at += (i, i + 1, i + 2)
-                values += (n, cents / 100, active)
-        clock = self.clock
-        if clock is not None:
-            off = cfg.recency_offset
-            for g, last in self.last_ts.items():
-                at.append(off + g)
-                values.append(cfg.recency_bin((clock - last) // DAY_MS))
-            start = self.history_start(cfg)
-            if start is not None:
-                at.append(cfg.history_index)
-                values.append(cfg.recency_bin((clock - start) // DAY_MS))
-        row[at] = values  # one numpy assignment instead of one per value
+        write_rows(cfg, [self], row.reshape(1, -1))
+
+
+def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: np.ndarray) -> None:
+    """Fill ``rows`` (C-contiguous, one row per state, each from ``cfg.new_row()``) with the states' features.
+
+    One numpy assignment per kind of value for all of them: the counters of
+    every state are gathered first (``counter_cells``), then written as
+    count, ``cents / 100`` (numpy's float division, the same IEEE result as
+    Python's) and active at once.
+
+    >>> from schemas.features import FeatureSpec
+    >>> cfg = StateConfig.build(FeatureSpec(groups=("coffee",)))
+    >>> s = CustomerState(); _ = s.apply(cfg, 1_500_000_000_000, type_index=2, groups=(0, 1), value_cents=250)
+    >>> rows = np.tile(cfg.new_row(), (2, 1)); write_rows(cfg, [None, s], rows)
+    >>> float(rows[1, cfg.spec.index["grp=coffee|type=purchase|stat=value|win=7d"]])
+    2.5
+    >>> bool((rows[0] == cfg.new_row()).all())  # no state: a customer with no history
+    True
+    """
+    if not rows.flags.c_contiguous:
+        msg = "write_rows needs C-contiguous rows"
+        raise ValueError(msg)
+    n_features = cfg.n_features
+    at: list[int] = []
+    cells: list[int] = []
+    rec_at: list[int] = []
+    rec_values: list[int] = []
+    counter_rows: list[int] = []  # per state: counters gathered so far (row offsets are added per state)
+    recency_rows: list[int] = []
+    for state in states:
+        if state is not None:
+            state.counter_cells(cfg, at, cells)
+            state.recency_cells(cfg, rec_at, rec_values)
+        counter_rows.append(len(at))
+        recency_rows.append(len(rec_at))
+    flat = rows.reshape(-1)  # a view: rows is contiguous
+    offsets = np.arange(len(states), dtype=np.int64) * n_features
+    if at:
+        pos = np.asarray(at, dtype=np.int64) + np.repeat(offsets, np.diff(counter_rows, prepend=0))
+        vals = np.array(cells, dtype=np.int64).reshape(-1, 3)
+        flat[pos] = vals[:, 0]
+        flat[pos + 1] = vals[:, 1] / 100
+        flat[pos + 2] = vals[:, 2]
+    if rec_at:
+        pos = np.asarray(rec_at, dtype=np.int64) + np.repeat(offsets, np.diff(recency_rows, prepend=0))
+        flat[pos] = rec_values

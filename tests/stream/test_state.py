@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.features import DAY_MS, STATS, FeatureSpec, feature_name
-from stream.state import CustomerState, StateConfig
+from stream.state import CustomerState, StateConfig, next_edges
 
 HOUR_MS = 3_600_000
 SPEC = FeatureSpec(groups=("a", "b"))
@@ -493,3 +493,15 @@ def test_recency_bin_rounds_down_and_caps():
     assert CFG.recency_bin(10_000) == edges[-1]
     for d in range(0, 120):
         assert CFG.recency_bin(d) == max(e for e in edges if e <= d)
+
+
+def test_next_change_table_of_recency_edges_agrees_with_next_edge_time():
+    """next_change looks recency edges up in a table (``next_edges``); it must give ``next_edge_time``'s answer."""
+    cfg = StateConfig.build(FeatureSpec(groups=("coffee",)))
+    following = next_edges(cfg.recency_edges)
+    since = 1_500_000_000_000
+    for days in range(cfg.recency_edges[-1] + 5):
+        at = since + days * DAY_MS + 7
+        expected = cfg.next_edge_time(since, at)
+        got = since + following[days] * DAY_MS if days < len(following) else None
+        assert got == expected, days
