@@ -62,6 +62,38 @@ def _day_start(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def recent_calibration(test: datetime, horizon_days: int, n: int) -> tuple[datetime, ...]:
+    """The ``n`` calibration cutoffs nearest before ``test`` whose labels close by it, oldest first.
+
+    The latest is ``test`` minus one horizon (with month-start test cutoffs
+    and a 30-day horizon, for 30-day months, the month start before); the others are ``test`` minus
+    whole weeks (the same weekday as the test cutoff), each more than one
+    horizon before it. Pooled, they hold ``n`` times the rows of one slice
+    (Platt's two parameters are less noisy) from the last few weeks only.
+    ``bench/calibration_shift.py`` measured four against one: no gain on The
+    Complete Journey (README, backtest), hence the default of one.
+
+    >>> [c.date().isoformat() for c in recent_calibration(datetime(2017, 12, 1, tzinfo=UTC), 30, 4)]
+    ['2017-10-13', '2017-10-20', '2017-10-27', '2017-11-01']
+    >>> recent_calibration(datetime(2017, 12, 1, tzinfo=UTC), 30, 1)
+    (datetime.datetime(2017, 11, 1, 0, 0, tzinfo=datetime.timezone.utc),)
+    """
+    horizon = timedelta(days=horizon_days)
+    out = [test - horizon]
+    weeks = horizon_days // 7 + 1  # the first whole week more than one horizon back
+    while len(out) < n:
+        out.append(test - timedelta(weeks=weeks))
+        weeks += 1
+    return tuple(sorted(out))
+
+
+def _calibration_after(train: tuple[datetime, ...], test: datetime, t: TrainSettings) -> tuple[datetime, ...]:
+    """``recent_calibration`` without cutoffs at or before the last training cutoff (calibration stays out of sample)."""
+    cuts = recent_calibration(test, t.label_horizon_days, t.calibration_cutoffs)
+    kept = tuple(c for c in cuts if not train or c > train[-1])
+    return kept or cuts[-1:]
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """Which cutoffs train, calibrate and test."""
@@ -75,11 +107,13 @@ class TrainPlan:
         """The plan that fits the data's time range under the ``train.*`` settings.
 
         Test at the last cutoff whose labels (``label_horizon_days``) the data
-        covers, calibrate one horizon earlier, train from ``history_days``
-        after the first event, every ``cutoff_every_days`` (default: month
-        starts for test and calibration, the 1st and 15th for training). For
-        The Complete Journey (2017-01-01 .. 2018-01-01) with the defaults:
-        train Feb 1 .. Oct 1, calibrate Nov 1, test Dec 1.
+        covers, train from ``history_days`` after the first event, every
+        ``cutoff_every_days`` (default: month starts for test, the 1st and
+        15th for training) on cutoffs whose labels close by the test cutoff
+        minus one horizon, and calibrate on the ``calibration_cutoffs``
+        slices of ``recent_calibration`` (default one: the month before the
+        test). For The Complete Journey (2017-01-01 .. 2018-01-01) with the
+        defaults: train Feb 1 .. Oct 1, calibrate Nov 1, test Dec 1.
         """
         t = train or TrainSettings()
         horizon = timedelta(days=t.label_horizon_days)
@@ -89,6 +123,7 @@ class TrainPlan:
             calibrate = _month_start(test - horizon)  # its labels close by the test cutoff
             first = start if start == _month_start(start) else _month_start(_month_start(start) + timedelta(days=32))
             plan = cls.semimonthly(first, calibrate, test, t.label_horizon_days)
+            plan = cls(plan.train, _calibration_after(plan.train, test, t), test)
         else:
             test = _day_start(last_event - horizon)
             calibrate = test - horizon
@@ -98,7 +133,7 @@ class TrainPlan:
             while cut + horizon <= calibrate:
                 cuts.append(cut)
                 cut += every
-            plan = cls(tuple(cuts), (calibrate,), test)
+            plan = cls(tuple(cuts), _calibration_after(tuple(cuts), test, t), test)
         if not plan.train:
             cadence = "semimonthly" if t.cutoff_every_days is None else f"every {t.cutoff_every_days} days"
             msg = (
