@@ -88,7 +88,7 @@ def recent_calibration(test: datetime, horizon_days: int, n: int) -> tuple[datet
 
 
 def _calibration_after(train: tuple[datetime, ...], test: datetime, t: TrainSettings) -> tuple[datetime, ...]:
-    """``recent_calibration`` without cutoffs at or before the last training cutoff (calibration stays out of sample)."""
+    """``recent_calibration`` without cutoffs at or before the last training cutoff (calibration out of sample)."""
     cuts = recent_calibration(test, t.label_horizon_days, t.calibration_cutoffs)
     kept = tuple(c for c in cuts if not train or c > train[-1])
     return kept or cuts[-1:]
