@@ -62,34 +62,42 @@ def _day_start(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def recent_calibration(test: datetime, horizon_days: int, n: int) -> tuple[datetime, ...]:
+def recent_calibration(
+    test: datetime, horizon_days: int, n: int, latest: datetime | None = None
+) -> tuple[datetime, ...]:
     """The ``n`` calibration cutoffs nearest before ``test`` whose labels close by it, oldest first.
 
-    The latest is ``test`` minus one horizon (with month-start test cutoffs
-    and a 30-day horizon, for 30-day months, the month start before); the others are ``test`` minus
-    whole weeks (the same weekday as the test cutoff), each more than one
-    horizon before it. Pooled, they hold ``n`` times the rows of one slice
-    (Platt's two parameters are less noisy) from the last few weeks only.
+    The latest is ``latest`` (default ``test`` minus one horizon; the
+    month-start plan passes the month start at or before that); the others
+    are ``test`` minus whole weeks (the test cutoff's weekday), each before
+    ``latest``. Pooled, they hold ``n`` times the rows of one slice (Platt's
+    two parameters are less noisy) from the last few weeks only.
     ``bench/calibration_shift.py`` measured four against one: no gain on The
     Complete Journey (README, backtest), hence the default of one.
 
-    >>> [c.date().isoformat() for c in recent_calibration(datetime(2017, 12, 1, tzinfo=UTC), 30, 4)]
+    >>> dec = datetime(2017, 12, 1, tzinfo=UTC)
+    >>> [c.date().isoformat() for c in recent_calibration(dec, 30, 4)]
     ['2017-10-13', '2017-10-20', '2017-10-27', '2017-11-01']
-    >>> recent_calibration(datetime(2017, 12, 1, tzinfo=UTC), 30, 1)
-    (datetime.datetime(2017, 11, 1, 0, 0, tzinfo=datetime.timezone.utc),)
+    >>> aug, jul = dec.replace(month=8), dec.replace(month=7)
+    >>> [c.date().isoformat() for c in recent_calibration(aug, 30, 2, latest=jul)]
+    ['2017-06-27', '2017-07-01']
     """
-    horizon = timedelta(days=horizon_days)
-    out = [test - horizon]
+    last = test - timedelta(days=horizon_days) if latest is None else latest
+    out = [last]
     weeks = horizon_days // 7 + 1  # the first whole week more than one horizon back
     while len(out) < n:
-        out.append(test - timedelta(weeks=weeks))
+        cut = test - timedelta(weeks=weeks)
+        if cut < last:
+            out.append(cut)
         weeks += 1
     return tuple(sorted(out))
 
 
-def _calibration_after(train: tuple[datetime, ...], test: datetime, t: TrainSettings) -> tuple[datetime, ...]:
+def _calibration_after(
+    train: tuple[datetime, ...], test: datetime, t: TrainSettings, latest: datetime
+) -> tuple[datetime, ...]:
     """``recent_calibration`` without cutoffs at or before the last training cutoff (calibration out of sample)."""
-    cuts = recent_calibration(test, t.label_horizon_days, t.calibration_cutoffs)
+    cuts = recent_calibration(test, t.label_horizon_days, t.calibration_cutoffs, latest)
     kept = tuple(c for c in cuts if not train or c > train[-1])
     return kept or cuts[-1:]
 
@@ -123,7 +131,7 @@ class TrainPlan:
             calibrate = _month_start(test - horizon)  # its labels close by the test cutoff
             first = start if start == _month_start(start) else _month_start(_month_start(start) + timedelta(days=32))
             plan = cls.semimonthly(first, calibrate, test, t.label_horizon_days)
-            plan = cls(plan.train, _calibration_after(plan.train, test, t), test)
+            plan = cls(plan.train, _calibration_after(plan.train, test, t, calibrate), test)
         else:
             test = _day_start(last_event - horizon)
             calibrate = test - horizon
@@ -133,7 +141,7 @@ class TrainPlan:
             while cut + horizon <= calibrate:
                 cuts.append(cut)
                 cut += every
-            plan = cls(tuple(cuts), _calibration_after(tuple(cuts), test, t), test)
+            plan = cls(tuple(cuts), _calibration_after(tuple(cuts), test, t, calibrate), test)
         if not plan.train:
             cadence = "semimonthly" if t.cutoff_every_days is None else f"every {t.cutoff_every_days} days"
             msg = (

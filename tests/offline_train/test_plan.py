@@ -19,6 +19,11 @@ def test_complete_journey_range_gives_the_documented_plan():
     assert plan.test == datetime(2017, 12, 1, tzinfo=UTC)
 
 
+def test_one_calibration_cutoff_is_the_month_start_before_the_test_in_31_day_months_too():
+    plan = TrainPlan.fit(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 8, 31, tzinfo=UTC))
+    assert (plan.calibrate, plan.test) == ((datetime(2017, 7, 1, tzinfo=UTC),), datetime(2017, 8, 1, tzinfo=UTC))
+
+
 def test_pooled_calibration_takes_weekly_slices_after_the_training_cutoffs():
     plan = TrainPlan.fit(
         datetime(2017, 1, 1, 11, 53, tzinfo=UTC),
