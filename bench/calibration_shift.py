@@ -92,12 +92,15 @@ def main() -> None:
         save_examples(cache, key, ex)
 
     print("base rate shift from the calibration month to the test month, every group (labels only):\n")
+    shifts: list[str] = []
     print("| test month | mean shift | groups with abs shift >= 0.02 | >= 0.03 |")
     print("|---|---|---|---|")
     for m in months:
         te, ca = _rows(ex, (at[m],)), _rows(ex, plans[m].calibrate)
         d = ex.labels[te].mean(axis=0) - ex.labels[ca].mean(axis=0)
         print(f"| {m} | {d.mean():+.4f} | {int((abs(d) >= 0.02).sum())} | {int((abs(d) >= 0.03).sum())} |")
+        shifts.append(f"{m[:7]}: " + " ".join(f"{g}={v:+.3f}" for g, v in zip(spec.groups, d.tolist(), strict=True)))
+    print("\nper group:\n" + "\n".join(shifts))
 
     print(
         f"\n| group | test month | base rate, calibration / test | ECE served | ECE, {args.pool} slices pooled "
