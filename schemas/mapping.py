@@ -77,7 +77,8 @@ class ColumnMapping(BaseModel):
         unknown = sorted({t for t in self.type_values.values() if t not in types})
         if unknown:
             msg = (
-                f"the mapping's type_values map to {unknown}, which are not event types; events.types are {list(types)}"
+                f"the mapping's type_values map to {unknown}, which are not event types; "
+                f"events.types are {list(types)}"
             )
             raise MappingTypesError(msg)
 
