@@ -1,7 +1,7 @@
 """Rolling-origin backtest on The Complete Journey: ROC AUC and ECE per group and test month.
 
     nice python bench/backtest.py [--data-dir DIR] [--months 2017-07-01,...,2017-12-01] [--groups g,...]
-                                  [--out FILE.md]
+                                  [--out FILE.md] [--cache DIR]
 
 For each test month M the training plan is the one ``propstream train`` would
 fit to events that end one label horizon after M (``TrainPlan.fit``): training
@@ -19,20 +19,33 @@ Prints a Markdown table (one row per group, AUC / ECE per month), the share of
 group-months with ECE <= 0.03 and the five reference AUC floors at the last
 month. Progress goes to stderr. ``--out`` also writes the table to a file
 after each month, so an interrupted run keeps the finished months.
+
+``--cache DIR`` keeps the replayed examples (``examples.npz``, reused when
+they hold every cutoff asked for and come from the same events file and
+feature layout) and each XGBoost booster under its ``booster_fingerprint``
+(the training rows, feature names, parameters and rounds it was fitted on:
+an equal fingerprint is an equal booster). A second run, e.g. after a change
+of calibration, then only calibrates and evaluates.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from offline_train.dataset import build_examples
-from offline_train.train import TrainPlan, train_group
+import numpy as np
+import xgboost as xgb
+
+from offline_train.dataset import Examples, build_examples, to_ms
+from offline_train.train import TrainPlan, booster_fingerprint, fit_booster, train_group
 from propstream import app, completejourney
+from schemas.features import FeatureSpec
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
 from stream.state import StateConfig
@@ -85,6 +98,53 @@ def render(results: dict[tuple[str, str], dict[str, float]], groups: list[str], 
     return "\n".join(lines)
 
 
+def _source_key(events: Path, spec: FeatureSpec, settings: Settings) -> str:
+    """What the examples depend on besides the cutoffs: the events file, the feature layout, the labels."""
+    st = events.stat()
+    what = [events.name, st.st_size, st.st_mtime_ns, list(spec.names)]
+    what += [settings.train.label_horizon_days, list(settings.train.label_types)]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def load_examples(cache: Path, key: str, cutoffs: list[datetime]) -> Examples | None:
+    """The cached examples if they come from ``key`` and hold every cutoff (rows of other cutoffs are kept)."""
+    meta, data = cache / "examples.json", cache / "examples.npz"
+    if not (meta.exists() and data.exists()):
+        return None
+    doc = json.loads(meta.read_text())
+    if doc.get("source") != key or not {to_ms(c) for c in cutoffs} <= set(doc.get("cutoffs_ms", [])):
+        return None
+    with np.load(data, allow_pickle=False) as z:
+        return Examples(cutoffs=z["cutoffs"], users=z["users"].tolist(), x=z["x"], labels=z["labels"])
+
+
+def save_examples(cache: Path, key: str, ex: Examples) -> None:
+    """Write the examples and their key (the key last: a half-written cache is never reused)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "examples.json").unlink(missing_ok=True)
+    with (cache / "examples.npz").open("wb") as f:
+        np.savez(f, cutoffs=ex.cutoffs, users=np.array(ex.users, dtype=str), x=ex.x, labels=ex.labels)
+    cutoffs = sorted({int(c) for c in np.unique(ex.cutoffs)})
+    (cache / "examples.json").write_text(json.dumps({"source": key, "cutoffs_ms": cutoffs}))
+
+
+def cached_booster(cache: Path | None, spec: FeatureSpec, group: str, ex: Examples, plan: TrainPlan) -> xgb.Booster:
+    """``fit_booster``, or the booster saved under the same ``booster_fingerprint``."""
+    if cache is None:
+        return fit_booster(spec, group, ex, plan)
+    path = cache / "boosters" / f"{group}-{booster_fingerprint(spec, group, ex, plan)[:16]}.ubj"
+    if path.exists():
+        booster = xgb.Booster()
+        booster.load_model(str(path))
+        return booster
+    booster = fit_booster(spec, group, ex, plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.ubj")
+    booster.save_model(str(tmp))
+    tmp.replace(path)
+    return booster
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="propstream-data")
@@ -96,8 +156,10 @@ def main() -> None:
         help="train these groups first, newest month first (default the five reference groups), then the rest",
     )
     ap.add_argument("--out", default="", help="also write the Markdown table here after each month")
+    ap.add_argument("--cache", default="", help="keep examples and boosters here and reuse them (see above)")
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
+    cache = Path(args.cache) if args.cache else None
     events, catalog_file = completejourney.prepare(data_dir)
     settings = Settings(data_dir=data_dir, catalog_file=catalog_file, groups_file=completejourney.GROUPS_FILE)
     catalog = app.load_catalog(settings)
@@ -109,16 +171,24 @@ def main() -> None:
     plans = {m: month_plan(first, datetime.fromisoformat(m).replace(tzinfo=UTC), settings) for m in months}
     cutoffs = sorted({c for p in plans.values() for c in p.all_cutoffs()})
     t0 = time.monotonic()
-    _err(f"replaying {len(records):,} events for {len(cutoffs)} cutoffs ({cutoffs[0].date()} .. {cutoffs[-1].date()})")
-    ex = build_examples(
-        records,
-        StateConfig.build(spec),
-        catalog,
-        cutoffs,
-        settings.train.label_horizon_days,
-        settings.train.label_types,
-    )
-    _err(f"{len(ex.users):,} examples in {time.monotonic() - t0:.0f} s")
+    key = _source_key(events, spec, settings)
+    ex = load_examples(cache, key, cutoffs) if cache is not None else None
+    if ex is not None:
+        _err(f"{len(ex.users):,} examples from {cache}")
+    else:
+        n_cut = len(cutoffs)
+        _err(f"replaying {len(records):,} events for {n_cut} cutoffs ({cutoffs[0].date()} .. {cutoffs[-1].date()})")
+        ex = build_examples(
+            records,
+            StateConfig.build(spec),
+            catalog,
+            cutoffs,
+            settings.train.label_horizon_days,
+            settings.train.label_types,
+        )
+        _err(f"{len(ex.users):,} examples in {time.monotonic() - t0:.0f} s")
+        if cache is not None:
+            save_examples(cache, key, ex)
     results: dict[tuple[str, str], dict[str, float]] = {}
     first_groups = [g for g in args.first.split(",") if g in groups]
     rest = [g for g in groups if g not in first_groups]
@@ -126,7 +196,8 @@ def main() -> None:
     order = [(m, g) for m in reversed(months) for g in first_groups] + [(m, g) for m in reversed(months) for g in rest]
     for m, g in order:
         t1 = time.monotonic()
-        met = train_group(spec, g, ex, plans[m], version=1).card.metrics
+        booster = cached_booster(cache, spec, g, ex, plans[m])
+        met = train_group(spec, g, ex, plans[m], version=1, booster=booster).card.metrics
         results[(g, m)] = met
         _err(f"{m} {g:<22} auc={met['roc_auc']:.3f} ece={met['ece']:.3f} ({time.monotonic() - t1:.0f} s)")
         if args.out:

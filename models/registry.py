@@ -82,6 +82,10 @@ class ModelRegistry:
     def _dir(self, group: str, version: int) -> Path:
         return self.root / group / f"{version:05d}"
 
+    def folder(self, group: str, version: int) -> Path:
+        """The folder of one version (its booster, card and files kept with it, e.g. its test slice)."""
+        return self._dir(group, version)
+
     def versions(self, group: str) -> list[int]:
         """Registered versions of a group, oldest first."""
         d = self.root / group

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
@@ -24,6 +25,7 @@ from models.calibration import apply_calibration, fit_platt
 from models.registry import ModelRegistry
 from offline_train.dataset import Examples, to_ms
 from offline_train.metrics import calibration_curve, evaluate
+from offline_train.slices import save_slice
 from offline_train.thresholds import ThresholdReport, format_report, threshold_report
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
@@ -60,6 +62,46 @@ def _day_start(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def recent_calibration(
+    test: datetime, horizon_days: int, n: int, latest: datetime | None = None
+) -> tuple[datetime, ...]:
+    """The ``n`` calibration cutoffs nearest before ``test`` whose labels close by it, oldest first.
+
+    The latest is ``latest`` (default ``test`` minus one horizon; the
+    month-start plan passes the month start at or before that); the others
+    are ``test`` minus whole weeks (the test cutoff's weekday), each before
+    ``latest``. Pooled, they hold ``n`` times the rows of one slice (Platt's
+    two parameters are less noisy) from the last few weeks only.
+    ``bench/calibration_shift.py`` measured four against one: no gain on The
+    Complete Journey (README, backtest), hence the default of one.
+
+    >>> dec = datetime(2017, 12, 1, tzinfo=UTC)
+    >>> [c.date().isoformat() for c in recent_calibration(dec, 30, 4)]
+    ['2017-10-13', '2017-10-20', '2017-10-27', '2017-11-01']
+    >>> aug, jul = dec.replace(month=8), dec.replace(month=7)
+    >>> [c.date().isoformat() for c in recent_calibration(aug, 30, 2, latest=jul)]
+    ['2017-06-27', '2017-07-01']
+    """
+    last = test - timedelta(days=horizon_days) if latest is None else latest
+    out = [last]
+    weeks = horizon_days // 7 + 1  # the first whole week more than one horizon back
+    while len(out) < n:
+        cut = test - timedelta(weeks=weeks)
+        if cut < last:
+            out.append(cut)
+        weeks += 1
+    return tuple(sorted(out))
+
+
+def _calibration_after(
+    train: tuple[datetime, ...], test: datetime, t: TrainSettings, latest: datetime
+) -> tuple[datetime, ...]:
+    """``recent_calibration`` without cutoffs at or before the last training cutoff (calibration out of sample)."""
+    cuts = recent_calibration(test, t.label_horizon_days, t.calibration_cutoffs, latest)
+    kept = tuple(c for c in cuts if not train or c > train[-1])
+    return kept or cuts[-1:]
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """Which cutoffs train, calibrate and test."""
@@ -73,11 +115,13 @@ class TrainPlan:
         """The plan that fits the data's time range under the ``train.*`` settings.
 
         Test at the last cutoff whose labels (``label_horizon_days``) the data
-        covers, calibrate one horizon earlier, train from ``history_days``
-        after the first event, every ``cutoff_every_days`` (default: month
-        starts for test and calibration, the 1st and 15th for training). For
-        The Complete Journey (2017-01-01 .. 2018-01-01) with the defaults:
-        train Feb 1 .. Oct 1, calibrate Nov 1, test Dec 1.
+        covers, train from ``history_days`` after the first event, every
+        ``cutoff_every_days`` (default: month starts for test, the 1st and
+        15th for training) on cutoffs whose labels close by the test cutoff
+        minus one horizon, and calibrate on the ``calibration_cutoffs``
+        slices of ``recent_calibration`` (default one: the month before the
+        test). For The Complete Journey (2017-01-01 .. 2018-01-01) with the
+        defaults: train Feb 1 .. Oct 1, calibrate Nov 1, test Dec 1.
         """
         t = train or TrainSettings()
         horizon = timedelta(days=t.label_horizon_days)
@@ -87,6 +131,7 @@ class TrainPlan:
             calibrate = _month_start(test - horizon)  # its labels close by the test cutoff
             first = start if start == _month_start(start) else _month_start(_month_start(start) + timedelta(days=32))
             plan = cls.semimonthly(first, calibrate, test, t.label_horizon_days)
+            plan = cls(plan.train, _calibration_after(plan.train, test, t, calibrate), test)
         else:
             test = _day_start(last_event - horizon)
             calibrate = test - horizon
@@ -96,7 +141,7 @@ class TrainPlan:
             while cut + horizon <= calibrate:
                 cuts.append(cut)
                 cut += every
-            plan = cls(tuple(cuts), (calibrate,), test)
+            plan = cls(tuple(cuts), _calibration_after(tuple(cuts), test, t, calibrate), test)
         if not plan.train:
             cadence = "semimonthly" if t.cutoff_every_days is None else f"every {t.cutoff_every_days} days"
             msg = (
@@ -228,6 +273,51 @@ def data_fingerprint(
     return h.hexdigest()
 
 
+def booster_params(
+    ex: Examples, plan: TrainPlan, params: dict[str, float | int | str] | None = None
+) -> dict[str, float | int | str]:
+    """XGBoost parameters of a plan's booster.
+
+    Unless ``params`` set it, ``min_child_weight`` follows the training set:
+    100 (tuned on The Complete Journey's 39,445 rows) or, for a smaller
+    export, 1/256 of its rows, so that a few weeks of data can still split.
+    """
+    n_train = int(_rows(ex, plan.train).sum())
+    leaf = {"min_child_weight": float(min(100.0, max(1.0, n_train / 256)))}
+    return {**DEFAULT_PARAMS, **leaf, **(params or {})}
+
+
+def booster_fingerprint(
+    spec: FeatureSpec,
+    group: str,
+    ex: Examples,
+    plan: TrainPlan,
+    params: dict[str, float | int | str] | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+) -> str:
+    """sha256 of what ``fit_booster`` reads (training rows only): equal fingerprints, equal boosters."""
+    training_only = TrainPlan(plan.train, (), None)
+    return data_fingerprint(spec, group, ex, training_only, booster_params(ex, plan, params), rounds)
+
+
+def fit_booster(
+    spec: FeatureSpec,
+    group: str,
+    ex: Examples,
+    plan: TrainPlan,
+    params: dict[str, float | int | str] | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+) -> xgb.Booster:
+    """The group's XGBoost booster on the plan's training cutoffs (uncalibrated)."""
+    tr = _rows(ex, plan.train)
+    names = spec.default_inputs(group)
+    cols = np.array([spec.index[n] for n in names], dtype=np.intp)
+    y = ex.labels[tr, spec.groups.index(group)]
+    # np.ix_ gathers only the model's columns (the full layout is much wider than one model's inputs).
+    dtrain = xgb.DMatrix(ex.x[np.ix_(tr, cols)], label=y, feature_names=list(names))
+    return xgb.train(booster_params(ex, plan, params), dtrain, num_boost_round=rounds)
+
+
 def train_group(
     spec: FeatureSpec,
     group: str,
@@ -236,24 +326,23 @@ def train_group(
     version: int,
     params: dict[str, float | int | str] | None = None,
     rounds: int = DEFAULT_ROUNDS,
+    booster: xgb.Booster | None = None,
 ) -> ModelArtifact:
     """Train, calibrate and evaluate one group's model; returns an unregistered artifact.
 
-    Unless ``params`` set it, ``min_child_weight`` follows the training set:
-    100 (tuned on The Complete Journey's 39,445 rows) or, for a smaller
-    export, 1/256 of its rows, so that a few weeks of data can still split.
+    ``booster``: the result of ``fit_booster`` for these same arguments, if
+    the caller has it already (the backtest caches boosters by
+    ``booster_fingerprint``).
     """
     fingerprint = data_fingerprint(spec, group, ex, plan, params, rounds)
     tr, ca = _rows(ex, plan.train), _rows(ex, plan.calibrate)
-    leaf = {"min_child_weight": float(min(100.0, max(1.0, int(tr.sum()) / 256)))}
-    params = {**DEFAULT_PARAMS, **leaf, **(params or {})}
+    if booster is None:
+        booster = fit_booster(spec, group, ex, plan, params, rounds)
+    params = booster_params(ex, plan, params)
     gi = spec.groups.index(group)
     names = spec.default_inputs(group)
     cols = np.array([spec.index[n] for n in names], dtype=np.intp)
     y = ex.labels[:, gi]
-    # np.ix_ gathers only the model's columns (the full layout is much wider than one model's inputs).
-    dtrain = xgb.DMatrix(ex.x[np.ix_(tr, cols)], label=y[tr], feature_names=list(names))
-    booster = xgb.train(params, dtrain, num_boost_round=rounds)
     raw_cal = booster.inplace_predict(ex.x[np.ix_(ca, cols)], validate_features=False)
     calibration = fit_platt(raw_cal, y[ca])
     metrics: dict[str, float] = {}
@@ -325,6 +414,30 @@ def slice_threshold_report(
     )
 
 
+def _keep_test_slice(
+    folder: Path,
+    spec: FeatureSpec,
+    ex: Examples,
+    at: datetime,
+    art: ModelArtifact,
+    registry: ModelRegistry,
+    current: int | None,
+) -> None:
+    """Save the test slice with the model (``offline_train.slices``): the columns it and production read."""
+    names = list(art.card.feature_names)
+    if current is not None:
+        try:
+            names += [n for n in registry.card(art.card.group_id, current).feature_names if n not in set(names)]
+        except (OSError, ValueError):
+            pass  # an unreadable production card: the report will show the new model alone
+    names = [n for n in names if n in spec.index]
+    te = _rows(ex, (at,))
+    cols = np.array([spec.index[n] for n in names], dtype=np.intp)
+    users = [u for u, keep in zip(ex.users, te, strict=True) if keep]
+    labels = ex.labels[te, spec.groups.index(art.card.group_id)]
+    save_slice(folder, tuple(names), ex.x[np.ix_(te, cols)], users, labels, at.isoformat())
+
+
 DEFAULT_GATE = PromotionGate.from_settings(TrainSettings())
 
 
@@ -353,8 +466,10 @@ def train_all(
                 progress(f"  {group:<22} unchanged: v{current} in production was trained on these same examples")
                 continue
         art = train_group(spec, group, ex, plan, registry.next_version(group), params)
-        registry.register(art)
+        folder = registry.register(art)
         current = registry.production_version(group)
+        if plan.test is not None:
+            _keep_test_slice(folder, spec, ex, plan.test, art, registry, current)
         promote, why = True, "the first model of the group" if current is None else "forced"
         useless = gate.useless(art.card.metrics)
         if useless is not None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.registry import ModelRegistry, RegistryAction
+from offline_train.slices import stored_threshold_report
 from offline_train.thresholds import ThresholdReport, format_report
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
@@ -145,6 +146,10 @@ def _after_move(settings: Settings, registry: ModelRegistry, done: RegistryActio
             f"within stream.model_poll_seconds ({settings.stream.model_poll_seconds:g} s) of this change, and the "
             f"models table is synced from {registry.root / 'actions.jsonl'} by the next command that opens the store"
         )
+        # The thresholds report needs no store: the new model's test slice was saved with it by `train`.
+        move.report = stored_threshold_report(registry, done.group_id, done.version, done.previous)
+        for line in format_report(move.report) if move.report is not None else []:
+            progress(line)
         return move
     db = settings.clickhouse.database
     sync_models_table(client, db, registry, [done.group_id])

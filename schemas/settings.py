@@ -167,7 +167,7 @@ class TrendingSettings(BaseModel):
     )
     half_lives: dict[str, float] = Field(
         default={"1h": 1.0},
-        description="half-life in hours per window name (its length), e.g. {\"1h\": 1}: hourly counts are best "
+        description='half-life in hours per window name (its length), e.g. {"1h": 1}: hourly counts are best '
         "forecast from the last few hours, daily ones from the last day (bench/trending_forecast.py)",
     )
     min_expected: float = Field(
@@ -238,6 +238,13 @@ class TrainSettings(BaseModel):
     )
     history_days: int = Field(
         default=28, ge=0, le=3650, description="history a customer needs before the first training cutoff"
+    )
+    calibration_cutoffs: int = Field(
+        default=1,
+        ge=1,
+        le=12,
+        description="cutoffs pooled for Platt calibration: the test cutoff minus one label horizon and weekly "
+        "cutoffs before it (1: that one slice)",
     )
     min_distinct_predictions: int = Field(
         default=10,
