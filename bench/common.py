@@ -10,6 +10,7 @@ measure the same thing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -148,6 +150,25 @@ class Stream:
         if not self.started.wait(timeout) or self.proc.poll() is not None:
             msg = f"the stream did not start:\n{self.log.read_text()[-3000:]}"
             raise SystemExit(msg)
+
+    def applied(self) -> int:
+        """Events applied so far, from the stream's last progress line (``12,345 applied, ...``) on stderr."""
+        count = 0
+        with contextlib.suppress(OSError):
+            for line in self.log.read_text().splitlines():
+                head = line.split(" applied,", 1)
+                if len(head) == 2 and head[0].replace(",", "").isdigit():
+                    count = int(head[0].replace(",", ""))
+        return count
+
+    def wait_applied(self, n: int, timeout: float) -> bool:
+        """Block until the stream says it applied ``n`` events (or ``timeout`` s pass); whether it did."""
+        deadline = time.time() + timeout
+        while self.applied() < n:
+            if time.time() > deadline or self.proc.poll() is not None:
+                return False
+            time.sleep(1.0)
+        return True
 
     def stop(self) -> None:
         """Terminate this process (by its own PID) and wait for it."""

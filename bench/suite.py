@@ -343,17 +343,6 @@ def snapshot_bytes(recovery: Path) -> dict[int, int]:
     return dict(out)
 
 
-def wait_quiet(pid: int, timeout: float, below: float = 0.15, span: float = 3.0) -> float:
-    """Block until the process uses under ``below`` of a core over ``span`` seconds; the seconds waited."""
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        c0 = cpu_seconds(pid)
-        time.sleep(span)
-        if (cpu_seconds(pid) - c0) / span < below:
-            break
-    return time.time() - t0
-
-
 class SnapshotWatch:
     """Samples a recovery store's bytes per epoch every second (old epochs are collected as the run goes)."""
 
@@ -393,10 +382,14 @@ def state_phase(args, bootstrap: str, work: Path, workload: CloneWorkload) -> di
     result: dict = {"phase": "state", "snapshot_seconds": snap_s}
     try:
         time.sleep(10)
-        rss = []
+        rss, sent = [], 0
         for first, last in ((0, n1), (n1, n2)):
-            offer(bootstrap, topic, workload.events(first, last, rounds=1), args.state_rate, 1e9, f"m{first}")
-            wait_quiet(pid, 900)
+            events = workload.events(first, last, rounds=1)
+            sent += offer(bootstrap, topic, events, args.state_rate, 1e9, f"m{first}")["events"]
+            if not stream.wait_applied(sent, 1200):
+                msg = f"the stream applied {stream.applied():,} of {sent:,} events in 20 minutes"
+                raise SystemExit(msg)
+            time.sleep(3)  # the refreshes and inserts that follow the last events
             rss.append(rss_bytes(pid))
         result.update(
             {
@@ -410,11 +403,13 @@ def state_phase(args, bootstrap: str, work: Path, workload: CloneWorkload) -> di
         for changed in (0, *args.changed_per_epoch):
             t0 = time.time()
             if changed:  # the same customers each time, in the workload's order: each epoch other ones
-                offer_customers(bootstrap, topic, workload.events(0, n2), changed / snap_s, args.epochs * snap_s)
+                sent += offer_customers(
+                    bootstrap, topic, workload.events(0, n2), changed / snap_s, args.epochs * snap_s
+                )
             else:
                 time.sleep(args.epochs * snap_s)
             t1 = time.time()
-            wait_quiet(pid, 300)
+            stream.wait_applied(sent, 600)
             time.sleep(2 * snap_s)
             per_epoch[changed] = watch.between(t0 + snap_s, t1)
         result["snapshot_bytes_per_epoch"] = {
@@ -475,14 +470,16 @@ def run(args) -> dict:
     records = households(args.data_dir)
     workload = CloneWorkload(records, args.customers, args.seed)
     say(f"suite: {len(workload.households):,} households → {args.customers:,} customers")
-    res["naive"] = naive_scoring(args.data_dir, workload, args.naive_events)
-    say("suite:", json.dumps(res["naive"]))
-    sample = records
-    if args.batch_households:
-        keep = set(workload.households[: args.batch_households])
-        sample = [r for r in records if r.user_id in keep]
-    res["batch"] = batch_recompute(args.data_dir, sample)
-    say("suite:", json.dumps(res["batch"]))
+    if args.baselines:
+        res["naive"] = naive_scoring(args.data_dir, workload, args.naive_events)
+        say("suite:", json.dumps(res["naive"]))
+    if args.baselines:
+        sample = records
+        if args.batch_households:
+            keep = set(workload.households[: args.batch_households])
+            sample = [r for r in records if r.user_id in keep]
+        res["batch"] = batch_recompute(args.data_dir, sample)
+        say("suite:", json.dumps(res["batch"]))
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap
         if not bootstrap:
@@ -512,7 +509,7 @@ def run(args) -> dict:
                 k += 1
         res["loads"] = loads
         res["max_sustained"] = max_sustained(loads)
-        res["ratios"] = cost_ratios(res["batch"], loads, args.customers)
+        res["ratios"] = cost_ratios(res["batch"], loads, args.customers) if "batch" in res else []
         save(args, res)
         if args.state_customers:
             try:
@@ -550,6 +547,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--shards-per-process", type=int, default=8, help="customer shards per process with 2+ processes")
     ap.add_argument("--naive-events", type=int, default=3000)
+    ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip naive and batch scoring")
     ap.add_argument("--batch-households", type=int, default=0, help="households of the batch recompute (0: all)")
     ap.add_argument("--state-customers", type=int, nargs=2, default=[20_000, 100_000], metavar=("N1", "N2"))
     ap.add_argument("--no-state", dest="state", action="store_false", help="skip the memory and snapshot phase")
@@ -563,7 +561,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data-dir", type=Path, default=Path("propstream-data"))
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "suite.md")
-    ap.add_argument("--json-out", type=Path, help="also write the raw results as JSON")
+    ap.add_argument("--json-out", type=Path, help="also write the raw results as JSON (after each section)")
+    ap.add_argument(
+        "--report-from",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only print (and write) the report of saved results (several: later files add their sections)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         given = set(argv if argv is not None else sys.argv[1:])
@@ -582,7 +587,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    res = run(args)
+    if args.report_from:
+        res = {}
+        for path in args.report_from:
+            more = json.loads(path.read_text())
+            if res:
+                more["command"] = f"{res['command']}; then {more['command']}"
+                more["loads"] = res.get("loads", []) + more.get("loads", [])
+                more["started"], more["load_before"] = res["started"], res["load_before"]
+            res.update(more)
+        res.setdefault("ended", "(unfinished)")
+        res.setdefault("load_after", float("nan"))
+        res.setdefault("loads", [])
+        res["max_sustained"] = max_sustained(res["loads"])  # (JSON made its keys strings)
+        res["ratios"] = cost_ratios(res["batch"], res["loads"], res["customers"]) if "batch" in res else []
+    else:
+        res = run(args)
     text = report(res)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -149,12 +149,12 @@ def offer(bootstrap: str, topic: str, events: Iterator, rate: float, seconds: fl
     return {"produced": produced, "events": i, "seconds": took, "achieved": i / took if took else 0.0}
 
 
-def offer_customers(bootstrap: str, topic: str, events: Iterator, customers_per_s: float, seconds: float) -> None:
-    """Offer one basket per customer to ``customers_per_s`` customers a second, for ``seconds``."""
+def offer_customers(bootstrap: str, topic: str, events: Iterator, customers_per_s: float, seconds: float) -> int:
+    """Offer one basket per customer to ``customers_per_s`` customers a second, for ``seconds``; events sent."""
     baskets = _baskets(events)
     prod = producer(bootstrap)
     t0 = time.time()
-    done = 0
+    done = sent = 0
     while time.time() - t0 < seconds:
         due = int((time.time() - t0) * customers_per_s) + 1
         now_ms = int(time.time() * 1000)
@@ -162,10 +162,12 @@ def offer_customers(bootstrap: str, topic: str, events: Iterator, customers_per_
             user, recs = next(baskets)
             for j, rec in enumerate(recs):
                 prod.produce(topic, payload(user, rec, now_ms, f"s{now_ms}-{done}-{j}"), key=user.encode())
+            sent += len(recs)
             done += 1
         prod.poll(0)
         time.sleep(0.01)
     prod.flush(60)
+    return sent
 
 
 def _baskets(events: Iterator) -> Iterator[tuple[str, list]]:
