@@ -24,8 +24,10 @@ Prints a Markdown table (machine, command, figure) and writes it to
    *sustained* when the producer kept it (>= 95 %), every event's score
    became visible, and the lag did not grow: the median freshness of the last
    fifth of the events is at most 1.5 x that of the first fifth + 0.5 s. With
-   ``--search`` the rate is then raised by 1.5 x while it is sustained (up to
-   the producer's ceiling) to find the maximum sustainable rate.
+   ``--search`` (the default) more rates follow the given ones: 1.5 x the best
+   sustained rate while nothing above it failed (up to the producer's
+   ceiling), else the geometric mean of the best sustained and the lowest
+   failed rate, until they are within 25 % (``next_rate``).
 3. **Baselines, as ratios.** Naive per-event scoring (one predict per event
    per group, the state machine in-process) in events per CPU-second; the
    nightly batch recompute (every household's features from the full log by
@@ -436,6 +438,34 @@ def replay(data_dir: Path, limit: int) -> dict:
     return {"phase": "replay", **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
+def next_rate(loads: list[dict], ceiling: float) -> int | None:
+    """The next rate to try for one process count, or None: 1.5 x the best sustained rate while nothing above it
+    failed; else the geometric mean of the best sustained rate and the lowest failed one above it (to 100
+    events/s), until they are within 25 % of each other.
+
+    >>> next_rate([{"rate": 2000, "sustained": True}, {"rate": 10000, "sustained": False}], 50000)
+    4500
+    >>> next_rate([{"rate": 2000, "sustained": True}], 50000)
+    3000
+    >>> next_rate([{"rate": 2000, "sustained": True}, {"rate": 4500, "sustained": True}, {"rate": 10000,
+    ...            "sustained": False}, {"rate": 6700, "sustained": False}], 50000)
+    5500
+    >>> next_rate([{"rate": 5500, "sustained": True}, {"rate": 6700, "sustained": False}], 50000)
+    """
+    tried = {r["rate"] for r in loads}
+    ok = [r["rate"] for r in loads if r["sustained"]]
+    if not ok:
+        return None
+    best = max(ok)
+    failed = [r["rate"] for r in loads if not r["sustained"] and r["rate"] > best]
+    if not failed:
+        nxt = int(best * 1.5)
+        return nxt if nxt <= ceiling and nxt not in tried else None
+    low = min(failed)
+    mid = int(round((best * low) ** 0.5, -2))
+    return None if low <= best * 1.25 or mid in tried else mid
+
+
 def max_sustained(loads: list[dict]) -> dict[int, int | None]:
     """The highest sustained rate of each process count."""
     out: dict[int, int | None] = {}
@@ -502,10 +532,10 @@ def run(args) -> dict:
                 loads.append(r)
                 say("suite:", json.dumps(r))
                 save(args, {**res, "loads": loads})
-                last = k == len(rates) - 1
-                nxt = int(rates[k] * 1.5)
-                if args.search and last and r["sustained"] and nxt <= res["producer_ceiling"]:
-                    rates.append(nxt)
+                if args.search and k == len(rates) - 1:
+                    nxt = next_rate([x for x in loads if x["processes"] == n], res["producer_ceiling"])
+                    if nxt is not None:
+                        rates.append(nxt)
                 k += 1
         res["loads"] = loads
         res["max_sustained"] = max_sustained(loads)

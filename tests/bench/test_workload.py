@@ -60,10 +60,12 @@ def test_every_customer_gets_a_basket_before_anyone_gets_a_second():
     assert all(len({r.ts_ms for u2, r in first_round if u2 == u}) == 1 for u in runs)
 
 
-def test_the_doctests_of_the_workload_module_pass():
+def test_the_doctests_of_the_workload_and_the_rate_search_pass():
+    import bench.suite
     import bench.workload
 
     assert doctest.testmod(bench.workload).failed == 0
+    assert doctest.testmod(bench.suite).failed == 0
 
 
 def test_a_range_of_customers_and_a_seed_choose_who_and_in_which_order():
