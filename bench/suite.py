@@ -621,11 +621,13 @@ def main() -> None:
         res = {}
         for path in args.report_from:
             more = json.loads(path.read_text())
-            if res:
-                more["command"] = f"{res['command']}; then {more['command']}"
-                more["loads"] = res.get("loads", []) + more.get("loads", [])
-                more["started"], more["load_before"] = res["started"], res["load_before"]
-            res.update(more)
+            if res:  # a later run adds its phases and sections; the first run's figures stay
+                res["command"] = f"{res['command']}; then {more['command']}"
+                res["loads"] = res.get("loads", []) + more.get("loads", [])
+                res["ended"], res["load_after"] = more.get("ended", res["ended"]), more.get("load_after", 0.0)
+                res.update({k: v for k, v in more.items() if k not in res})
+            else:
+                res = more
         res.setdefault("ended", "(unfinished)")
         res.setdefault("load_after", float("nan"))
         res.setdefault("loads", [])
