@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,12 +36,9 @@ from stream.sources import read_records
 from stream.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.common import free_port, run_command, run_env  # noqa: E402
 
 
 def dump(dsn: str) -> dict:
@@ -63,33 +59,17 @@ def run_processes(n: int, data_dir: Path, topic: str, bootstrap: str, catalog: P
     for i in range(n):
         d = work / f"n{n}-p{i}"
         shutil.copytree(data_dir / "models", d / "models")
-        cmd = [
-            sys.executable,
-            "-m",
-            "propstream.cli",
-            "run",
-            "--json",
-            "--data-dir",
-            str(d),
-            "--clickhouse",
+        cmd = run_command(
+            d,
             f"chdb://{d / 'chdb'}",
-            "--input",
             f"kafka://{bootstrap}/{topic}",
-            "--clock",
             "event",
-            "--catalog",
-            str(catalog),
-            "--exit-when-idle",
-            "5",
-        ]
-        if n > 1:
-            cmd += ["--process-id", str(i), "--addresses", addresses]
-        env = {
-            **os.environ,
-            "PROPSTREAM_GROUPS_FILE": str(completejourney.GROUPS_FILE),
-            "PROPSTREAM_STREAM__N_SHARDS": "16",
-            "PYTHONPATH": str(ROOT),
-        }
+            catalog,
+            5,
+            i if n > 1 else None,
+            addresses,
+        )
+        env = run_env(ROOT, {"PROPSTREAM_STREAM__N_SHARDS": "16"})
         log = (work / f"n{n}-p{i}.log").open("w")
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, cwd=ROOT))
     results = []

@@ -35,10 +35,8 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -47,83 +45,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STARTED = "stream started"
+sys.path.insert(0, str(ROOT))
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a running process (threads included), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Stream:
-    """A `propstream run` process on a Kafka topic with the wall clock; its stderr goes to a log file."""
-
-    def __init__(self, src: Path, data_dir: Path, work: Path, topic: str, bootstrap: str, exit_when_idle: float):
-        from propstream import completejourney
-
-        _, catalog = completejourney.prepare(data_dir)
-        self.dir = work / topic
-        shutil.copytree(data_dir / "models", self.dir / "models")
-        self.dsn = f"chdb://{self.dir / 'chdb'}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "propstream.cli",
-            "run",
-            "--json",
-            "--data-dir",
-            str(self.dir),
-            "--clickhouse",
-            self.dsn,
-            "--input",
-            f"kafka://{bootstrap}/{topic}",
-            "--clock",
-            "wall",
-            "--catalog",
-            str(catalog),
-            "--exit-when-idle",
-            str(exit_when_idle),
-        ]
-        env = {**os.environ, "PROPSTREAM_GROUPS_FILE": str(completejourney.GROUPS_FILE), "PYTHONPATH": str(src)}
-        self.log = self.dir / "stream.log"
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=src, text=True)
-        self.started = threading.Event()
-        threading.Thread(target=self._follow, daemon=True).start()
-
-    def _follow(self) -> None:
-        assert self.proc.stderr is not None
-        with self.log.open("w") as log:
-            for line in self.proc.stderr:
-                log.write(line)
-                log.flush()
-                if STARTED in line:
-                    self.started.set()
-
-    def wait_started(self, timeout: float = 300) -> None:
-        if not self.started.wait(timeout) or self.proc.poll() is not None:
-            msg = f"the stream did not start:\n{self.log.read_text()[-3000:]}"
-            raise SystemExit(msg)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-
-    def wait_exit(self, timeout: float) -> dict:
-        out, _ = self.proc.communicate(timeout=timeout)
-        if self.proc.returncode != 0:
-            msg = f"stream failed ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-            raise SystemExit(msg)
-        return json.loads(out.strip().splitlines()[-1])
-
-
-def new_topic(bootstrap: str, partitions: int) -> str:
-    from schemas.settings import KafkaSettings
-    from stream.topics import create_topics
-
-    topic = f"live-{uuid.uuid4().hex[:8]}"
-    create_topics(KafkaSettings(bootstrap_servers=bootstrap, topic=topic, partitions=partitions))
-    return topic
+from bench.common import Stream, cpu_seconds, households, new_topic, refreshes  # noqa: E402
 
 
 def idle_phase(args, bootstrap: str, work: Path) -> dict:
@@ -142,21 +66,6 @@ def idle_phase(args, bootstrap: str, work: Path) -> dict:
         "seconds": round(t1 - t0, 1),
         "cpu_s_per_idle_minute": round((c1 - c0) / (t1 - t0) * 60, 3),
     }
-
-
-def households(data_dir: Path) -> list:
-    """The Complete Journey's valid events (EventRecords) in the file's order."""
-    from propstream import completejourney
-    from schemas.mapping import load_mapping
-    from stream.parse import EventParser
-    from stream.sources import read_batches
-
-    events, _ = completejourney.prepare(data_dir)
-    parser = EventParser(load_mapping(completejourney.MAPPING_FILE))
-    out: list = []
-    for batch in read_batches(events, 50_000, mapping=load_mapping(completejourney.MAPPING_FILE)):
-        out += parser.parse_batch(batch).records
-    return out
 
 
 def offer(
@@ -198,31 +107,6 @@ def offer(
     return produced, took
 
 
-def refreshes(dsn: str) -> dict[str, tuple[list[int], list[int]]]:
-    """Per customer: refresh times (as_of, ms, ascending) and when each refresh's first score row was written."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--read-refreshes", dsn], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    rows: dict[str, tuple[list[int], list[int]]] = {}
-    for user, as_of, written in json.loads(out.stdout):
-        a, w = rows.setdefault(user, ([], []))
-        a.append(as_of)
-        w.append(written)
-    return rows
-
-
-def read_refreshes(dsn: str) -> None:
-    """Print [user, as_of ms, min written_at ms] of every refresh in score_history, ordered (a subprocess)."""
-    from stream.sinks.clickhouse import open_client
-
-    client = open_client(dsn)
-    rows = client.query(
-        "SELECT user_id, toUnixTimestamp64Milli(as_of) AS a, toUnixTimestamp64Milli(min(written_at)) "
-        "FROM propstream.score_history GROUP BY user_id, as_of ORDER BY user_id, a"
-    ).result_rows
-    print(json.dumps([list(r) for r in rows]))
-
-
 def load_phase(args, bootstrap: str, work: Path, records: list, rate: int) -> dict:
     """Offer ``rate`` events/s; freshness produce -> visible of every event."""
     topic = new_topic(bootstrap, args.partitions)
@@ -233,7 +117,7 @@ def load_phase(args, bootstrap: str, work: Path, records: list, rate: int) -> di
     produced, offered_s = offer(bootstrap, topic, records, rate, args.seconds, uuid.uuid4().hex[:6])
     summary = stream.wait_exit(args.seconds * 20 + 300)
     cpu = summary.get("cpu_seconds")
-    seen = refreshes(stream.dsn)
+    seen = refreshes([stream.dsn])
     lags, unseen = [], 0
     for user, times in produced.items():
         as_of, written = seen.get(user, ([], []))
@@ -271,18 +155,13 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
     ap.add_argument("--src", type=Path, default=ROOT, help="source tree the stream runs from")
     ap.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
-    ap.add_argument("--read-refreshes", metavar="DSN", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.read_refreshes:
-        read_refreshes(args.read_refreshes)
-        return
     args.data_dir = args.data_dir.resolve()
     args.src = args.src.resolve()
     results = []
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap
         if not bootstrap:
-            sys.path.insert(0, str(ROOT))
             from tools.kafka.broker import LocalBroker
 
             bootstrap = stack.enter_context(LocalBroker()).bootstrap

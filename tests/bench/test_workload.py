@@ -1,0 +1,125 @@
+"""The live workload of bench/suite.py: clones of households, their baskets, stamped with produce time."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import random
+import time
+from collections import defaultdict
+
+import pytest
+
+from bench.suite import freshness, lag_summary
+from bench.workload import CloneWorkload, offer
+from schemas.events import EventRecord
+
+
+def household_records(n_households: int = 7, seed: int = 3) -> list[EventRecord]:
+    """Events of a few households, several baskets each (events of one timestamp), in time order."""
+    rng = random.Random(seed)
+    out = []
+    for h in range(n_households):
+        ts = 1_500_000_000_000 + h
+        for b in range(rng.randint(1, 6)):
+            ts += rng.randint(1, 10) * 3_600_000
+            for k in range(rng.randint(1, 4)):
+                item = f"i{rng.randint(0, 30)}"
+                out.append(EventRecord(str(100 + h), item, rng.randint(0, 2), ts, f"{h}-{b}-{k}", 1.0, 99 + k, ""))
+    out.sort(key=lambda r: r.ts_ms)
+    return out
+
+
+def mix(records) -> list[tuple]:
+    return [(r.item_id, r.type_index, r.quantity, r.value_cents) for r in records]
+
+
+def test_clones_have_distinct_ids_and_each_replays_its_households_events_in_order():
+    records = household_records()
+    houses = sorted({r.user_id for r in records})
+    w = CloneWorkload(records, customers=3 * len(houses) + 2, seed=0)
+    per_user = defaultdict(list)
+    for user, rec in w.events(rounds=w.rounds):
+        per_user[user].append(rec)
+    assert len(per_user) == w.customers
+    for user, recs in per_user.items():
+        house, clone = user[1:].split("~")
+        assert house in houses and 0 <= int(clone) <= 3
+        assert mix(recs) == mix(r for r in records if r.user_id == house)  # the household's events, in order
+
+
+def test_every_customer_gets_a_basket_before_anyone_gets_a_second():
+    records = household_records()
+    w = CloneWorkload(records, customers=20, seed=5)
+    first_round = list(w.events(rounds=1))
+    assert {u for u, _ in first_round} == {w.name(c) for c in range(20)}
+    assert len(first_round) == sum(len(w.baskets[c % len(w.households)][0]) for c in range(20))
+    # the round is baskets: a customer's events of the round are consecutive and of one household timestamp
+    runs = [u for k, (u, _) in enumerate(first_round) if k == 0 or first_round[k - 1][0] != u]
+    assert len(runs) == 20
+    assert all(len({r.ts_ms for u2, r in first_round if u2 == u}) == 1 for u in runs)
+
+
+def test_the_doctests_of_the_workload_and_the_rate_search_pass():
+    import bench.suite
+    import bench.workload
+
+    assert doctest.testmod(bench.workload).failed == 0
+    assert doctest.testmod(bench.suite).failed == 0
+
+
+def test_a_range_of_customers_and_a_seed_choose_who_and_in_which_order():
+    records = household_records()
+    a = list(CloneWorkload(records, 30, seed=1).events(5, 12, rounds=2))
+    assert {u for u, _ in a} == {CloneWorkload(records, 30).name(c) for c in range(5, 12)}
+    assert a == list(CloneWorkload(records, 30, seed=1).events(5, 12, rounds=2))  # deterministic
+    assert a != list(CloneWorkload(records, 30, seed=2).events(5, 12, rounds=2))  # another order
+
+
+def test_endless_events_start_the_rounds_again():
+    records = household_records(2)
+    w = CloneWorkload(records, 2, seed=0)
+    once = list(w.events(rounds=w.rounds))
+    it = w.events()
+    assert [next(it) for _ in range(2 * len(once))] == once + once
+
+
+def test_freshness_is_the_first_refresh_at_or_after_each_event():
+    produced = {"a": [1000, 2000, 9000], "b": [500]}
+    seen = {"a": ([1000, 2500], [1300, 2600]), "b": ([], [])}
+    pairs, unseen, last = freshness(produced, seen)
+    assert pairs == [(1000, 0.3), (2000, 0.6)] and unseen == 2 and last == 2600
+    assert lag_summary(pairs, unseen)["bounded"] is False  # an event whose score never showed
+
+
+@pytest.mark.integration
+@pytest.mark.kafka
+def test_offer_sends_every_event_keyed_by_customer_and_stamped_when_produced(bootstrap):
+    from confluent_kafka import Consumer
+
+    from bench.common import new_topic
+
+    records = household_records()
+    w = CloneWorkload(records, 50, seed=0)
+    topic = new_topic(bootstrap, 2, prefix="t-offer")
+    t0 = int(time.time() * 1000)
+    sent = offer(bootstrap, topic, w.events(), rate=1000, seconds=1.5, run="r1")
+    t1 = int(time.time() * 1000)
+    assert sent["events"] == 1500 and sum(len(v) for v in sent["produced"].values()) == 1500
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-offer", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got = []
+    deadline = time.time() + 60
+    while len(got) < sent["events"] and time.time() < deadline:
+        m = consumer.poll(1.0)
+        if m is not None and m.error() is None:
+            got.append((m.key().decode(), json.loads(m.value())))
+    consumer.close()
+    assert len(got) == 1500
+    assert all(key == v["user_id"] for key, v in got)
+    assert all(t0 <= v["timestamp"] <= t1 for _, v in got)  # times are the produce time, not the household's
+    assert len({v["event_id"] for _, v in got}) == 1500
+    stamps = defaultdict(list)
+    for _, v in got:
+        stamps[v["user_id"]].append(v["timestamp"])
+    assert {u: sorted(s) for u, s in stamps.items()} == {u: sorted(s) for u, s in sent["produced"].items()}
