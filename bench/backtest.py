@@ -42,11 +42,13 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import complete_journey
 from offline_train.dataset import Examples, build_examples, to_ms
 from offline_train.train import TrainPlan, booster_fingerprint, fit_booster, train_group
-from propstream import app, completejourney
+from propstream import app
 from schemas.features import FeatureSpec
-from schemas.mapping import load_mapping
 from schemas.settings import Settings
 from stream.state import StateConfig
 
@@ -160,11 +162,9 @@ def main() -> None:
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     cache = Path(args.cache) if args.cache else None
-    events, catalog_file = completejourney.prepare(data_dir)
-    settings = Settings(data_dir=data_dir, catalog_file=catalog_file, groups_file=completejourney.GROUPS_FILE)
+    settings, records, events = complete_journey(data_dir)
     catalog = app.load_catalog(settings)
     spec = app.feature_spec(catalog)
-    records, _ = app.read_file_records([events], load_mapping(completejourney.MAPPING_FILE))
     first = datetime.fromtimestamp(min(r.ts_ms for r in records) / 1000, tz=UTC)
     months = sorted(m.strip() for m in args.months.split(",") if m.strip())
     groups = [g for g in args.groups.split(",") if g] or list(spec.groups)

@@ -33,14 +33,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backtest import MONTHS, _source_key, cached_booster, load_examples, month_plan, save_examples
+from common import complete_journey
 
 from models.calibration import apply_calibration, fit_isotonic, fit_platt
 from offline_train.dataset import build_examples
 from offline_train.metrics import expected_calibration_error
 from offline_train.train import _rows, booster_fingerprint
-from propstream import app, completejourney
-from schemas.mapping import load_mapping
-from schemas.settings import Settings, TrainSettings
+from propstream import app
+from schemas.settings import TrainSettings
 from stream.state import StateConfig
 
 TARGET = 0.03
@@ -70,12 +70,10 @@ def main() -> None:
     ap.add_argument("--cached-only", action="store_true", help="skip group-months without a cached booster")
     args = ap.parse_args()
     data_dir, cache = Path(args.data_dir), Path(args.cache)
-    events, catalog_file = completejourney.prepare(data_dir)
-    settings = Settings(data_dir=data_dir, catalog_file=catalog_file, groups_file=completejourney.GROUPS_FILE)
+    settings, records, events = complete_journey(data_dir)
     pooled_settings = settings.model_copy(update={"train": TrainSettings(calibration_cutoffs=args.pool)})
     catalog = app.load_catalog(settings)
     spec = app.feature_spec(catalog)
-    records, _ = app.read_file_records([events], load_mapping(completejourney.MAPPING_FILE))
     first = datetime.fromtimestamp(min(r.ts_ms for r in records) / 1000, tz=UTC)
     months = sorted(m.strip() for m in args.months.split(",") if m.strip())
     groups = [g for g in args.groups.split(",") if g] or list(spec.groups)

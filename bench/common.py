@@ -186,6 +186,21 @@ class Stream:
         return json.loads(out.strip().splitlines()[-1])
 
 
+def complete_journey(data_dir: Path) -> tuple:
+    """(Settings, valid EventRecords in the file's order, the events file) of The Complete Journey under ``data_dir``.
+
+    The data set is downloaded and prepared on first use (``propstream.completejourney.prepare``).
+    """
+    from propstream import app, completejourney
+    from schemas.mapping import load_mapping
+    from schemas.settings import Settings
+
+    events, catalog_file = completejourney.prepare(data_dir)
+    settings = Settings(data_dir=data_dir, catalog_file=catalog_file, groups_file=completejourney.GROUPS_FILE)
+    records, _ = app.read_file_records([events], load_mapping(completejourney.MAPPING_FILE), settings.events.types)
+    return settings, records, events
+
+
 def households(data_dir: Path) -> list:
     """The Complete Journey's valid events (EventRecords) in the file's order."""
     from propstream import completejourney

@@ -25,12 +25,13 @@ from types import ModuleType
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import stream.rows as new_rows
 import stream.state as new_state
-from propstream import app, completejourney
+from bench.common import complete_journey
+from propstream import app
 from schemas.features import DAY_MS
-from schemas.mapping import load_mapping
-from schemas.settings import Settings
 
 
 def load(name: str, path: Path) -> ModuleType:
@@ -55,9 +56,7 @@ def main() -> None:
     old_state = load("old_state", args.base / "stream" / "state.py")
     old_rows = load("old_rows", args.base / "stream" / "rows.py")
     data_dir = Path(args.data_dir)
-    events, catalog_file = completejourney.prepare(data_dir)
-    settings = Settings(data_dir=data_dir, catalog_file=catalog_file, groups_file=completejourney.GROUPS_FILE)
-    records, _ = app.read_file_records([events], load_mapping(completejourney.MAPPING_FILE), settings.events.types)
+    settings, records, _ = complete_journey(data_dir)
     records = sorted(records, key=lambda r: r.ts_ms)[: args.limit]
     catalog = app.load_catalog(settings)
     cfg = new_state.StateConfig.build(app.feature_spec(catalog, settings.events.types))

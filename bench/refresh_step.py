@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import sys
 import time
 from pathlib import Path
 
-from propstream import app, completejourney
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import complete_journey
+from propstream import app
 from schemas.features import DAY_MS
-from schemas.mapping import load_mapping
-from schemas.settings import Settings
 from stream.rows import FeatureRows
 from stream.state import CustomerState, StateConfig
 
@@ -39,9 +41,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timed passes (the fastest counts)")
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
-    events, catalog_file = completejourney.prepare(data_dir)
-    settings = Settings(data_dir=data_dir, catalog_file=catalog_file, groups_file=completejourney.GROUPS_FILE)
-    records, _ = app.read_file_records([events], load_mapping(completejourney.MAPPING_FILE), settings.events.types)
+    settings, records, _ = complete_journey(data_dir)
     records = sorted(records, key=lambda r: r.ts_ms)[: args.limit]
     catalog = app.load_catalog(settings)
     cfg = StateConfig.build(app.feature_spec(catalog, settings.events.types))
