@@ -7,6 +7,8 @@ at most every ``poll_seconds`` and swaps changed models in place; a group whose
 pointer was deleted, or that the groups file marks inactive (``inactive``,
 ``schemas.groups.GroupsFileWatch``), stops being scored (its stored scores stay
 as they were); it is scored again, every customer, once it is back.
+``on_swap``, when set, is called after a poll that swapped anything (the
+stream records the change in the ``models`` table from there).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ProductionModels:
         self._clock = clock
         self._next_poll = float("-inf")
         self.scorers: dict[int, GroupScorer] = {}
+        self.on_swap: Callable[[], None] | None = None
 
     @classmethod
     def load(
@@ -119,6 +122,8 @@ class ProductionModels:
             self.scorers[gi] = scorer
             swapped = True
             log.info("model %s v%d is now serving", group, version)
+        if swapped and self.on_swap is not None:
+            self.on_swap()
         return swapped
 
     def versions(self) -> dict[int, int]:

@@ -274,6 +274,8 @@ def _run_flow(
         flush_rows=settings.stream.sink_flush_rows,
         flush_seconds=0.0 if execution.recovery_dir is not None else settings.stream.sink_flush_seconds,
     )
+    if models is not None:
+        models.on_swap = _models_table_sync(settings, client, sink)
     dead_sinks = {"clickhouse_dead_letters": sink.dead_letter_sink()}
     if dead_letters_to_kafka:
         from stream.sinks.kafka import DeadLetterTopicSink
@@ -331,6 +333,27 @@ def _run_flow(
             epoch_interval=timedelta(seconds=execution.snapshot_seconds),
             recovery_config=recovery,
         )
+
+
+def _models_table_sync(settings: Settings, client: Any, sink: ClickHouseSink) -> Callable[[], None]:
+    """What the stream does when it swaps models: record the registry's changes in the ``models`` table.
+
+    A promotion or rollback made while the stream holds an embedded store cannot
+    write the table itself; the stream, which sees the change within its poll,
+    does (on the sink's client, between its flushes). A failure is logged, not
+    raised: the next process that opens the store syncs the table anyway.
+    """
+    from propstream.lifecycle import sync_models_table
+
+    registry = ModelRegistry(settings.models_dir)
+
+    def sync() -> None:
+        try:
+            sink.buffer.locked(lambda: sync_models_table(client, settings.clickhouse.database, registry))
+        except Exception as exc:  # a table of record, never a reason to stop scoring
+            log.error("models table not synced with the registry (the next run syncs it): %s", exc)
+
+    return sync
 
 
 def dashboard_in_run(settings: Settings, client: Any, execution: Execution) -> Any:

@@ -6,9 +6,9 @@ The ``models`` table mirrors them for SQL. An embedded chDB store can be open
 in one process only, so while a stream runs on it a command cannot write
 the table: the pointer still moves (the stream polls it and rescores every
 customer of the group itself), the log keeps the record, and the table is
-synced from the log by the next command that opens the store or by the
-stream at its start (``sync_models_table``). With a ClickHouse server both
-happen at once.
+synced from the log by the stream when it swaps the model, or else by the
+next command that opens the store (``sync_models_table``). With a ClickHouse
+server both happen at once.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def _after_move(settings: Settings, registry: ModelRegistry, done: RegistryActio
         move.notes.append(
             f"the store cannot be opened ({exc}); a running stream rescores every customer of {done.group_id} "
             f"within stream.model_poll_seconds ({settings.stream.model_poll_seconds:g} s) of this change, and the "
-            f"models table is synced from {registry.root / 'actions.jsonl'} by the next command that opens the store"
+            f"models table is synced from {registry.root / 'actions.jsonl'} by that stream "
+            "(or the next command that opens the store)"
         )
         # The thresholds report needs no store: the new model's test slice was saved with it by `train`.
         move.report = stored_threshold_report(registry, done.group_id, done.version, done.previous)

@@ -248,6 +248,11 @@ class TableBuffer:
                 self._timer.daemon = True
                 self._timer.start()
 
+    def locked(self, write: Callable[[], object]) -> None:
+        """Run ``write`` (another use of the same client) while no flush is under way."""
+        with self._lock:
+            write()
+
     def flush(self) -> None:
         """Write whatever is buffered now."""
         with self._lock:
