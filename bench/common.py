@@ -6,6 +6,7 @@ production models); the command line is built here once, so the benchmarks
 measure the same thing.
 
     python bench/common.py --read-refreshes DSN   # (internal) score_history refreshes of a chDB, as JSON
+    python bench/common.py --read-features DSN    # (internal) each customer's feature row as_of, as JSON
 """
 
 from __future__ import annotations
@@ -240,6 +241,39 @@ def refreshes(dsns: list[str]) -> dict[str, tuple[list[int], list[int]]]:
     return rows
 
 
+def features_as_of(dsns: list[str]) -> dict[str, int]:
+    """Per customer: the as_of (ms) of its stored feature row, the last refresh the stream applied.
+
+    A refresh that moved no score writes no score row (scores are written when
+    they change), so an event can be applied and its customer's scores current
+    with no score row at or after it; its feature row says it was applied.
+    """
+    found: dict[str, int] = {}
+    for dsn in dsns:
+        out = subprocess.run(
+            [sys.executable, __file__, "--read-features", dsn],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        found.update(json.loads(out.stdout))
+    return found
+
+
+def read_features(dsn: str) -> None:
+    """Print {user: as_of ms} of customer_features (a subprocess)."""
+    from stream.sinks.clickhouse import open_client
+
+    rows = (
+        open_client(dsn)
+        .query("SELECT user_id, toUnixTimestamp64Milli(max(as_of)) FROM propstream.customer_features GROUP BY user_id")
+        .result_rows
+    )
+    print(json.dumps(dict(rows)))
+
+
 def read_refreshes(dsn: str) -> None:
     """Print [user, as_of ms, min written_at ms] of every refresh in score_history, ordered (a subprocess)."""
     from stream.sinks.clickhouse import open_client
@@ -255,5 +289,7 @@ def read_refreshes(dsn: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--read-refreshes":
         read_refreshes(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--read-features":
+        read_features(sys.argv[2])
     else:
         raise SystemExit(__doc__)

@@ -75,7 +75,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Stream, cpu_seconds, free_port, households, new_topic, refreshes, rss_bytes  # noqa: E402
+from bench.common import (  # noqa: E402
+    Stream,
+    cpu_seconds,
+    features_as_of,
+    free_port,
+    households,
+    new_topic,
+    refreshes,
+    rss_bytes,
+)
 from bench.suite_report import machine, report  # noqa: E402
 from bench.workload import CloneWorkload, offer, offer_customers  # noqa: E402
 
@@ -144,6 +153,23 @@ def freshness(produced: dict[str, list[int]], seen: dict[str, tuple[list[int], l
             pairs.append((p, (min(written[k:]) - p) / 1000))
     pairs.sort()
     return pairs, unseen, last_write
+
+
+def applied_unmoved(
+    produced: dict[str, list[int]], seen: dict[str, tuple[list[int], list[int]]], features: dict[str, int]
+) -> int:
+    """Events with no score row at or after them whose customer's feature row is at or after them.
+
+    Applied, and their scores current: the refresh moved no score, and a score
+    that did not move is not written again. The rest of ``freshness``'s unseen
+    events were never applied, or never refreshed: those are lost.
+    """
+    n = 0
+    for user, times in produced.items():
+        as_of = seen.get(user, ([], []))[0]
+        last = as_of[-1] if as_of else None
+        n += sum(1 for p in times if (last is None or last < p) and features.get(user, -1) >= p)
+    return n
 
 
 def lag_summary(pairs: list, unseen: int) -> dict:
@@ -218,6 +244,8 @@ def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: 
     trace.stop()
     seen = refreshes([s.dsn for s in streams])
     pairs, unseen, last_write = freshness(sent["produced"], seen)
+    unmoved = applied_unmoved(sent["produced"], seen, features_as_of([s.dsn for s in streams]))
+    unseen -= unmoved  # applied, scores current: only their lag is unknown
     cpu = trace.at(last_write / 1000 if last_write else time.time()) - trace.at(start)
     result.update(
         {
@@ -225,6 +253,7 @@ def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: 
             "achieved_rate": round(sent["achieved"]),
             "customers": len(sent["produced"]),
             "never_visible": unseen,
+            "applied_no_score_moved": unmoved,
             **lag_summary(pairs, unseen),
             "stream_cpu_s": round(cpu, 1),
             "stream_cpu_per_event_us": round(cpu / max(sent["events"], 1) * 1e6, 1),

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from bench.suite import freshness, lag_summary
+from bench.suite import applied_unmoved, freshness, lag_summary
 from bench.workload import CloneWorkload, offer
 from schemas.events import EventRecord
 
@@ -90,6 +90,15 @@ def test_freshness_is_the_first_refresh_at_or_after_each_event():
     pairs, unseen, last = freshness(produced, seen)
     assert pairs == [(1000, 0.3), (2000, 0.6)] and unseen == 2 and last == 2600
     assert lag_summary(pairs, unseen)["bounded"] is False  # an event whose score never showed
+
+
+def test_an_event_without_a_score_row_but_with_a_feature_row_after_it_was_applied_not_lost():
+    # scores are written when they move: a refresh that moved none leaves only its feature row
+    produced = {"a": [1000, 2000, 9000], "b": [500], "c": [700]}
+    seen = {"a": ([1000, 2500], [1300, 2600]), "b": ([], []), "c": ([], [])}
+    features = {"a": 9000, "b": 400}  # a's last event applied (no score moved); b's not; c never refreshed
+    _, unseen, _ = freshness(produced, seen)
+    assert unseen == 3 and applied_unmoved(produced, seen, features) == 1
 
 
 @pytest.mark.integration
