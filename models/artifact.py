@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xgboost as xgb
 
 from models.calibration import apply_calibration
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 
 class ModelError(PropstreamError):

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from schemas.cards import Calibration
 
@@ -31,6 +29,8 @@ def fit_isotonic(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.n
     if x.shape != y.shape or x.size == 0 or x.ndim != 1:
         msg = f"fit_isotonic needs equal, non-empty 1-d arrays, got {x.shape} and {y.shape}"
         raise ValueError(msg)
+    from sklearn.isotonic import IsotonicRegression  # fitting only: serving applies the stored curve
+
     iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, y)
     # The fitted step function keeps the first and last raw score of each block; blocks
     # have strictly increasing rates, so a block starts where the threshold's rate changes.
@@ -75,6 +75,8 @@ def fit_platt(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndar
     else:
         # Newton's method on the logistic log-likelihood; C=1e6 is a tiny ridge on the
         # slope that keeps it finite when the slice is separable.
+        from sklearn.linear_model import LogisticRegression  # fitting only, like IsotonicRegression
+
         lr = LogisticRegression(C=1e6, solver="newton-cholesky", tol=1e-10, max_iter=100)
         lr.fit(z.reshape(-1, 1), y)
         a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])

@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import xgboost as xgb
-
 from models.artifact import ModelArtifact, ModelError
 from schemas.cards import ModelCard, Stage
 
@@ -114,6 +112,8 @@ class ModelRegistry:
 
     def load(self, group: str, version: int) -> ModelArtifact:
         """Read one artifact."""
+        import xgboost as xgb  # here, not at import: xgboost imports scikit-learn (~1.5 s per command)
+
         d = self._dir(group, version)
         try:
             card = ModelCard.model_validate_json((d / "card.json").read_text())

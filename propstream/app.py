@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bytewax.inputs import Source
 
@@ -20,7 +20,6 @@ from models.registry import ModelRegistry
 from models.scorer import ProductionModels
 from offline_train.dataset import build_examples
 from offline_train.rescore import RescoreResult, bulk_rescore
-from offline_train.train import PromotionGate, TrainPlan, train_all
 from schemas.cards import ModelCard
 from schemas.errors import PropstreamError
 from schemas.events import TYPE_NAMES, EventRecord, Vocabulary, iso_utc
@@ -41,6 +40,9 @@ from stream.state import StateConfig
 from stream.trending import TrendConfig, TrendWindow
 
 Progress = Callable[[str], None]
+
+if TYPE_CHECKING:  # the trainer imports xgboost, which imports scikit-learn: only commands that train load them
+    from offline_train.train import TrainPlan
 
 log = logging.getLogger(__name__)
 
@@ -542,6 +544,8 @@ def train(
     is still not promoted). ``rescore_after``: rescore stored customers with
     the promoted models (``rescore``).
     """
+    from offline_train.train import PromotionGate, TrainPlan, train_all
+
     catalog = load_catalog(settings)
     spec = feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
@@ -587,6 +591,8 @@ def training_due(settings: Settings, newest: datetime, oldest: datetime, groups:
     training window do not make a group due; a new month whose labels have
     matured does.
     """
+    from offline_train.train import TrainPlan
+
     plan = TrainPlan.fit(oldest, newest, settings.train)
     registry = ModelRegistry(settings.models_dir)
     due = []
