@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = "stream started"
@@ -226,15 +227,7 @@ def refreshes(dsns: list[str]) -> dict[str, tuple[list[int], list[int]]]:
     """
     rows: dict[str, tuple[list[int], list[int]]] = {}
     for dsn in dsns:
-        out = subprocess.run(
-            [sys.executable, __file__, "--read-refreshes", dsn],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        for user, as_of, written in json.loads(out.stdout):
+        for user, as_of, written in _read_out("--read-refreshes", dsn):
             a, w = rows.setdefault(user, ([], []))
             a.append(as_of)
             w.append(written)
@@ -250,16 +243,21 @@ def features_as_of(dsns: list[str]) -> dict[str, int]:
     """
     found: dict[str, int] = {}
     for dsn in dsns:
-        out = subprocess.run(
-            [sys.executable, __file__, "--read-features", dsn],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        found.update(json.loads(out.stdout))
+        found.update(_read_out("--read-features", dsn))
     return found
+
+
+def _read_out(flag: str, dsn: str) -> Any:
+    """The JSON this file prints with ``flag`` for one chDB, run in a subprocess (one chDB path per process)."""
+    out = subprocess.run(
+        [sys.executable, __file__, flag, dsn],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return json.loads(out.stdout)
 
 
 def read_features(dsn: str) -> None:
@@ -287,9 +285,7 @@ def read_refreshes(dsn: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--read-refreshes":
-        read_refreshes(sys.argv[2])
-    elif len(sys.argv) == 3 and sys.argv[1] == "--read-features":
-        read_features(sys.argv[2])
-    else:
+    readers = {"--read-refreshes": read_refreshes, "--read-features": read_features}
+    if len(sys.argv) != 3 or sys.argv[1] not in readers:
         raise SystemExit(__doc__)
+    readers[sys.argv[1]](sys.argv[2])
