@@ -206,6 +206,21 @@ def run_stream(
         execution = dataclasses.replace(execution, fresh=False)
 
 
+def reloads_groups(settings: Settings, execution: Execution) -> bool:
+    """Whether a run whose source can stop (Kafka) applies an edited groups file by itself (``stream.reload_groups``).
+
+    Only a run of one process: the processes of a cluster would each stop,
+    train the added group into one models directory and resume, each on its own
+    poll; they log the change and go on instead (run them again on the same
+    recovery store to apply it).
+    """
+    return (
+        settings.stream.reload_groups
+        and execution.recovery_dir is not None
+        and len(execution.addresses) <= 1
+    )
+
+
 def _groups_watch(settings: Settings, source: Source, execution: Execution) -> GroupsFileWatch | None:
     """The run's watch of the groups file; with ``stream.reload_groups``, it ends the source when groups change."""
     if hasattr(source, "stop"):
@@ -213,7 +228,7 @@ def _groups_watch(settings: Settings, source: Source, execution: Execution) -> G
     if settings.groups_file is None:
         return None
     watch = GroupsFileWatch(settings.groups_file, group_rules(settings))
-    if settings.stream.reload_groups and execution.recovery_dir is not None and hasattr(source, "stop"):
+    if hasattr(source, "stop") and reloads_groups(settings, execution):
         every = settings.stream.model_poll_seconds
         due = [0.0]
 

@@ -163,10 +163,10 @@ class GroupsFileWatch:
             changed = self._rules is not None and tuple(g.rules_key() for g in groups) != self._rules
             if changed and not self.layout_changed:
                 log.warning(
-                    "%s: product groups were added, removed or redefined; a run with a recovery store and "
-                    "stream.reload_groups resumes with them by itself, any other goes on with the groups it started "
-                    "with: run it again with the same --recovery-dir (added groups are backfilled from the events "
-                    "archive, no full replay)",
+                    "%s: product groups were added, removed or redefined; a one-process Kafka run with a recovery "
+                    "store and stream.reload_groups resumes with them by itself, any other goes on with the groups "
+                    "it started with: run it again with the same --recovery-dir (added groups are backfilled from "
+                    "the events archive, no full replay)",
                     self.path,
                 )
             self.layout_changed = changed

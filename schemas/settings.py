@@ -105,10 +105,10 @@ class StreamSettings(BaseModel):
     )
     model_poll_seconds: float = Field(default=5.0, gt=0.0, description="how often the stream looks for promoted models")
     reload_groups: bool = Field(
-        default=False,
-        description="a Kafka run with a recovery store applies product groups added to the groups file by itself: "
-        "it stops reading, snapshots, and resumes with them (added groups backfilled from the events archive, and "
-        "trained there when they have no model); otherwise a run logs the change and goes on",
+        default=True,
+        description="a one-process Kafka run with a recovery store applies product groups added to the groups file "
+        "by itself: it stops reading, snapshots, and resumes with them (added groups backfilled from the events "
+        "archive, and trained there when they have no model); otherwise a run logs the change and goes on",
     )
     progress_seconds: float = Field(default=5.0, gt=0.0, description="how often a run prints a progress line")
     predict_threads: int = Field(default=0, ge=0, description="XGBoost threads when scoring (0: one per CPU)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -81,3 +82,43 @@ def test_the_watch_says_when_groups_were_added_and_a_resume_is_needed(groups_fil
         assert watch.inactive() == {"coffee"}
     assert watch.layout_changed
     assert "run it again with the same --recovery-dir" in caplog.text
+
+
+def test_a_one_process_kafka_run_with_a_recovery_store_reloads_groups_by_default_and_a_cluster_does_not(
+    groups_file, tmp_path
+):
+    """`stream.reload_groups` arms the source's stop only where one process owns the whole run.
+
+    The processes of a cluster would each stop, train the added group into one
+    models directory and resume on their own poll: they log and go on.
+    """
+    from propstream.app import Execution, _groups_watch
+    from schemas.settings import Settings
+    from stream.sources.kafka import KafkaSource
+
+    settings = Settings(data_dir=tmp_path, groups_file=groups_file, stream={"model_poll_seconds": 0.2})
+    assert settings.stream.reload_groups  # the default: an added group is scored without a restart
+    one = Execution(recovery_dir=tmp_path / "rec")
+    cluster = Execution(recovery_dir=tmp_path / "rec", process_id=0, addresses=("127.0.0.1:2101", "127.0.0.1:2102"))
+    cases = [
+        (settings, one, True),
+        (settings, Execution(), False),  # no recovery store: nothing to resume from
+        (settings, cluster, False),
+        (
+            settings.model_copy(update={"stream": settings.stream.model_copy(update={"reload_groups": False})}),
+            one,
+            False,
+        ),
+    ]
+    for s, execution, armed in cases:
+        source = KafkaSource("127.0.0.1:9", "events")  # no connection until a partition is built
+        watch = _groups_watch(s, source, execution)
+        assert watch is not None
+        assert (source.stop is not None) is armed, execution
+        if armed:
+            assert source.stop() is False  # the file has not changed
+            add_group(groups_file, ProductGroup(name="tea", categories=["TEA"]))
+            os.utime(groups_file, ns=(1, 1))  # a new stamp even within the clock's resolution
+            assert source.stop() is False  # polled at most every stream.model_poll_seconds
+            time.sleep(s.stream.model_poll_seconds)
+            assert source.stop() is True  # the source ends where it stands; the run resumes with tea
