@@ -89,8 +89,12 @@ def test_one_poll_serves_every_partition_and_a_quiet_source_ticks_only_when_due(
 
 
 def test_an_idle_customer_expires_on_time_with_ticks_only_when_due(trained_dir, bootstrap, tmp_path, chdb_dsn, world):
-    """A quiet customer is refreshed and rescored when its next feature change falls due, with no event after it."""
-    topic = new_topic(bootstrap, 2)
+    """A quiet customer is refreshed and rescored when its next feature change falls due, with no event after it.
+
+    One partition, which does not go idle during the run (``idle_seconds`` 60): no batch but a tick can carry
+    the clock between the events and the end of the run, 20 s after them (its final batch would be late).
+    """
+    topic = new_topic(bootstrap, 1)
     now_ms = int(time.time() * 1000)
     events = [
         {
@@ -125,7 +129,9 @@ def test_an_idle_customer_expires_on_time_with_ticks_only_when_due(trained_dir, 
             started.append(time.time())
         return due_ms / 1000 - 8 + (time.time() - started[0])
 
-    source = KafkaSource(bootstrap, topic, wall_clock=True, tick_seconds=0.2, exit_when_idle=20, clock=wall_clock)
+    source = KafkaSource(
+        bootstrap, topic, wall_clock=True, tick_seconds=0.2, exit_when_idle=20, clock=wall_clock, idle_seconds=60
+    )
     stats = app.run_stream(settings, source, ColumnMapping(), progress=None)
     assert stats.applied == 5
 
