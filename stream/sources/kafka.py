@@ -111,7 +111,7 @@ class _TopicReader:
         for m in msgs:
             inbox.get(m.partition(), mine).append(m)  # type: ignore[arg-type]
             got = got or m.error() is None
-        self._wait = 0.0 if got else max(0.001, 2 * self._wait)
+        self._wait = 0.0 if got else min(max_wait, max(0.001, 2 * self._wait))
 
     def take(self, partition: int) -> list[Any]:
         """Up to a batch of ``partition``'s messages (and errors), in its order."""
