@@ -1,6 +1,6 @@
 """Benchmark: a live stream through Kafka, measured from outside: idle CPU, and produce -> score visible.
 
-    python bench/live.py [--data-dir DIR] [--rates 1000 5000] [--seconds 20] [--idle 60]
+    python bench/live.py [--data-dir DIR] [--rates 1000 5000] [--seconds 20] [--idle 60] [--idle-settle 15]
                          [--bootstrap HOST:PORT] [--src DIR] [--markdown]
 
 Starts the local KRaft broker from tools/kafka (unless --bootstrap or
@@ -9,9 +9,10 @@ KAFKA_BOOTSTRAP is given) and, for each phase, a fresh 4-partition topic and a
 chDB; production models copied from the data dir; `propstream demo` or
 `train` first):
 
-- idle: the stream reads an empty topic; once its partitions have gone idle,
-  the process's CPU seconds (user + system, /proc) over ``--idle`` seconds,
-  given per idle minute. The stream is then stopped.
+- idle: the stream reads an empty topic; ``--idle-settle`` seconds after it
+  started (its partitions have gone idle), the process's CPU seconds (user +
+  system, /proc) over ``--idle`` seconds, given per idle minute, in all and by
+  thread name. The stream is then stopped.
 - one phase per rate: customers of The Complete Journey cloned with new ids
   (``live-<run>-<clone>-<household>``, their baskets in the file's order),
   offered at a fixed rate for ``--seconds``, each event stamped with the time
@@ -20,8 +21,9 @@ chDB; production models copied from the data dir; `propstream demo` or
   each event, finds the first `score_history` row of its customer refreshed at
   or after the event (``as_of`` >= produce time): freshness is that row's
   ``written_at`` (stamped by ClickHouse on insert) minus the produce time.
-  Printed: p50, p99, max, events whose score never became visible, and the
-  stream's CPU per second of load.
+  Printed: p50, p99, max, the first event's (produced after the stream sat
+  quiet for 10 s), events whose score never became visible, and the stream's
+  CPU per second of load.
 
 ``--src DIR`` runs the stream from another source tree (an export of another
 commit, `git archive`), to compare before and after with the same benchmark.
@@ -50,21 +52,35 @@ sys.path.insert(0, str(ROOT))
 from bench.common import Stream, cpu_seconds, households, new_topic, refreshes  # noqa: E402
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of each thread of a running process, summed by thread name (/proc/PID/task)."""
+    out: dict[str, float] = defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[(task / "comm").read_text().strip()] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def idle_phase(args, bootstrap: str, work: Path) -> dict:
-    """CPU seconds per minute of a stream on an empty topic."""
+    """CPU seconds per minute of a stream on an empty topic, in all and by thread name."""
     stream = Stream(args.src, args.data_dir, work, new_topic(bootstrap, args.partitions), bootstrap, 3600)
     try:
         stream.wait_started()
-        time.sleep(15)  # the partitions go idle after kafka.idle_seconds (10 s)
-        c0, t0 = cpu_seconds(stream.proc.pid), time.monotonic()
+        time.sleep(args.idle_settle)  # the partitions go idle after kafka.idle_seconds (10 s)
+        c0, t0, th0 = cpu_seconds(stream.proc.pid), time.monotonic(), thread_cpu(stream.proc.pid)
         time.sleep(args.idle)
-        c1, t1 = cpu_seconds(stream.proc.pid), time.monotonic()
+        c1, t1, th1 = cpu_seconds(stream.proc.pid), time.monotonic(), thread_cpu(stream.proc.pid)
     finally:
         stream.stop()
+    per_minute = 60 / (t1 - t0)
+    threads = {name: round((c - th0.get(name, 0.0)) * per_minute, 3) for name, c in th1.items()}
     return {
         "phase": "idle",
         "seconds": round(t1 - t0, 1),
-        "cpu_s_per_idle_minute": round((c1 - c0) / (t1 - t0) * 60, 3),
+        "cpu_s_per_idle_minute": round((c1 - c0) * per_minute, 3),
+        # MainThread is "python": Bytewax's worker loop, the polls, the ticks through the shards
+        "by_thread": dict(sorted(((k, v) for k, v in threads.items() if v > 0), key=lambda kv: -kv[1])),
     }
 
 
@@ -119,14 +135,18 @@ def load_phase(args, bootstrap: str, work: Path, records: list, rate: int) -> di
     cpu = summary.get("cpu_seconds")
     seen = refreshes([stream.dsn])
     lags, unseen = [], 0
+    first: tuple[int, int | None] | None = None  # (produce time, lag) of the first event: quiet -> busy
     for user, times in produced.items():
         as_of, written = seen.get(user, ([], []))
         for p in times:
             k = bisect.bisect_left(as_of, p)
-            if k == len(as_of):
+            visible_ms = None if k == len(as_of) else min(written[k:]) - p
+            if first is None or p < first[0]:
+                first = (p, visible_ms)
+            if visible_ms is None:
                 unseen += 1
                 continue
-            lags.append(min(written[k:]) - p)
+            lags.append(visible_ms)
     lag = np.array(lags, dtype=np.float64) / 1000
     n = sum(len(t) for t in produced.values())
     result = {
@@ -136,6 +156,8 @@ def load_phase(args, bootstrap: str, work: Path, records: list, rate: int) -> di
         "p50_s": round(float(np.percentile(lag, 50)), 3) if len(lag) else None,
         "p99_s": round(float(np.percentile(lag, 99)), 3) if len(lag) else None,
         "max_s": round(float(lag.max()), 3) if len(lag) else None,
+        # the first event after the stream sat quiet for 10 s
+        "first_event_s": round(first[1] / 1000, 3) if first is not None and first[1] is not None else None,
         "never_visible": unseen,
         "applied": summary["applied"],
     }
@@ -151,6 +173,12 @@ def main() -> None:
     ap.add_argument("--rates", type=int, nargs="*", default=[1000, 5000], help="events/s offered, a phase each")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each rate's phase")
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured (0: no idle phase)")
+    ap.add_argument(
+        "--idle-settle",
+        type=float,
+        default=15.0,
+        help="seconds after the start line before the idle measure (past 60: after the first timed gc collection)",
+    )
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
     ap.add_argument("--src", type=Path, default=ROOT, help="source tree the stream runs from")

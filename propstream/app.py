@@ -37,6 +37,7 @@ from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import apply_retention, migrate
 from stream.sources import FileReplaySource, read_batches, read_records
 from stream.state import StateConfig
+from stream.ticks import TickBoard
 from stream.trending import TrendConfig, TrendWindow
 
 Progress = Callable[[str], None]
@@ -276,6 +277,7 @@ def _run_flow(
         )
         if not models.scorers and progress:
             progress("no production models yet: features only (run `propstream train`)")
+    ticks = _tick_board(settings, source, execution, models)
     client = client_for(settings)
     if with_models:  # promotions and rollbacks made while the store was held by an earlier run
         from propstream.lifecycle import sync_models_table
@@ -334,6 +336,7 @@ def _run_flow(
         trending_sinks={"clickhouse_trending": sink.trending_sink()},
         # a snapshot made for other groups is migrated: added groups backfilled from the archive (issue #14)
         archive=groups.archive_reader(client, settings.clickhouse.database, catalog, cfg.type_names),
+        ticks=ticks,
     )
     board = dashboard_in_run(settings, client, execution)
     if progress:
@@ -350,6 +353,26 @@ def _run_flow(
             epoch_interval=timedelta(seconds=execution.snapshot_seconds),
             recovery_config=recovery,
         )
+
+
+def _tick_board(
+    settings: Settings, source: Source, execution: Execution, models: ProductionModels | None
+) -> TickBoard | None:
+    """The board of due ticks of a live source in a one-process run (``stream.ticks``); None: periodic ticks.
+
+    The shards of a run of several processes live in all of them, beyond one
+    process's board, so such a run (and ``kafka.tick_when_due`` false) keeps
+    ticking every ``kafka.tick_seconds``. A model swap found by the source's
+    poll of the registry ticks at once: the shards rescore its group.
+    """
+    if not hasattr(source, "ticks"):
+        return None
+    live = bool(getattr(source, "wall_clock", False))
+    board = None
+    if live and settings.kafka.tick_when_due and len(execution.addresses) <= 1:
+        board = TickBoard(models.refresh if models is not None else None)
+    source.ticks = board
+    return board
 
 
 def _models_table_sync(settings: Settings, client: Any, sink: ClickHouseSink) -> Callable[[], None]:

@@ -323,13 +323,22 @@ class KafkaSettings(BaseModel):
         default="wall", description="expire windows by the wall clock (live) or event time (backfill)"
     )
     tick_seconds: float = Field(
-        default=1.0, gt=0.0, description="wall-clock tick of a live stream (carried by partition 0 when quiet)"
+        default=1.0,
+        gt=0.0,
+        description="wall-clock tick of a live stream (carried by partition 0 when quiet; with tick_when_due, the "
+        "shortest time between two ticks)",
+    )
+    tick_when_due: bool = Field(
+        default=True,
+        description="a quiet live stream ticks only when a customer's window is due to expire or a model was "
+        "swapped (one-process runs); false: every tick_seconds",
     )
     poll_max_seconds: float = Field(
-        default=0.05,
+        default=0.5,
         ge=0.0,
-        description="longest a poll of a quiet partition waits for messages (the wait doubles from 1 ms after "
-        "each empty poll; none after a poll that brought messages)",
+        description="longest a quiet process waits for messages in its one poll of all its partitions (a message "
+        "on any of them ends the wait; the wait doubles from 1 ms after each empty poll, none after a poll that "
+        "brought messages)",
     )
     idle_seconds: float = Field(
         default=10.0,

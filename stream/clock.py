@@ -50,6 +50,7 @@ class ShardClock:
     watermarks: dict[str, int]  # source partition -> its event-time watermark
     idle: set[str]  # partitions with nothing to deliver for now (not kept across restarts)
     resumed: bool  # a run before this one may have written rows after its last snapshot
+    heap: list[tuple[int, str]]  # (next change time, user): the expiry heap of ``CustomerShard``
 
     def advance(
         self, part: str, n_parts: int, watermark: int | None, tick: int | None, idle: bool, lateness: int
@@ -94,6 +95,18 @@ class ShardClock:
             if self.horizon is None or horizon > self.horizon:
                 self.horizon = horizon
         return self.clock
+
+    def tick_due(self) -> int | None:
+        """When this shard next needs a wall-clock tick (epoch ms; None: nothing scheduled).
+
+        The top of the expiry heap (an entry left by a rescheduled customer may
+        be earlier than anyone's due time: it costs one tick that pops it), or
+        0 (at once) while a resumed shard still owes its one-time rewrite
+        (``rewrite_due``). Posted to ``stream.ticks.TickBoard``.
+        """
+        if self.resumed:
+            return 0
+        return self.heap[0][0] if self.heap else None
 
     def rewrite_due(self, live: bool, n_parts: int) -> bool:
         """Whether to write every customer of the shard now, once after a restart.

@@ -55,6 +55,7 @@ from stream.shard import (
 from stream.sinks.base import RunStats
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
+from stream.ticks import TickBoard
 from stream.trending import STATE_VERSION as TRENDING_VERSION
 from stream.trending import TrendClosed, TrendConfig, TrendInput, TrendRanker, TrendRow, TrendShard, rank_closed
 from stream.watermark import WatermarkRules
@@ -78,6 +79,17 @@ class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
+
+
+class TickPostingShardLogic(ShardLogic):
+    """A ShardLogic that posts, after each input, when its shard next needs a tick (``stream.ticks``)."""
+
+    board: TickBoard
+
+    def on_item(self, value: ShardInput) -> tuple[Iterable[ShardOutput], bool]:
+        emitted = super().on_item(value)
+        self.board.post(self.shard.shard, self.shard.tick_due())
+        return emitted
 
 
 FLOW_ID = "propstream"  # step ids in recovery snapshots are "propstream.<step>": renaming a step loses its state
@@ -164,6 +176,7 @@ def build_dataflow(
     flow_id: str = FLOW_ID,
     trending_sinks: Mapping[str, DynamicSink[TrendRow]] | None = None,
     archive: GroupArchive | None = None,
+    ticks: TickBoard | None = None,
 ) -> Dataflow:
     """Wire the dataflow; no I/O happens until it runs.
 
@@ -178,6 +191,9 @@ def build_dataflow(
     ``catalog``'s (``stream.regroup``): added groups are backfilled from
     ``archive`` (a group's applied events); without one, or when windows,
     types or the shard count changed, it is refused (SnapshotMismatchError).
+
+    ``ticks``: the board the source reads to tick only when a shard needs it
+    (``stream.ticks``); every shard posts its next due time to it.
     """
     processor = ShardProcessor(cfg, catalog, models, flow_cfg.allowed_lateness_ms)
     rules = WatermarkRules(flow_cfg.allowed_lateness_ms, flow_cfg.max_ahead_ms, cfg.type_names)
@@ -214,7 +230,13 @@ def build_dataflow(
         shard = restore_shard(resume, layout, migration) if resume is not None else CustomerShard(-1, layout)
         shard.base_layout, shard.groups = base, groups  # what its counters mean, for a later migration
         shard.resumed = flow_cfg.resumed  # a shard new to this run may have had rows written by the last one
-        return ShardLogic(processor, shard, flow_cfg.recovery)
+        if ticks is None:
+            return ShardLogic(processor, shard, flow_cfg.recovery)
+        logic = TickPostingShardLogic(processor, shard, flow_cfg.recovery)
+        logic.board = ticks
+        if shard.shard >= 0:  # restored: its customers may come due before any input reaches it
+            ticks.post(shard.shard, shard.tick_due())
+        return logic
 
     keyed_out = op.stateful("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])

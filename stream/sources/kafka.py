@@ -6,19 +6,21 @@ connector does, and the resume state is the next offset to read. With
 (retention deleted it) stops the flow with a clear error instead of silently
 skipping data.
 
-Each poll becomes one ``SourceBatch``; in wall-clock mode it carries the wall
-clock as its tick, and a quiet partition 0 still emits an empty tick batch every
-``tick_seconds`` so windows expire while nothing arrives (one partition's tick
-reaches every shard, so the others do not tick: a quiet stream's ticks cost one
-batch per tick, not one per partition).
+Each partition's turn gives at most one ``SourceBatch``; in wall-clock mode it
+carries the wall clock as its tick. A quiet stream still needs ticks so that
+windows expire while nothing arrives: partition 0 sends an empty tick batch,
+and one partition's tick reaches every shard, so the others do not tick. With
+a ``stream.ticks.TickBoard`` (a one-process run) it ticks only when a shard of
+the process has a customer due (its expiry heap's next time) or a model was
+swapped, at most every ``tick_seconds``; without one, every ``tick_seconds``.
 
-A poll waits for messages only when its partition has been quiet: after a
-poll that brought messages the next one does not wait at all (a busy partition
-does not hold up the others), after an empty one it waits up to twice as long
-as the last, from 1 ms up to ``poll_max_seconds``. Waiting inside librdkafka
-is what keeps a quiet stream cheap: Bytewax's worker loop, given nothing to
-wait on (non-blocking polls, ``next_awake``), spins and costs more CPU than
-the polls (measured: bench/live.py). A partition that has
+All the partitions one worker reads share one consumer (``_TopicReader``): a
+quiet worker waits in a single poll, up to ``poll_max_seconds`` (shorter when
+a tick falls due sooner), which a message on any partition ends. Waiting
+inside librdkafka is what keeps a quiet stream cheap: Bytewax's worker loop,
+given nothing to wait on (non-blocking polls, ``next_awake``), spins and costs
+more CPU than the polls (measured: bench/live.py, BENCHMARKS.md 3 and 3b). A
+partition that has
 been read to the end of its log (librdkafka's partition EOF) and has had no
 message for ``idle_seconds`` says so (``SourceBatch.idle``), so that in event
 time it does not hold back the clock of the others (see
@@ -29,6 +31,7 @@ start is never taken for an empty one.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +40,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.sources.base import SourceBatch, SourceError
+from stream.ticks import TickBoard
 
 Clock = Callable[[], float]
 
@@ -55,31 +59,96 @@ def consumer_config(bootstrap: str, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _TopicReader:
+    """One librdkafka consumer for every partition of the topic that one worker reads.
+
+    Bytewax asks each partition for a batch in turn. With a consumer each, a
+    quiet stream waited in every partition's poll in turn, and a message for
+    one partition waited out the others' polls. Here one poll (``poll``) waits
+    for all of them and wakes on a message for any; what it brings goes to
+    each partition's inbox, which its ``next_batch`` takes from. So a quiet
+    worker blocks in one place, for up to ``poll_max_seconds``, and a message
+    arriving then is read at once, whichever its partition.
+
+    The wait doubles from 1 ms after each empty poll, up to the most allowed;
+    after a poll that brought messages the next one does not wait. No poll is
+    made while an inbox holds a full batch (a partition held back by Bytewax's
+    backpressure), so the inboxes stay bounded.
+    """
+
+    def __init__(self, config: dict[str, Any], batch_size: int):
+        self._consumer = Consumer(config)
+        self._batch_size = batch_size
+        self.inbox: dict[int, list[Any]] = {}
+        self.polls = 0  # polls made so far: a partition polls only when nobody did since its last turn
+        self._wait = 0.001
+
+    def assign(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``partition`` from ``offset`` too."""
+        self.inbox[partition] = []
+        self._consumer.incremental_assign([TopicPartition(topic, partition, offset)])
+
+    def release(self, topic: str, partition: int) -> bool:
+        """Stop reading ``partition``; True (the consumer closed) once no partition is left."""
+        self.inbox.pop(partition, None)
+        if self.inbox:
+            self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+            return False
+        self._consumer.close()
+        return True
+
+    def poll(self, caller: int, max_wait: float) -> None:
+        """Wait up to the current wait (at most ``max_wait`` s) for messages; hand them to their inboxes.
+
+        A message of no assigned partition (a client-wide error) goes to ``caller``'s inbox.
+        """
+        if any(len(box) >= self._batch_size for box in self.inbox.values()):
+            return
+        self.polls += 1
+        msgs = self._consumer.consume(self._batch_size, min(self._wait, max_wait))
+        inbox, mine = self.inbox, self.inbox[caller]
+        got = False  # messages, not events (a partition's EOF does not make a stream busy)
+        for m in msgs:
+            inbox.get(m.partition(), mine).append(m)  # type: ignore[arg-type]
+            got = got or m.error() is None
+        self._wait = 0.0 if got else min(max_wait, max(0.001, 2 * self._wait))
+
+    def take(self, partition: int) -> list[Any]:
+        """Up to a batch of ``partition``'s messages (and errors), in its order."""
+        box = self.inbox[partition]
+        taken = box[: self._batch_size]
+        del box[: self._batch_size]
+        return taken
+
+
 class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
     def __init__(
         self,
-        config: dict[str, Any],
+        reader: _TopicReader,
         topic: str,
         partition: int,
         resume: int | None,
-        batch_size: int,
         wall_clock: bool,
         tick_seconds: float,
         exit_when_idle: float | None,
         clock: Clock,
         n_parts: int,
         idle_seconds: float = 10.0,
-        poll_max_seconds: float = 0.05,
+        poll_max_seconds: float = 0.5,
         stop: Callable[[], bool] | None = None,
+        ticks: TickBoard | None = None,
+        on_close: Callable[[], None] | None = None,
     ):
         self._topic, self._partition = topic, partition
+        self._ticks = ticks
         self._n_parts = n_parts
         self._stop = stop
         self._ended = False
         self._next = resume if resume is not None else OFFSET_BEGINNING
-        self._consumer = Consumer(config)
-        self._consumer.assign([TopicPartition(topic, partition, self._next)])
-        self._batch_size = batch_size
+        self._reader = reader
+        reader.assign(topic, partition, self._next)
+        self._polls_seen = -1  # the reader's poll count at this partition's last turn
+        self._on_close = on_close
         self._wall_clock = wall_clock
         self._tick_s = tick_seconds
         self._exit_when_idle = exit_when_idle
@@ -90,21 +159,40 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._idle = False
         self._at_end = False
         self._poll_max = poll_max_seconds
-        self._wait = poll_max_seconds  # how long the next poll may wait for messages
 
-    def _paced(self, batches: list[SourceBatch], got_messages: bool) -> list[SourceBatch]:
-        """The next poll: no wait after messages, twice the last wait (1 ms to poll_max) after an empty one."""
-        self._wait = 0.0 if got_messages else min(self._poll_max, max(0.001, 2 * self._wait))
-        return batches
+    def _max_wait(self) -> float:
+        """How long a poll may wait now: ``poll_max_seconds``, less when a tick falls due sooner.
+
+        A tick is due at the board's time, but never sooner than ``tick_seconds``
+        after the last one (a shard whose clock cannot move yet keeps a time in
+        the past on the board: waiting for the next allowed tick, not spinning).
+        """
+        board = self._ticks
+        if not self._wall_clock:
+            return self._poll_max
+        if board is None:
+            return min(self._poll_max, self._tick_s)
+        at = board.next_due()
+        if at is None:
+            return self._poll_max
+        next_tick = max(at / 1000, board.last_tick + self._tick_s)
+        return min(self._poll_max, max(0.0, next_tick - self._clock()))
+
+    def _messages(self) -> list[Any]:
+        """The partition's next messages: its inbox, filled by a poll of the reader if nobody polled since."""
+        reader = self._reader
+        if not reader.inbox[self._partition] and reader.polls == self._polls_seen:
+            reader.poll(self._partition, self._max_wait())
+        self._polls_seen = reader.polls
+        return reader.take(self._partition)
 
     def next_batch(self) -> list[SourceBatch]:
         if self._ended:
             raise StopIteration
         if self._stop is not None and self._stop():  # the run is to end here and resume (not idle: no final batch)
             raise StopIteration
-        msgs = self._consumer.consume(self._batch_size, self._wait)
         records = []
-        for m in msgs:
+        for m in self._messages():
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -121,7 +209,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
                     msg = f"kafka {self._topic}/{self._partition}: {err.str()}"
                     raise SourceError(msg)
                 continue  # transient (broker restart): librdkafka retries
-            offset: int = m.offset()  # type: ignore[assignment]  # set on every consumed message
+            offset: int = m.offset()  # set on every consumed message
             records.append((f"kafka:{m.topic()}/{m.partition()}/{offset}", m.value()))
             self._next = offset + 1
             self._at_end = False
@@ -135,19 +223,26 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         was_idle = self._idle
         self._idle = self._ended or (self._at_end and not records and now - self._last_message >= self._idle_s)
         tick = int(now * 1000) if self._wall_clock else None
-        due = tick is not None and now - self._last_emit >= self._tick_s and self._partition == 0
+        due = (
+            tick is not None
+            and self._partition == 0
+            and now - self._last_emit >= self._tick_s
+            and (self._ticks is None or self._ticks.due(tick))  # with a board: only when a shard needs one
+        )
         if records or self._ended or due or self._idle != was_idle:
             self._last_emit = now
+            if self._ticks is not None and self._partition == 0:
+                self._ticks.last_tick = now
             part = f"{self._topic}/{self._partition}"
-            batch = SourceBatch(records, tick, part, self._n_parts, final=self._ended, idle=self._idle)
-            return self._paced([batch], bool(msgs))
-        return self._paced([], bool(msgs))
+            return [SourceBatch(records, tick, part, self._n_parts, final=self._ended, idle=self._idle)]
+        return []
 
     def snapshot(self) -> int:
         return self._next
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._on_close is not None:
+            self._on_close()
 
 
 class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
@@ -164,7 +259,8 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         exit_when_idle: float | None = None,
         clock: Clock = time.time,
         idle_seconds: float = 10.0,
-        poll_max_seconds: float = 0.05,
+        poll_max_seconds: float = 0.5,
+        ticks: TickBoard | None = None,
     ):
         self.config = consumer_config(bootstrap, extra_config or {})
         self.poll_max_seconds = poll_max_seconds
@@ -175,7 +271,10 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         self.tick_seconds = tick_seconds
         self.exit_when_idle = exit_when_idle
         self.clock = clock
+        self.ticks = ticks  # None: partition 0 ticks every tick_seconds (a run of several processes)
         self._n_parts = 0
+        self._readers: dict[int, _TopicReader] = {}  # worker thread -> the consumer of its partitions
+        self._readers_lock = threading.Lock()
         # Set by the run: True ends every partition where it stands (no final, idle batch), to resume from the
         # snapshot; `stream.reload_groups` uses it to apply a changed groups file.
         self.stop: Callable[[], bool] | None = None
@@ -199,12 +298,23 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         return parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        worker = threading.get_ident()  # Bytewax builds and runs a worker's partitions on its thread
+        with self._readers_lock:
+            reader = self._readers.get(worker)
+            if reader is None:
+                reader = self._readers[worker] = _TopicReader(dict(self.config), self.batch_size)
+        partition = int(for_part)
+
+        def close() -> None:
+            with self._readers_lock:
+                if reader.release(self.topic, partition):
+                    self._readers.pop(worker, None)
+
         return _KafkaPartition(
-            dict(self.config),
+            reader,
             self.topic,
-            int(for_part),
+            partition,
             resume_state,
-            self.batch_size,
             self.wall_clock,
             self.tick_seconds,
             self.exit_when_idle,
@@ -213,4 +323,6 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             self.idle_seconds,
             self.poll_max_seconds,
             self.stop,
+            self.ticks,
+            close,
         )

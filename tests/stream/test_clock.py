@@ -107,3 +107,33 @@ def test_late_reason_says_how_far_behind_the_horizon_in_hours():
     assert late_reason(10 * HOUR, 10 * HOUR - 90 * 60_000).startswith(
         "late: event time is 1.5 h before the shard's retention horizon"
     )
+
+
+def test_tick_due_is_the_next_expiry_at_once_while_a_rewrite_is_owed_and_none_with_nobody_left():
+    """What a shard posts to the TickBoard: a tick at its expiry heap's next time, and only while it has one."""
+    from schemas.events import EventRecord
+    from schemas.features import FeatureSpec
+    from schemas.groups import GroupCatalog, ProductGroup
+    from stream.shard import ShardInput, ShardProcessor
+    from stream.state import StateConfig
+
+    coffee = ProductGroup(name="coffee", items=("c1",))
+    cfg = StateConfig.build(FeatureSpec(groups=("coffee",)))
+    proc = ShardProcessor(cfg, GroupCatalog((coffee,), {"c1": (0, 1)}), None, L)
+    sh = CustomerShard(0)
+    assert sh.tick_due() is None  # no customer: no tick needed
+    t = 1_500_000_000_000
+    proc.process(sh, ShardInput(0, [EventRecord("u1", "c1", 2, t, "e1", 1.0, 99, "")], t, watermark=t))
+    due = sh.tick_due()
+    assert due is not None and due > t
+    assert due == sh.customers["u1"].next_change(cfg)  # the customer's next change by the clock alone
+    proc.process(sh, ShardInput(0, [], due - 1, watermark=t))  # a tick before it changes nothing
+    assert sh.tick_due() == due
+    proc.process(sh, ShardInput(0, [], due, watermark=t))  # the tick at it advances the customer
+    assert sh.tick_due() is None or sh.tick_due() > due
+    sh.resumed = True
+    assert sh.tick_due() == 0  # a resumed shard's rewrite wants the first tick
+    far = t + 10 * 365 * 24 * HOUR  # every window and recency edge passed: nothing left to change
+    proc.process(sh, ShardInput(0, [], far, watermark=t))
+    assert sh.resumed is False
+    assert sh.tick_due() is None
