@@ -20,7 +20,7 @@ five reference AUC floors (``bench/backtest.py``'s ``REFERENCE``), mean ECE,
 mean Brier, µs per row per group and per refresh (all groups). Progress goes
 to stderr.
 
-Settings (``--configs``, default all, the first is the baseline):
+Settings (``--configs``, in that order; default all; the first is the baseline):
 ``current`` is ``DEFAULT_PARAMS`` / ``DEFAULT_ROUNDS`` as they stand; the
 others override ``max_depth``, ``eta`` and the rounds. ``*_es`` settings stop
 early: up to their rounds, stopped when the log loss on the plan's
@@ -236,7 +236,8 @@ def main() -> None:
     if unknown:
         msg = f"unknown setting(s) {unknown}; known: {[s.name for s in SETTINGS]}"
         raise SystemExit(msg)
-    chosen = [s for s in SETTINGS if not wanted or s.name in wanted]
+    by_name = {s.name: s for s in SETTINGS}
+    chosen = [by_name[n] for n in wanted] if wanted else list(SETTINGS)
     spec, ex, plan = examples(data_dir, cache, args.month)
     groups = [g for g in args.groups.split(",") if g] or list(spec.groups)
     te = _rows(ex, (plan.test,)) if plan.test is not None else np.zeros(0, dtype=bool)
