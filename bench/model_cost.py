@@ -182,7 +182,7 @@ def render(outcomes: list[Outcome]) -> str:
         aucs = [m["roc_auc"] for m in o.metrics.values()]
         margins = {g: o.metrics[g]["roc_auc"] - ref for g, ref in REFERENCE.items() if g in o.metrics}
         worst = min(margins, key=margins.__getitem__) if margins else ""
-        margin = f"{margins[worst]:+.3f} ({worst})" if worst else ""
+        margin = f"{margins[worst]:+.4f} ({worst})" if worst else ""
         per_row = sum(o.seconds_per_row.values()) * 1e6
         cells = [
             f"{o.setting.name}: {o.setting.describe()}",
