@@ -38,8 +38,8 @@ DEFAULT_PARAMS: dict[str, float | int | str] = {
     "objective": "binary:logistic",
     "eval_metric": "logloss",
     "tree_method": "hist",
-    "max_depth": 4,
-    "eta": 0.1,
+    "max_depth": 6,
+    "eta": 0.03,
     "subsample": 0.8,
     "colsample_bytree": 0.8,
     "min_child_weight": 100,
@@ -47,7 +47,7 @@ DEFAULT_PARAMS: dict[str, float | int | str] = {
     "seed": 17,
     "nthread": 2,
 }
-DEFAULT_ROUNDS = 100
+DEFAULT_ROUNDS = 300
 
 
 class TrainError(PropstreamError):
