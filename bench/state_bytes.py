@@ -33,11 +33,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import complete_journey  # noqa: E402
-from propstream import app  # noqa: E402
-from schemas.features import DAY_MS  # noqa: E402
-from stream.apply import apply_events  # noqa: E402
-from stream.state import CustomerState, StateConfig  # noqa: E402
+from bench.common import complete_journey
+from propstream import app
+from schemas.features import DAY_MS
+from stream.apply import apply_events
+from stream.state import CustomerState, StateConfig
 
 LATENESS_MS = 24 * 3_600_000  # stream.allowed_lateness_hours' default
 

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
+from itertools import pairwise
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class StateConfig:
         )
         next_band = [-1] * len(spec.windows)
         for res_bands in bands:
-            for (_, wi), (_, wj) in zip(res_bands, res_bands[1:], strict=False):
+            for (_, wi), (_, wj) in pairwise(res_bands):
                 next_band[wi] = wj
         return cls(
             spec=spec,

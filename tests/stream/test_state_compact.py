@@ -97,7 +97,7 @@ def test_cells_grow_in_order_with_late_events_and_shrink_as_buckets_expire():
     for tags in s._cells[::2]:
         assert list(tags) == sorted(tags)
     assert s.buckets[1] == [(BASE + d * DAY_MS) // DAY_MS for d in range(1, 6)]
-    s.advance(CFG, BASE + 366 * DAY_MS + 2 * DAY_MS)  # days 1 and 2 leave the 365d window
+    s.advance(CFG, BASE + 367 * DAY_MS)  # the 365d window now starts at day 3: days 1 and 2 leave it
     assert s.buckets[1] == [(BASE + d * DAY_MS) // DAY_MS for d in range(3, 6)]
     assert s.buckets[0] == []  # the hourly cells left the 1d window long ago
 
