@@ -227,8 +227,8 @@ class CustomerState:
 
     Layout (all ``array('q')``, see the module docstring):
 
-    - ``_cells``: per resolution two arrays, tags ``bucket << KEY_BITS | key``
-      ascending and their ``n, cents`` pairs;
+    - ``_cells``: per resolution one array, its ``m`` tags
+      ``bucket << KEY_BITS | key`` ascending, then their ``m`` pairs ``n, cents``;
     - ``_band_tags`` / ``_band_sums``: tags ``window << KEY_BITS | key`` (any
       order) and their ``n, cents, active``; a tag is there while ``n > 0``;
     - ``_last``: groups, then their last event times (two halves);
@@ -240,7 +240,7 @@ class CustomerState:
     def __init__(self) -> None:
         self.clock: int | None = None  # ms; features are as of this time
         self.seq = 0  # per-customer update sequence (versions in ClickHouse)
-        self._cells: list[array] = []  # [tags of resolution 0, its n/cents, tags of resolution 1, ...]
+        self._cells: list[array] = []  # per resolution: m tags, then m (n, cents) pairs
         self._band_tags = array("q")
         self._band_sums = array("q")
         self._last = array("q")
@@ -265,8 +265,8 @@ class CustomerState:
     def buckets(self) -> list[list[int]]:
         """Per resolution, the buckets that hold a cell, ascending (for tests and inspection)."""
         out = []
-        for tags in self._cells[::2]:
-            out.append(sorted({t >> KEY_BITS for t in tags}))
+        for a in self._cells:
+            out.append(sorted({t >> KEY_BITS for t in a[: len(a) // 3]}))
         return out
 
     @property
@@ -278,7 +278,7 @@ class CustomerState:
 
     def _start(self, cfg: StateConfig, ts: int) -> None:
         self.clock = ts
-        self._cells = [array("q") for _ in range(2 * len(cfg.resolutions_ms))]
+        self._cells = [array("q") for _ in cfg.resolutions_ms]
 
     def see(self, event_id: str, ts: int) -> bool:
         """Remember an event id; False when it was already seen (a second delivery)."""
@@ -338,23 +338,27 @@ class CustomerState:
             if band < 0:
                 continue  # older than every window of this resolution: nothing to keep
             in_window = True
-            tags, vals = cells[2 * ri], cells[2 * ri + 1]
-            if ri == cfg.history_res and age > 0 and (not tags or b < tags[0] >> KEY_BITS):
+            a = cells[ri]
+            m = len(a) // 3  # cells: a[:m] tags, a[m:] their (n, cents)
+            if ri == cfg.history_res and age > 0 and (not m or b < a[0] >> KEY_BITS):
                 changed.add(cfg.all_index)  # history_days now reaches further back
             base = b << KEY_BITS
             band_base = band << KEY_BITS
             for g, (n, cents) in counts.items():
                 key = g * n_types + type_index
                 tag = base | key
-                i = bisect_left(tags, tag)
-                if i < len(tags) and tags[i] == tag:
-                    vals[2 * i] += n
-                    vals[2 * i + 1] += cents
+                i = bisect_left(a, tag, 0, m)
+                if i < m and a[i] == tag:
+                    v = m + 2 * i
+                    a[v] += n
+                    a[v + 1] += cents
                     new_cell = 0
                 else:
-                    tags.insert(i, tag)
-                    vals.insert(2 * i, cents)
-                    vals.insert(2 * i, n)
+                    a.insert(i, tag)
+                    m += 1
+                    v = m + 2 * i
+                    a.insert(v, cents)
+                    a.insert(v, n)
                     new_cell = 1
                 btag = band_base | key
                 if btag in band_tags:
@@ -405,17 +409,18 @@ class CustomerState:
         cells = self._cells
         for ri, res in enumerate(cfg.resolutions_ms):
             hi_before, hi_after = clock // res, now // res
-            tags = cells[2 * ri]
-            if hi_before == hi_after or not tags:
+            a = cells[ri]
+            if hi_before == hi_after:
                 continue
             for n_buckets, wi in cfg.bands[ri]:  # shortest first: a cell leaving two windows moves on twice
                 new_lo = hi_after - n_buckets + 1
-                if tags[0] >> KEY_BITS >= new_lo:
+                if not a or a[0] >> KEY_BITS >= new_lo:
                     break  # nothing leaves this window, nor any longer one
-                i0 = bisect_left(tags, (hi_before - n_buckets + 1) << KEY_BITS)
-                i1 = bisect_left(tags, new_lo << KEY_BITS, i0)
+                m = len(a) // 3
+                i0 = bisect_left(a, (hi_before - n_buckets + 1) << KEY_BITS, 0, m)
+                i1 = bisect_left(a, new_lo << KEY_BITS, i0, m)
                 if i0 < i1:
-                    self._leave_band(cells[2 * ri + 1], tags, i0, i1, wi, cfg.next_band[wi], changed, n_types)
+                    self._leave_band(a, m, i0, i1, wi, cfg.next_band[wi], changed, n_types)
         if start is not None:
             after = self.history_start(cfg)
             if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
@@ -444,14 +449,14 @@ class CustomerState:
         return changed
 
     def _leave_band(
-        self, vals: array, tags: array, i0: int, i1: int, wi: int, into: int, changed: set[int], n_types: int
+        self, a: array, m: int, i0: int, i1: int, wi: int, into: int, changed: set[int], n_types: int
     ) -> None:
-        """Cells ``i0:i1`` leave window ``wi``: their band moves to window ``into``, or they go (-1: the longest)."""
+        """Cells ``i0:i1`` of ``a`` (``m`` cells) leave window ``wi``: their band moves to ``into``, or they go (-1)."""
         band_tags, band_sums = self._band_tags, self._band_sums
         band_base, into_base = wi << KEY_BITS, into << KEY_BITS
         for i in range(i0, i1):
-            key = tags[i] & KEY_MASK
-            n, cents = vals[2 * i], vals[2 * i + 1]
+            key = a[i] & KEY_MASK
+            n, cents = a[m + 2 * i], a[m + 2 * i + 1]
             j = band_tags.index(band_base | key)
             if band_sums[3 * j] == n:  # the band's last cell of this key
                 del band_tags[j]
@@ -471,9 +476,9 @@ class CustomerState:
                 else:
                     band_tags.append(btag)
                     band_sums.extend((n, cents, 1))
-        if into < 0:  # out of every window of its resolution: drop the cells
-            del tags[i0:i1]
-            del vals[2 * i0 : 2 * i1]
+        if into < 0:  # out of every window of its resolution: drop the cells (their values first)
+            del a[m + 2 * i0 : m + 2 * i1]
+            del a[i0:i1]
 
     def forget_seen_before(self, ts: int) -> None:
         """Drop duplicate-detection ids of events older than ``ts`` (past allowed lateness)."""
@@ -491,8 +496,8 @@ class CustomerState:
         """Start (ms) of the oldest bucket in the longest window, where ``history_days`` counts from."""
         if not self._cells:
             return None
-        tags = self._cells[2 * cfg.history_res]
-        return (tags[0] >> KEY_BITS) * cfg.resolutions_ms[cfg.history_res] if tags else None
+        a = self._cells[cfg.history_res]
+        return (a[0] >> KEY_BITS) * cfg.resolutions_ms[cfg.history_res] if a else None
 
     def next_change(self, cfg: StateConfig) -> int | None:
         """Earliest clock time at which a feature changes without a new event."""
@@ -502,14 +507,13 @@ class CustomerState:
         best: int | None = None
         cells = self._cells
         for ri, res in enumerate(cfg.resolutions_ms):
-            tags = cells[2 * ri]
-            if not tags:
-                continue
+            a = cells[ri]
+            m = len(a) // 3
             hi = clock // res
             for n_buckets, _ in cfg.bands[ri]:
-                j = bisect_left(tags, (hi - n_buckets + 1) << KEY_BITS)  # the window's oldest live bucket leaves first
-                if j < len(tags):
-                    t = ((tags[j] >> KEY_BITS) + n_buckets) * res
+                j = bisect_left(a, (hi - n_buckets + 1) << KEY_BITS, 0, m)  # its oldest live bucket leaves first
+                if j < m:
+                    t = ((a[j] >> KEY_BITS) + n_buckets) * res
                     best = t if best is None or t < best else best
         last = self._last
         starts = list(last[len(last) >> 1 :])
@@ -552,13 +556,12 @@ class CustomerState:
             g = remap.get(key // n_types)
             return None if g is None else (tag & ~KEY_MASK) | (g * n_types + key % n_types)
 
-        for ri in range(0, len(self._cells), 2):
-            tags, vals = self._cells[ri], self._cells[ri + 1]
+        for ri, a in enumerate(self._cells):
+            m = len(a) // 3
             kept = sorted(
-                (new, vals[2 * i], vals[2 * i + 1]) for i, t in enumerate(tags) if (new := moved(t)) is not None
+                (new, a[m + 2 * i], a[m + 2 * i + 1]) for i, t in enumerate(a[:m]) if (new := moved(t)) is not None
             )
-            self._cells[ri] = array("q", [c[0] for c in kept])
-            self._cells[ri + 1] = array("q", [v for c in kept for v in c[1:]])
+            self._cells[ri] = array("q", [c[0] for c in kept] + [v for c in kept for v in c[1:]])
         sums = self._band_sums
         bands = [(new, sums[3 * j : 3 * j + 3]) for j, t in enumerate(self._band_tags) if (new := moved(t)) is not None]
         self._band_tags = array("q", [t for t, _ in bands])
@@ -569,17 +572,16 @@ class CustomerState:
 
     def merge(self, part: CustomerState) -> None:
         """Add ``part``'s counters and last event times (of keys this state has none of; regroup's backfill)."""
-        for ri in range(0, len(part._cells), 2):
-            tags, vals = self._cells[ri], self._cells[ri + 1]
-            cells = {t: [vals[2 * i], vals[2 * i + 1]] for i, t in enumerate(tags)}
-            ptags, pvals = part._cells[ri], part._cells[ri + 1]
-            for i, t in enumerate(ptags):
+        for ri, pa in enumerate(part._cells):
+            a = self._cells[ri]
+            m, pm = len(a) // 3, len(pa) // 3
+            cells = {t: [a[m + 2 * i], a[m + 2 * i + 1]] for i, t in enumerate(a[:m])}
+            for i, t in enumerate(pa[:pm]):
                 cell = cells.setdefault(t, [0, 0])
-                cell[0] += pvals[2 * i]
-                cell[1] += pvals[2 * i + 1]
+                cell[0] += pa[pm + 2 * i]
+                cell[1] += pa[pm + 2 * i + 1]
             order = sorted(cells)
-            self._cells[ri] = array("q", order)
-            self._cells[ri + 1] = array("q", [v for t in order for v in cells[t]])
+            self._cells[ri] = array("q", order + [v for t in order for v in cells[t]])
         for j, t in enumerate(part._band_tags):
             add = part._band_sums[3 * j : 3 * j + 3]
             if t in self._band_tags:
