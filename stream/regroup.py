@@ -57,20 +57,7 @@ GroupArchive = Callable[[str], Mapping[str, list[ArchivedEvent]]]  # group name 
 
 def renumber(state: CustomerState, remap: Mapping[int, int], n_types: int) -> None:
     """Move a customer's counters of group ``g`` to ``remap[g]``; drop those of groups not in ``remap``."""
-
-    def moved(cells: dict[int, list[int]]) -> dict[int, list[int]]:
-        out = {}
-        for key, cell in cells.items():
-            g = remap.get(key // n_types)
-            if g is not None:
-                out[g * n_types + key % n_types] = cell
-        return out
-
-    for res_buckets in state.buckets:
-        for b, cells in res_buckets.items():
-            res_buckets[b] = moved(cells)
-    state.win = [moved(sums) for sums in state.win]
-    state.last_ts = {remap[g]: ts for g, ts in state.last_ts.items() if g in remap}
+    state.renumber(remap, n_types)
 
 
 def backfill(
@@ -104,21 +91,7 @@ def backfill(
         part.apply_run(cfg, ts, t, {group: [j - i, cents]}, j - i)
         i = j
     part.advance(cfg, clock)
-    for ri, res_buckets in enumerate(part.buckets):
-        into = state.buckets[ri]
-        unordered = False
-        for b, cells in res_buckets.items():
-            target = into.get(b)
-            if target is None:  # cannot happen for applied events (``all`` shares the bucket); kept exact anyway
-                target = into[b] = {}
-                unordered = True
-            target.update(cells)
-        if unordered:
-            state.buckets[ri] = dict(sorted(into.items()))
-    for wi, sums in enumerate(part.win):
-        state.win[wi].update(sums)
-    if group in part.last_ts:
-        state.last_ts[group] = part.last_ts[group]
+    state.merge(part)
     return True
 
 

@@ -47,7 +47,9 @@ from stream.state import CustomerState, StateConfig
 
 # 2: buckets kept in ascending time order, history_days; shards record their layout
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
-STATE_VERSION = 3
+# 4: (branch snapshots) its snapshot format
+# 5: CustomerState as flat int64 arrays (window sums as bands, event ids as 64-bit digests; branch compact)
+STATE_VERSION = 5
 
 
 def shard_of(user_id: str, n_shards: int) -> int:
