@@ -39,6 +39,17 @@ def to_ms(t: datetime) -> int:
     return int(t.astimezone(UTC).timestamp() * 1000)
 
 
+def rows_as_of(states: dict[str, CustomerState], cfg: StateConfig, t: int) -> dict[str, np.ndarray]:
+    """Every customer's feature row as of ``t``: each state advanced to ``t`` (in place), then written."""
+    rows = {}
+    for user, st in states.items():
+        st.advance(cfg, t)
+        row = cfg.new_row()
+        st.write_features(cfg, row)
+        rows[user] = row
+    return rows
+
+
 def replay_features(
     records: Iterable[EventRecord],
     cfg: StateConfig,
@@ -57,13 +68,7 @@ def replay_features(
     ci = 0
 
     def snapshot(t: int) -> None:
-        rows = {}
-        for user, st in states.items():
-            st.advance(cfg, t)
-            row = cfg.new_row()
-            st.write_features(cfg, row)
-            rows[user] = row
-        out[t] = rows
+        out[t] = rows_as_of(states, cfg, t)
 
     for rec in ordered if progress is None else progress(ordered):
         while ci < len(cuts) and rec.ts_ms > cuts[ci]:

@@ -21,7 +21,7 @@ import pytest
 
 import bench.batch_features
 from bench.batch_features import EventColumns, features_as_of
-from offline_train.dataset import replay_features, to_ms
+from offline_train.dataset import replay_features, rows_as_of, to_ms
 from propstream import app
 from schemas.events import Event, EventRecord
 from schemas.features import DAY_MS
@@ -141,12 +141,7 @@ def test_synthetic_world_features_equal_the_streams_own_state(world):
     batches, cfg, catalog = world
     customers, applied, _ = stream_apply(cfg, catalog, batches)
     end = max(r.ts_ms for r in applied) + 3 * DAY_MS
-    stream = {}
-    for user, state in customers.items():
-        state.advance(cfg, end)
-        row = cfg.new_row()
-        state.write_features(cfg, row)
-        stream[user] = row
+    stream = rows_as_of(customers, cfg, end)
     assert mismatches(features_as_of(EventColumns.from_records(applied), cfg, catalog, end).rows(), stream) == []
     every = EventColumns.from_records(batches[0] + batches[1])
     assert len(mismatches(features_as_of(every, cfg, catalog, end).rows(), stream)) > 10

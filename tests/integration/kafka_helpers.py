@@ -44,6 +44,21 @@ def kafka_settings(settings, bootstrap: str, topic: str, **kafka):
     return settings.model_copy(update={"kafka": k})
 
 
+def one_basket_an_hour_ago(user_id: str, id_prefix: str, now_ms: int) -> list[dict]:
+    """Five purchase lines of one customer an hour before ``now_ms`` (a live stream's quiet customer)."""
+    return [
+        {
+            "user_id": user_id,
+            "item_id": "i0",
+            "type": "purchase",
+            "event_id": f"{id_prefix}{i}",
+            "timestamp": now_ms - 3_600_000 + i,
+            "value": 3.5,
+        }
+        for i in range(5)
+    ]
+
+
 def produce_events(bootstrap: str, topic: str, events: list[dict], path: Path) -> None:
     from stream.sources import read_records
 

@@ -29,6 +29,7 @@ from tests.integration.kafka_helpers import (
     free_addresses,
     kafka_settings,
     new_topic,
+    one_basket_an_hour_ago,
     produce_events,
     run_kafka,
     stream_cmd,
@@ -218,17 +219,7 @@ def test_live_windows_expire_by_the_wall_clock_without_new_events(trained_dir, b
 
     topic = new_topic(bootstrap, 2)
     now_ms = int(time.time() * 1000)
-    events = [
-        {
-            "user_id": "live-1",
-            "item_id": "i0",
-            "type": "purchase",
-            "event_id": f"l{i}",
-            "timestamp": now_ms - 3_600_000 + i,
-            "value": 3.5,
-        }
-        for i in range(5)
-    ]
+    events = one_basket_an_hour_ago("live-1", "l", now_ms)
     produce_events(bootstrap, topic, events, tmp_path / "live.jsonl")
     shutil.copytree(trained_dir / "models", tmp_path / "models")
     settings = kafka_settings(make_settings(tmp_path, world, chdb_dsn), bootstrap, topic, clock="wall")

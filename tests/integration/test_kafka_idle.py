@@ -23,7 +23,7 @@ from stream.sources.kafka import KafkaSource
 from stream.ticks import TickBoard
 from tests.integration.conftest import make_settings
 from tests.integration.helpers import production_predict, query, state_config, stored_features, stored_scores
-from tests.integration.kafka_helpers import kafka_settings, new_topic, produce_events
+from tests.integration.kafka_helpers import kafka_settings, new_topic, one_basket_an_hour_ago, produce_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -96,17 +96,7 @@ def test_an_idle_customer_expires_on_time_with_ticks_only_when_due(trained_dir, 
     """
     topic = new_topic(bootstrap, 1)
     now_ms = int(time.time() * 1000)
-    events = [
-        {
-            "user_id": "idle-1",
-            "item_id": "i0",
-            "type": "purchase",
-            "event_id": f"idle{i}",
-            "timestamp": now_ms - 3_600_000 + i,
-            "value": 3.5,
-        }
-        for i in range(5)
-    ]
+    events = one_basket_an_hour_ago("idle-1", "idle", now_ms)
     produce_events(bootstrap, topic, events, tmp_path / "idle.jsonl")
     shutil.copytree(trained_dir / "models", tmp_path / "models")
     settings = kafka_settings(make_settings(tmp_path, world, chdb_dsn), bootstrap, topic, clock="wall")
