@@ -311,6 +311,7 @@ def _run_flow(
             int(settings.stream.allowed_lateness_hours * 3_600_000),
             int(settings.stream.max_ahead_hours * 3_600_000),
             recovery=execution.recovery_dir is not None,
+            recovery_dir=execution.recovery_dir,
             resumed=resumed,
             trending=trend_config(settings),
             max_batch_event_ms=int(settings.stream.max_batch_event_hours * 3_600_000),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -53,6 +54,7 @@ from stream.shard import (
     state_layout,
 )
 from stream.sinks.base import RunStats
+from stream.snapshots import ShardSnapshots
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
 from stream.trending import STATE_VERSION as TRENDING_VERSION
@@ -63,21 +65,37 @@ from stream.watermark import WatermarkRules
 class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
     """Bytewax glue around a CustomerShard; snapshots are pickled bytes (immutable).
 
+    With ``side`` (a recovery directory), a snapshot writes the customers
+    changed since the last one to the shard's side store and is a small
+    marker (``stream.snapshots``); without, it is the whole shard pickled.
     Bytewax asks for a snapshot at every epoch even when it keeps none (no
-    recovery); pickling a whole shard then is wasted work, so it is skipped.
+    recovery); making one then is wasted work, so it is skipped.
     """
 
-    def __init__(self, processor: ShardProcessor, shard: CustomerShard, snapshots: bool = True):
+    def __init__(
+        self,
+        processor: ShardProcessor,
+        shard: CustomerShard,
+        snapshots: bool = True,
+        side: ShardSnapshots | None = None,
+    ):
         self.processor = processor
         self.shard = shard
         self.snapshots = snapshots
+        self.side = side if snapshots else None
+        if self.side is not None and shard.changed is None:  # a new shard, or one from a whole-shard snapshot
+            shard.changed = set(shard.customers)
 
     def on_item(self, value: ShardInput) -> tuple[Iterable[ShardOutput], bool]:
         out = self.processor.process(self.shard, value)
         return ([] if out.is_empty() else [out]), StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
+        if not self.snapshots:
+            return b""
+        if self.side is not None:
+            return self.side.save(self.shard)
+        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 FLOW_ID = "propstream"  # step ids in recovery snapshots are "propstream.<step>": renaming a step loses its state
@@ -91,6 +109,9 @@ class FlowConfig:
     allowed_lateness_ms: int
     max_ahead_ms: int = 30 * 24 * 3_600_000
     recovery: bool = True  # False: Bytewax keeps no snapshots, so the shards need not make them
+    # the recovery store (with ``recovery``): customer shards snapshot incrementally into side stores there;
+    # None: a snapshot pickles the whole shard
+    recovery_dir: Path | None = None
     resumed: bool = False  # an earlier run used the recovery store: shards rewrite their rows once
     trending: TrendConfig | None = None  # None: no trending steps
     max_batch_event_ms: int = 0  # > 0: replay batches span at most one such event-time window (stream/eventcut.py)
@@ -185,6 +206,11 @@ def build_dataflow(
     layout = state_layout(cfg, catalog.groups, n_shards)
     base, groups = base_layout(cfg, n_shards), group_keys(catalog.groups)
     migration = ShardMigration(cfg, layout, base, groups, archive)
+    side = (
+        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers")
+        if flow_cfg.recovery and flow_cfg.recovery_dir is not None
+        else None
+    )
 
     def parse(batch: SourceBatch) -> ParsedBatch:
         pb = parser.parse_batch(batch)
@@ -211,10 +237,10 @@ def build_dataflow(
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.
-        shard = restore_shard(resume, layout, migration) if resume is not None else CustomerShard(-1, layout)
+        shard = restore_shard(resume, layout, migration, side) if resume is not None else CustomerShard(-1, layout)
         shard.base_layout, shard.groups = base, groups  # what its counters mean, for a later migration
         shard.resumed = flow_cfg.resumed  # a shard new to this run may have had rows written by the last one
-        return ShardLogic(processor, shard, flow_cfg.recovery)
+        return ShardLogic(processor, shard, flow_cfg.recovery, side)
 
     keyed_out = op.stateful("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])

@@ -17,7 +17,11 @@ messages a fresh start would need. So a store is created only on purpose
 - it has not lost progress: ``propstream-recovery.json`` beside the
   partitions records the most executions any check or running stream has
   seen in the store; fewer now means a ``-wal`` file was lost or an older copy
-  was restored.
+  was restored;
+- every customer shard's side store (``shards/shard-<n>.sqlite``, where
+  incremental snapshots keep the customers: ``stream.snapshots``) opens and
+  passes SQLite's quick check. Whether it holds the generation a resume needs
+  is checked when the shard is restored.
 
 Rescaling: the store's partition count is fixed when it is created and does
 not depend on how many processes run. Every process of a run opens the same
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.errors import StreamError
+from stream.snapshots import SideStoreError, check_side_store, side_files
 
 MARKER = "propstream-recovery.json"
 _TABLES = {"parts", "exs", "fronts", "commits", "snaps"}
@@ -175,6 +180,11 @@ def check_store(root: Path, flow_id: str, starting: bool = True) -> StoreState:
             )
         raise RecoveryStoreError(msg)
     state = _scan(root, flow_id)
+    for path in side_files(root):
+        try:
+            check_side_store(path)
+        except SideStoreError as exc:
+            raise RecoveryStoreError(str(exc)) from exc
     seen = int((marker or {}).get("executions", 0))
     if state.executions < seen:
         msg = (
