@@ -207,7 +207,7 @@ def build_dataflow(
     base, groups = base_layout(cfg, n_shards), group_keys(catalog.groups)
     migration = ShardMigration(cfg, layout, base, groups, archive)
     side = (
-        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers")
+        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers.stateful_batch")  # op.stateful's inner step
         if flow_cfg.recovery and flow_cfg.recovery_dir is not None
         else None
     )
