@@ -366,10 +366,10 @@ def _side_bytes(recovery: Path, snap: bytes) -> int:
     from stream.snapshots import ShardMarker, side_path
 
     try:
-        marker = pickle.loads(pickle.loads(snap))  # Bytewax pickles the bytes the shard returned
+        marker = ShardMarker.from_bytes(pickle.loads(snap))  # Bytewax pickles the bytes the shard returned
     except Exception:  # not a marker (another step's state, a whole pickled shard)
         return 0
-    if not isinstance(marker, ShardMarker):
+    if marker is None:
         return 0
     path = side_path(recovery, marker.shard)
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:

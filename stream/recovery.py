@@ -32,10 +32,13 @@ with M.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +219,13 @@ class ProgressWatch:
 
     Without it, a store that loses the current run's ``-wal`` file would look
     like the store as the run found it: older, but not obviously damaged.
+
+    The partitions are read by a child process: Bytewax links its own copy of
+    SQLite, and a second copy in the stream's process breaks SQLite's POSIX
+    locking. Closing such a connection took it for the last one, checkpointed
+    and deleted the ``-wal`` file Bytewax was still writing to. Bytewax's later
+    writes then went to an unlinked file: invisible to every other reader, and
+    lost to a kill -9.
     """
 
     def __init__(self, root: Path, flow_id: str, every_s: float):
@@ -237,7 +247,19 @@ class ProgressWatch:
             self._record()
 
     def _record(self) -> None:
-        try:
-            record_progress(self.root, self.flow_id, _scan(self.root, self.flow_id, thorough=False))
-        except (RecoveryStoreError, sqlite3.Error, OSError):
-            pass  # a store busy mid-write is read again at the next turn; the check before a run decides
+        cmd = [sys.executable, "-c", _RECORD_SCRIPT, str(self.root), self.flow_id]
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+
+
+_RECORD_SCRIPT = "import sys; from pathlib import Path; from stream.recovery import record_scanned; " + (
+    "record_scanned(Path(sys.argv[1]), sys.argv[2])"
+)
+
+
+def record_scanned(root: Path, flow_id: str) -> None:
+    """Scan the store and record its progress (``ProgressWatch``'s child process); a busy store is left for later."""
+    try:
+        record_progress(root, flow_id, _scan(root, flow_id, thorough=False))
+    except (RecoveryStoreError, sqlite3.Error, OSError):
+        pass  # a store busy mid-write is read again at the next turn; the check before a run decides

@@ -98,7 +98,7 @@ def restore_shard(
     ``migrate`` (``stream.regroup.ShardMigration``) may bring a snapshot made
     for other product groups to ``layout``; it returns False when it cannot.
     """
-    obj = pickle.loads(snapshot)
+    obj = ShardMarker.from_bytes(snapshot) or pickle.loads(snapshot)
     version = getattr(obj, "version", None)
     if version != STATE_VERSION:
         msg = (

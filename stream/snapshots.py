@@ -22,7 +22,7 @@ What Bytewax v0.21.1 does, from its source (``src/operators.rs``,
 - ``snapshot()`` is called when the operator's input frontier passes an
   epoch, once per key awoken in that epoch (an item or a notification), and
   the returned object is pickled later, by the recovery writer: hence an
-  immutable marker. Keys not awoken in an epoch are not asked: their changes
+  immutable marker (bytes). Keys not awoken in an epoch are not asked: their changes
   stay in ``changed`` until they are.
 - Resume: each worker records its frontier per execution; a resume starts at
   epoch ``R`` = the smallest frontier of the last execution's workers, and
@@ -40,7 +40,9 @@ What Bytewax v0.21.1 does, from its source (``src/operators.rs``,
   resume can ever load are exactly those still in Bytewax's ``snaps`` table,
   plus the ones not yet written, which are newer. Compaction
   (``ShardStore.compact``) takes the smallest generation among this shard's
-  markers in Bytewax's partitions as its floor ``F`` and keeps, per customer,
+  markers in Bytewax's partitions (read by a child process: Bytewax links its
+  own copy of SQLite, and two copies in one process break SQLite's locking)
+  as its floor ``F`` and keeps, per customer,
   the newest version at or below ``F`` and every newer one: any resume reads
   the same customers as before. A longer ``-b`` backup interval keeps older
   markers in Bytewax's store, and so older versions here.
@@ -73,8 +75,11 @@ load is on disk before the marker can be).
 from __future__ import annotations
 
 import heapq
+import json
 import pickle
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -98,6 +103,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS customers_by_gen ON customers (gen)",
 )
 _TABLES = {"meta", "gens", "customers"}
+FLOORS_EVERY_S = 5.0  # how often the compaction floors are read from Bytewax's partitions
 GENS_KEPT = 1000  # generation rows (sizes, times) kept below the floor, for benchmarks and diagnosis
 
 
@@ -105,13 +111,37 @@ class SideStoreError(StreamError, ValueError):
     """A shard's side store is damaged or does not match the recovery snapshot; one line says what to do."""
 
 
+MARKER_PREFIX = b"propstream-shard-marker:"
+
+
 @dataclass(frozen=True)
 class ShardMarker:
-    """What Bytewax keeps of a shard: its number and the side store generation that holds its state."""
+    """What Bytewax keeps of a shard: its number and the side store generation that holds its state.
+
+    Plain bytes, not a pickle, so that a process without this package reads it
+    (``marker_floors``' reader).
+
+    >>> ShardMarker(4, 2, 17).to_bytes()
+    b'propstream-shard-marker:4:2:17'
+    >>> ShardMarker.from_bytes(b'propstream-shard-marker:4:2:17')
+    ShardMarker(version=4, shard=2, generation=17)
+    """
 
     version: int  # stream.shard.STATE_VERSION of the code that wrote it
     shard: int
     generation: int
+
+    def to_bytes(self) -> bytes:
+        """The snapshot handed to Bytewax."""
+        return MARKER_PREFIX + f"{self.version}:{self.shard}:{self.generation}".encode()
+
+    @classmethod
+    def from_bytes(cls, snapshot: bytes) -> ShardMarker | None:
+        """The marker in ``snapshot``, or None when it is not one (a whole pickled shard)."""
+        if not snapshot.startswith(MARKER_PREFIX):
+            return None
+        version, shard, generation = (int(x) for x in snapshot[len(MARKER_PREFIX) :].split(b":"))
+        return cls(version, shard, generation)
 
 
 def side_path(root: Path, shard: int) -> Path:
@@ -295,31 +325,43 @@ class ShardStore:
         return superseded + tombstones
 
 
-def marker_floor(root: Path, step_id: str, state_key: str) -> int | None:
-    """Smallest generation among the markers of one shard in Bytewax's partitions (None: none there yet).
+# Run in a child process, with the standard library only: prints {state_key: smallest marker generation}.
+_FLOORS_SCRIPT = """
+import json, pickle, sqlite3, sys
+from pathlib import Path
+root, step, prefix = Path(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+floors = {}
+for part in sorted(root.glob("*.sqlite3")):
+    con = sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=10)
+    rows = con.execute(
+        "SELECT state_key, ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL", (step,)
+    ).fetchall()
+    con.close()
+    for key, ser in rows:
+        snap = pickle.loads(ser)  # Bytewax pickles the bytes snapshot() returned
+        if isinstance(snap, bytes) and snap.startswith(prefix):
+            gen = int(snap.split(b":")[-1])
+            floors[key] = min(gen, floors.get(key, gen))
+print(json.dumps(floors))
+"""
 
-    Read-only; a partition busy or unreadable at this moment gives no floor
-    (compaction waits for the next snapshot), since a missed marker would
-    make the floor too high.
+
+def marker_floors(root: Path, step_id: str) -> dict[str, int] | None:
+    """Smallest marker generation per shard key in Bytewax's partitions (None: could not be read now).
+
+    Read by a child process: Bytewax links its own copy of SQLite, and a
+    second copy in the same process breaks SQLite's POSIX locking (closing our
+    connection would checkpoint and delete the WAL file Bytewax is writing).
+    Failing, or with a partition busy, there is no floor this time:
+    compaction waits, since a missed marker would make a floor too high.
     """
-    gens: list[int] = []
-    for part in sorted(root.glob("*.sqlite3")):
-        try:
-            con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
-            try:
-                got = con.execute(
-                    "SELECT ser_change FROM snaps WHERE step_id = ? AND state_key = ? AND ser_change IS NOT NULL",
-                    (step_id, state_key),
-                ).fetchall()
-            finally:
-                con.close()
-            for (ser,) in got:
-                marker = pickle.loads(pickle.loads(ser))  # Bytewax pickles the bytes snapshot() returned
-                if isinstance(marker, ShardMarker):
-                    gens.append(marker.generation)
-        except (sqlite3.Error, pickle.UnpicklingError, EOFError, TypeError, AttributeError):
-            return None
-    return min(gens) if gens else None
+    cmd = [sys.executable, "-I", "-S", "-c", _FLOORS_SCRIPT, str(root), step_id, MARKER_PREFIX.decode()]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+        floors = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return {str(k): int(v) for k, v in floors.items()}
 
 
 _PER_CUSTOMER = ("customers", "due", "heap", "scores")  # CustomerShard attributes kept per customer, not in the shell
@@ -354,10 +396,22 @@ class ShardSnapshots:
     open ``ShardStore`` per shard that process holds.
     """
 
-    def __init__(self, root: Path, step_id: str):
+    def __init__(self, root: Path, step_id: str, floors_every_s: float = FLOORS_EVERY_S):
         self.root = root
         self.step_id = step_id
+        self.floors_every_s = floors_every_s
         self._stores: dict[int, ShardStore] = {}
+        self._floors: dict[str, int] = {}
+        self._floors_at = float("-inf")
+
+    def _floor(self, shard: int) -> int | None:
+        """The compaction floor of ``shard``: read again at most every ``floors_every_s`` (an old one is lower)."""
+        now = time.monotonic()
+        if now - self._floors_at >= self.floors_every_s:
+            got = marker_floors(self.root, self.step_id)
+            if got is not None:
+                self._floors, self._floors_at = got, now
+        return self._floors.get(str(shard))
 
     def _store(self, shard: int) -> ShardStore:
         store = self._stores.get(shard)
@@ -373,10 +427,10 @@ class ShardSnapshots:
         changed = sh.changed if sh.changed is not None else set(sh.customers)
         gen = store.write(sh.generation, _shell(sh), [(user, _version(sh, user)) for user in changed])
         sh.generation, sh.changed = gen, set()
-        floor = marker_floor(self.root, self.step_id, str(sh.shard))
+        floor = self._floor(sh.shard)
         if floor is not None:
             store.compact(floor)
-        return pickle.dumps(ShardMarker(sh.version, sh.shard, gen), protocol=pickle.HIGHEST_PROTOCOL)
+        return ShardMarker(sh.version, sh.shard, gen).to_bytes()
 
     def load(self, marker: ShardMarker) -> CustomerShard:
         """The shard as of ``marker``: its shell and each customer's newest version at or below its generation."""

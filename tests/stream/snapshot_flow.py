@@ -4,7 +4,12 @@ Run as a script it may kill itself (SIGKILL, as ``kill -9``) right after a
 shard's side store committed a given generation, before Bytewax received the
 marker of that generation::
 
-    python -m tests.stream.snapshot_flow RECOVERY_DIR N_SHARDS [KILL_SHARD KILL_GENERATION]
+    python -m tests.stream.snapshot_flow RECOVERY_DIR WORLD_DIR N_SHARDS [KILL_SHARD KILL_GENERATION]
+    python -m tests.stream.snapshot_flow RECOVERY_DIR WORLD_DIR N_SHARDS --watch
+
+With ``--watch`` the run has the app's ``ProgressWatch`` reading the store
+all along, and exits with status 3 if a Bytewax partition's ``-wal`` file was
+deleted under it while it ran (seen in ``/proc/self/fd`` at every snapshot).
 
 The input is the faulty synthetic log of ``tests.stream.test_dataflow``, in
 fixed batches, so every run reads the same batches in the same order.
@@ -18,6 +23,7 @@ import pickle
 import signal
 import sqlite3
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -98,8 +104,44 @@ def _kill_after(shard: int, generation: int) -> None:
     ShardSnapshots.save = saving_then_dying  # type: ignore[method-assign]
 
 
+def _deleted_wal_files() -> list[str]:
+    """Files this process holds open whose name was unlinked: a partition's -wal deleted under Bytewax."""
+    fds = Path("/proc/self/fd")
+    out = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.endswith(" (deleted)") and ".sqlite3-wal" in target:
+            out.append(target)
+    return out
+
+
+def _watching(root: Path) -> list[str]:
+    """Check at every snapshot that no partition's -wal file was deleted; the ones that were."""
+    save = ShardSnapshots.save
+    found: list[str] = []
+
+    def saving_and_looking(self: ShardSnapshots, sh: CustomerShard) -> bytes:
+        time.sleep(0.02)  # leave the watch time to read the store between epochs
+        found.extend(_deleted_wal_files())
+        return save(self, sh)
+
+    ShardSnapshots.save = saving_and_looking  # type: ignore[method-assign]
+    return found
+
+
 if __name__ == "__main__":
     root, world_dir, shards = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[4:] == ["--watch"]:
+        from stream.recovery import ProgressWatch, create_store
+
+        create_store(root, 2, FLOW_ID)
+        deleted = _watching(root)
+        with ProgressWatch(root, FLOW_ID, 0.05):
+            run(root, world_dir, shards)
+        sys.exit(3 if deleted else 0)
     if len(sys.argv) > 4:
         _kill_after(int(sys.argv[4]), int(sys.argv[5]))
     run(root, world_dir, shards)
