@@ -223,6 +223,8 @@ def _script(*args: object) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.integration
+@pytest.mark.chaos
 def test_kill_9_after_the_side_store_committed_a_generation_bytewax_never_kept_equals_an_uninterrupted_run(
     tmp_path: Path,
 ):
@@ -253,6 +255,8 @@ def test_kill_9_after_the_side_store_committed_a_generation_bytewax_never_kept_e
         assert floor > 1 and superseded == users  # at most one version per customer below the floor
 
 
+@pytest.mark.integration
+@pytest.mark.chaos
 def test_reading_the_store_while_bytewax_writes_it_never_deletes_its_wal_file(tmp_path: Path):
     """Bytewax links its own SQLite: a connection of Python's closed in the same process deleted Bytewax's -wal."""
     done = _script(tmp_path / "recovery", tmp_path / "world", 2, "--watch")
