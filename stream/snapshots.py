@@ -81,6 +81,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,6 +404,7 @@ class ShardSnapshots:
         self._stores: dict[int, ShardStore] = {}
         self._floors: dict[str, int] = {}
         self._floors_at = float("-inf")
+        _OPEN.add(self)
 
     def _floor(self, shard: int) -> int | None:
         """The compaction floor of ``shard``: read again at most every ``floors_every_s`` (an old one is lower)."""
@@ -453,7 +455,21 @@ class ShardSnapshots:
         return sh
 
     def close(self) -> None:
-        """Close every open side store."""
+        """Close every open side store (SQLite checkpoints each one into its file and removes its -wal)."""
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+
+
+_OPEN: weakref.WeakSet[ShardSnapshots] = weakref.WeakSet()
+
+
+def close_side_stores() -> None:
+    """Close the side stores of every flow built in this process: a run calls it when its dataflow ends.
+
+    Left open, their connections would outlive the run (and its ``-wal``
+    files hold the last generations until they close), and a later run in
+    the same process would read through them instead of from the files.
+    """
+    for snapshots in list(_OPEN):
+        snapshots.close()

@@ -21,7 +21,14 @@ from stream.shard import (
     SnapshotMismatchError,
     restore_shard,
 )
-from stream.snapshots import ShardMarker, ShardSnapshots, ShardStore, SideStoreError, side_path
+from stream.snapshots import (
+    ShardMarker,
+    ShardSnapshots,
+    ShardStore,
+    SideStoreError,
+    close_side_stores,
+    side_path,
+)
 from stream.state import StateConfig
 from tests.stream import snapshot_flow
 from tests.stream.test_shard import CATALOG, CFG, DAY, HOUR, T, ev, purchases_models
@@ -194,6 +201,22 @@ def test_a_damaged_side_store_is_a_one_line_error_naming_the_file(tmp_path: Path
     with pytest.raises(SideStoreError) as err:
         restore_shard(marker, "layout", None, ShardSnapshots(tmp_path, STEP))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_run_leaves_its_side_stores_closed_and_whole_in_their_files(tmp_path: Path):
+    """Connections left open kept the last generations in -wal files, and a later run in the process read them."""
+    proc = ShardProcessor(CFG, CATALOG, None, L)
+    sh = CustomerShard(0, "layout")
+    sh.changed = set()
+    side = ShardSnapshots(tmp_path, STEP)
+    proc.process(sh, ShardInput(0, [ev(f"u{i}", "c1", T + i, f"e{i}") for i in range(50)], None, watermark=T))
+    marker = side.save(sh)
+    assert Path(f"{side_path(tmp_path, 0)}-wal").exists()
+    close_side_stores()  # what propstream.app does when the dataflow ends
+    assert not Path(f"{side_path(tmp_path, 0)}-wal").exists()
+    resumed = restore_shard(marker, "layout", None, ShardSnapshots(tmp_path, STEP))
+    assert fingerprint(resumed) == fingerprint(sh)
+    close_side_stores()
 
 
 def test_the_store_check_refuses_a_damaged_side_store_before_a_run(tmp_path: Path):
