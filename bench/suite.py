@@ -397,18 +397,41 @@ def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
 # -- 4. state: memory per customer, snapshot bytes per epoch ---------------------------------------------------------
 
 
+def _side_bytes(recovery: Path, snap: bytes) -> int:
+    """Bytes an incremental snapshot's marker stands for: its generation in the shard's side store (0: no marker)."""
+    import pickle
+
+    from stream.snapshots import ShardMarker, side_path
+
+    try:
+        marker = ShardMarker.from_bytes(pickle.loads(snap))  # Bytewax pickles the bytes the shard returned
+    except Exception:  # not a marker (another step's state, a whole pickled shard)
+        return 0
+    if marker is None:
+        return 0
+    path = side_path(recovery, marker.shard)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+        row = db.execute("SELECT n_bytes FROM gens WHERE gen = ?", (marker.generation,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def snapshot_bytes(recovery: Path) -> dict[int, int]:
-    """Bytes of the state snapshots written at each epoch, from the recovery store's partitions (read-only)."""
+    """Bytes of the state snapshots written at each epoch, from the recovery store's partitions (read-only).
+
+    An incremental snapshot (``stream.snapshots``) counts its marker and the
+    generation of the shard's side store the marker stands for.
+    """
     out: dict[int, int] = defaultdict(int)
     for part in recovery.glob("*.sqlite3"):
         with (
             contextlib.suppress(sqlite3.Error),
             contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=1)) as db,
         ):
-            for epoch, size in db.execute(
-                "SELECT snap_epoch, sum(length(ser_change)) FROM snaps GROUP BY snap_epoch"
+            for epoch, size, small in db.execute(
+                "SELECT snap_epoch, length(ser_change), CASE WHEN length(ser_change) < 512 THEN ser_change END "
+                "FROM snaps"
             ).fetchall():
-                out[int(epoch)] += int(size or 0)
+                out[int(epoch)] += int(size or 0) + (_side_bytes(recovery, small) if small is not None else 0)
     return dict(out)
 
 

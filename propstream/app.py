@@ -35,6 +35,7 @@ from stream.parse import EventParser
 from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import apply_retention, migrate
+from stream.snapshots import close_side_stores
 from stream.sources import FileReplaySource, read_batches, read_records
 from stream.state import StateConfig
 from stream.ticks import TickBoard
@@ -328,6 +329,7 @@ def _run_flow(
             int(settings.stream.allowed_lateness_hours * 3_600_000),
             int(settings.stream.max_ahead_hours * 3_600_000),
             recovery=execution.recovery_dir is not None,
+            recovery_dir=execution.recovery_dir,
             resumed=resumed,
             trending=trend_config(settings),
             max_batch_event_ms=int(settings.stream.max_batch_event_hours * 3_600_000),
@@ -345,14 +347,17 @@ def _run_flow(
         progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}{board_note}")
     stats.started = time.perf_counter()
     with collected_every(settings.stream.gc_seconds), watch, board or contextlib.nullcontext():
-        cli_main(
-            flow,
-            workers_per_process=1,
-            process_id=execution.process_id,
-            addresses=list(execution.addresses) or None,
-            epoch_interval=timedelta(seconds=execution.snapshot_seconds),
-            recovery_config=recovery,
-        )
+        try:
+            cli_main(
+                flow,
+                workers_per_process=1,
+                process_id=execution.process_id,
+                addresses=list(execution.addresses) or None,
+                epoch_interval=timedelta(seconds=execution.snapshot_seconds),
+                recovery_config=recovery,
+            )
+        finally:
+            close_side_stores()  # the shards' side stores (incremental snapshots) are left closed, as Bytewax's
 
 
 def _tick_board(

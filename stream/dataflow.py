@@ -28,6 +28,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -53,6 +54,7 @@ from stream.shard import (
     state_layout,
 )
 from stream.sinks.base import RunStats
+from stream.snapshots import ShardSnapshots
 from stream.sources.base import SourceBatch
 from stream.state import StateConfig
 from stream.ticks import TickBoard
@@ -64,21 +66,37 @@ from stream.watermark import WatermarkRules
 class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
     """Bytewax glue around a CustomerShard; snapshots are pickled bytes (immutable).
 
+    With ``side`` (a recovery directory), a snapshot writes the customers
+    changed since the last one to the shard's side store and is a small
+    marker (``stream.snapshots``); without, it is the whole shard pickled.
     Bytewax asks for a snapshot at every epoch even when it keeps none (no
-    recovery); pickling a whole shard then is wasted work, so it is skipped.
+    recovery); making one then is wasted work, so it is skipped.
     """
 
-    def __init__(self, processor: ShardProcessor, shard: CustomerShard, snapshots: bool = True):
+    def __init__(
+        self,
+        processor: ShardProcessor,
+        shard: CustomerShard,
+        snapshots: bool = True,
+        side: ShardSnapshots | None = None,
+    ):
         self.processor = processor
         self.shard = shard
         self.snapshots = snapshots
+        self.side = side if snapshots else None
+        if self.side is not None and shard.changed is None:  # a new shard, or one from a whole-shard snapshot
+            shard.changed = set(shard.customers)
 
     def on_item(self, value: ShardInput) -> tuple[Iterable[ShardOutput], bool]:
         out = self.processor.process(self.shard, value)
         return ([] if out.is_empty() else [out]), StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL) if self.snapshots else b""
+        if not self.snapshots:
+            return b""
+        if self.side is not None:
+            return self.side.save(self.shard)
+        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class TickPostingShardLogic(ShardLogic):
@@ -103,6 +121,9 @@ class FlowConfig:
     allowed_lateness_ms: int
     max_ahead_ms: int = 30 * 24 * 3_600_000
     recovery: bool = True  # False: Bytewax keeps no snapshots, so the shards need not make them
+    # the recovery store (with ``recovery``): customer shards snapshot incrementally into side stores there;
+    # None: a snapshot pickles the whole shard
+    recovery_dir: Path | None = None
     resumed: bool = False  # an earlier run used the recovery store: shards rewrite their rows once
     trending: TrendConfig | None = None  # None: no trending steps
     max_batch_event_ms: int = 0  # > 0: replay batches span at most one such event-time window (stream/eventcut.py)
@@ -201,6 +222,11 @@ def build_dataflow(
     layout = state_layout(cfg, catalog.groups, n_shards)
     base, groups = base_layout(cfg, n_shards), group_keys(catalog.groups)
     migration = ShardMigration(cfg, layout, base, groups, archive)
+    side = (
+        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers.stateful_batch")  # op.stateful's inner step
+        if flow_cfg.recovery and flow_cfg.recovery_dir is not None
+        else None
+    )
 
     def parse(batch: SourceBatch) -> ParsedBatch:
         pb = parser.parse_batch(batch)
@@ -227,12 +253,12 @@ def build_dataflow(
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.
-        shard = restore_shard(resume, layout, migration) if resume is not None else CustomerShard(-1, layout)
+        shard = restore_shard(resume, layout, migration, side) if resume is not None else CustomerShard(-1, layout)
         shard.base_layout, shard.groups = base, groups  # what its counters mean, for a later migration
         shard.resumed = flow_cfg.resumed  # a shard new to this run may have had rows written by the last one
         if ticks is None:
-            return ShardLogic(processor, shard, flow_cfg.recovery)
-        logic = TickPostingShardLogic(processor, shard, flow_cfg.recovery)
+            return ShardLogic(processor, shard, flow_cfg.recovery, side)
+        logic = TickPostingShardLogic(processor, shard, flow_cfg.recovery, side)
         logic.board = ticks
         if shard.shard >= 0:  # restored: its customers may come due before any input reaches it
             ticks.post(shard.shard, shard.tick_due())

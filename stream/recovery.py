@@ -17,7 +17,11 @@ messages a fresh start would need. So a store is created only on purpose
 - it has not lost progress: ``propstream-recovery.json`` beside the
   partitions records the most executions any check or running stream has
   seen in the store; fewer now means a ``-wal`` file was lost or an older copy
-  was restored.
+  was restored;
+- every customer shard's side store (``shards/shard-<n>.sqlite``, where
+  incremental snapshots keep the customers: ``stream.snapshots``) opens and
+  passes SQLite's quick check. Whether it holds the generation a resume needs
+  is checked when the shard is restored.
 
 Rescaling: the store's partition count is fixed when it is created and does
 not depend on how many processes run. Every process of a run opens the same
@@ -28,15 +32,19 @@ with M.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from stream.errors import StreamError
+from stream.snapshots import SideStoreError, check_side_store, side_files
 
 MARKER = "propstream-recovery.json"
 _TABLES = {"parts", "exs", "fronts", "commits", "snaps"}
@@ -175,6 +183,11 @@ def check_store(root: Path, flow_id: str, starting: bool = True) -> StoreState:
             )
         raise RecoveryStoreError(msg)
     state = _scan(root, flow_id)
+    for path in side_files(root):
+        try:
+            check_side_store(path)
+        except SideStoreError as exc:
+            raise RecoveryStoreError(str(exc)) from exc
     seen = int((marker or {}).get("executions", 0))
     if state.executions < seen:
         msg = (
@@ -206,6 +219,13 @@ class ProgressWatch:
 
     Without it, a store that loses the current run's ``-wal`` file would look
     like the store as the run found it: older, but not obviously damaged.
+
+    The partitions are read by a child process: Bytewax links its own copy of
+    SQLite, and a second copy in the stream's process breaks SQLite's POSIX
+    locking. Closing such a connection took it for the last one, checkpointed
+    and deleted the ``-wal`` file Bytewax was still writing to. Bytewax's later
+    writes then went to an unlinked file: invisible to every other reader, and
+    lost to a kill -9.
     """
 
     def __init__(self, root: Path, flow_id: str, every_s: float):
@@ -227,7 +247,19 @@ class ProgressWatch:
             self._record()
 
     def _record(self) -> None:
-        try:
-            record_progress(self.root, self.flow_id, _scan(self.root, self.flow_id, thorough=False))
-        except (RecoveryStoreError, sqlite3.Error, OSError):
-            pass  # a store busy mid-write is read again at the next turn; the check before a run decides
+        cmd = [sys.executable, "-c", _RECORD_SCRIPT, str(self.root), self.flow_id]
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+
+
+_RECORD_SCRIPT = "import sys; from pathlib import Path; from stream.recovery import record_scanned; " + (
+    "record_scanned(Path(sys.argv[1]), sys.argv[2])"
+)
+
+
+def record_scanned(root: Path, flow_id: str) -> None:
+    """Scan the store and record its progress (``ProgressWatch``'s child process); a busy store is left for later."""
+    try:
+        record_progress(root, flow_id, _scan(root, flow_id, thorough=False))
+    except (RecoveryStoreError, sqlite3.Error, OSError):
+        pass  # a store busy mid-write is read again at the next turn; the check before a run decides

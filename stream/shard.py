@@ -43,12 +43,13 @@ from stream.clock import ShardClock
 from stream.errors import StreamError
 from stream.rows import FeatureRows
 from stream.scoring import ScoreColumns, ShardScoring
+from stream.snapshots import ShardMarker, ShardSnapshots
 from stream.state import CustomerState, StateConfig
 
 # 2: buckets kept in ascending time order, history_days; shards record their layout
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
-# 4: (branch snapshots) its snapshot format
-# 5: CustomerState as flat int64 arrays (window sums as bands, event ids as 64-bit digests; branch compact)
+# 4: with a recovery directory, snapshots are markers and customers live in side stores (stream.snapshots)
+# 5: CustomerState as flat int64 arrays (window sums as bands, event ids as 64-bit digests)
 STATE_VERSION = 5
 
 
@@ -86,23 +87,38 @@ def group_keys(groups: tuple[ProductGroup, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def restore_shard(
-    snapshot: bytes, layout: str, migrate: Callable[[CustomerShard], bool] | None = None
+    snapshot: bytes,
+    layout: str,
+    migrate: Callable[[CustomerShard], bool] | None = None,
+    side: ShardSnapshots | None = None,
 ) -> CustomerShard:
     """Unpickle a shard snapshot; refuse one whose counters would be read with another meaning.
 
+    A snapshot is a whole pickled shard, or a ``ShardMarker`` whose customers
+    are read from their side store by ``side`` (``stream.snapshots``).
     ``migrate`` (``stream.regroup.ShardMigration``) may bring a snapshot made
     for other product groups to ``layout``; it returns False when it cannot.
     """
-    shard = pickle.loads(snapshot)
-    version = getattr(shard, "version", None)
+    obj = ShardMarker.from_bytes(snapshot) or pickle.loads(snapshot)
+    version = getattr(obj, "version", None)
     if version != STATE_VERSION:
         msg = (
             f"recovery snapshot holds customer state version {version}, this build reads version "
             f"{STATE_VERSION}: start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
-    for name, default in (("groups", None), ("base_layout", "")):  # snapshots made before the attributes
-        if not hasattr(shard, name):
+    if isinstance(obj, ShardMarker):
+        if side is None:
+            msg = (
+                f"recovery snapshot of shard {obj.shard} keeps its customers in a side store, but the stream "
+                "runs without its recovery directory: resume with --recovery-dir"
+            )
+            raise SnapshotMismatchError(msg)
+        shard: CustomerShard = side.load(obj)
+    else:
+        shard = obj
+    for name, default in (("groups", None), ("base_layout", ""), ("generation", 0), ("changed", None)):
+        if not hasattr(shard, name):  # snapshots made before the attributes
             setattr(shard, name, default)
     if shard.layout != layout and not (migrate is not None and migrate(shard)):
         msg = (
@@ -112,6 +128,8 @@ def restore_shard(
             "misread its counters: start a fresh store (--fresh, on an empty directory) and replay the events archive"
         )
         raise SnapshotMismatchError(msg)
+    if shard.layout != layout and shard.changed is not None:  # migrated: every customer was renumbered
+        shard.changed.update(shard.customers)
     shard.idle = set()  # which partitions are idle is for the source to say again after a restart
     return shard
 
@@ -180,6 +198,8 @@ class CustomerShard(ShardClock):
         self.horizon: int | None = None  # retention: no event older than this can still be accepted
         self.resumed = False  # a run before this one may have written rows after its last snapshot
         self.pending: dict[str, set[int]] = {}  # changed before the clock was known
+        self.generation = 0  # side store generation of its last incremental snapshot (0: none yet)
+        self.changed: set[str] | None = None  # customers changed since that snapshot (None: not tracked)
 
     def pop_due(self, clock: int) -> list[str]:
         """Customers whose features change by ``clock`` alone (windows, recency), taken off the expiry heap."""
@@ -229,6 +249,8 @@ class ShardProcessor:
         # 1. Events onto their customers (with those changed before the clock was known).
         dirty, sh.pending = sh.pending, {}
         batch = apply_events(self.cfg, self.catalog, sh.customers, sh.items, inp.events, sh.horizon, dirty)
+        if sh.changed is not None:  # for the next incremental snapshot (due customers are added below)
+            sh.changed.update(dirty)
         out.applied, out.dead_letters = batch.applied, batch.dead_letters
         # 2. The clock moves; due and touched customers advance to it.
         clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
@@ -241,6 +263,8 @@ class ShardProcessor:
         rewrite = sh.rewrite_due(inp.tick_ms is not None, inp.n_parts)
         for user in sh.pop_due(clock):
             dirty.setdefault(user, set())
+            if sh.changed is not None:
+                sh.changed.add(user)
         self._advance_customers(sh, dirty, clock)
         # 3. Feature rows and scores of what changed.
         self._refresh(sh, out, dirty, clock, rewrite)
@@ -270,6 +294,8 @@ class ShardProcessor:
         if swapped or rewrite:  # every live customer; those whose history expired are left to `propstream rescore`
             seen = set(users)
             users += [u for u in sh.customers if u not in seen]
+            if sh.changed is not None:  # their cached scores may change: all go in the next snapshot
+                sh.changed.update(sh.customers)
         batch = self.feature_rows.dense(sh.customers, users, dirty, rewrite)
         pending = scoring.start(batch.rows, batch.changed, swapped) if scoring is not None and users else None
         out.features = self.feature_rows.records(batch, clock)  # while the scoring thread predicts

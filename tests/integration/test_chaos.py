@@ -31,6 +31,7 @@ from propstream import app
 from propstream.cli import main
 from schemas.mapping import ColumnMapping
 from stream.recovery import MARKER
+from stream.snapshots import side_files
 from stream.sources.kafka import KafkaSource
 from tests.integration.conftest import make_settings, write_events
 from tests.integration.dump import merge, values
@@ -318,6 +319,26 @@ def _files_deleted(store: Path) -> str:
     return "lost its partition files"
 
 
+def _side_store(store: Path) -> Path:
+    """A customer shard's side store (incremental snapshots), without its -wal and -shm files."""
+    path = side_files(store)[0]
+    for extra in ("-wal", "-shm"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+    return path
+
+
+def _side_garbage(store: Path) -> str:
+    path = _side_store(store)
+    path.write_bytes(random.Random(2).randbytes(20_000))
+    return str(path)
+
+
+def _side_truncated(store: Path) -> str:
+    path = _side_store(store)
+    path.write_bytes(path.read_bytes()[:3000])
+    return str(path)
+
+
 def _another_flow(store: Path) -> str:
     con = sqlite3.connect(store / "part-0.sqlite3")
     con.execute(
@@ -340,7 +361,17 @@ def _a_run_with_a_store(world, trained_dir, bootstrap: str, tmp_path: Path, dsn:
 
 
 @pytest.mark.parametrize(
-    "damage", [_garbage, _truncated, _partition_missing, _store_deleted, _files_deleted, _another_flow]
+    "damage",
+    [
+        _garbage,
+        _truncated,
+        _partition_missing,
+        _store_deleted,
+        _files_deleted,
+        _another_flow,
+        _side_garbage,
+        _side_truncated,
+    ],
 )
 def test_a_damaged_or_missing_recovery_store_is_a_one_line_error(
     damage, world, trained_dir, bootstrap, tmp_path, chdb_dsn, capsys
