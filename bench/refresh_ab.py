@@ -34,15 +34,24 @@ from propstream import app
 from schemas.features import DAY_MS
 
 
-def load(name: str, path: Path) -> ModuleType:
-    """A module from a file, under its own name (the older code next to this checkout's)."""
+def load(name: str, path: Path, **imports: ModuleType) -> ModuleType:
+    """A module from a file, under its own name (the older code next to this checkout's).
+
+    ``imports`` maps module names it imports to the older modules they mean
+    (the older rows.py must read the older state.py, not this checkout's).
+    """
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         msg = f"cannot load {path}"
         raise SystemExit(msg)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    saved = {k: sys.modules[k] for k in imports if k in sys.modules}
+    sys.modules.update(imports)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.update(saved)
     return module
 
 
@@ -54,38 +63,41 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args()
     old_state = load("old_state", args.base / "stream" / "state.py")
-    old_rows = load("old_rows", args.base / "stream" / "rows.py")
+    old_rows = load("old_rows", args.base / "stream" / "rows.py", **{"stream.state": old_state})
     data_dir = Path(args.data_dir)
     settings, records, _ = complete_journey(data_dir)
     records = sorted(records, key=lambda r: r.ts_ms)[: args.limit]
     catalog = app.load_catalog(settings)
-    cfg = new_state.StateConfig.build(app.feature_spec(catalog, settings.events.types))
-    new: dict = {}
-    for r in records:
-        state = new.setdefault(r.user_id, new_state.CustomerState())
-        state.apply(cfg, r.ts_ms, r.type_index, catalog.groups_of(r.item_id), r.value_cents)
+    spec = app.feature_spec(catalog, settings.events.types)
     clock = records[-1].ts_ms + DAY_MS
-    for state in new.values():
-        state.advance(cfg, clock)
-    old: dict = {}
-    for user, state in new.items():  # the same state, as the older class
-        old[user] = old_state.CustomerState.__new__(old_state.CustomerState)
-        old[user].__setstate__(state.__getstate__())
+
+    def states(module: ModuleType, cfg) -> dict:
+        """The same events applied by one version's own state class (their layouts need not agree)."""
+        out: dict = {}
+        for r in records:
+            state = out.setdefault(r.user_id, module.CustomerState())
+            state.apply(cfg, r.ts_ms, r.type_index, catalog.groups_of(r.item_id), r.value_cents)
+        for state in out.values():
+            state.advance(cfg, clock)
+        return out
+
+    cfg, old_cfg = new_state.StateConfig.build(spec), old_state.StateConfig.build(spec)
+    new, old = states(new_state, cfg), states(old_state, old_cfg)
     users = sorted(new)
     dirty = {u: set(range(cfg.n_keys // cfg.n_types)) for u in users}
-    versions = {"old": (old_rows.FeatureRows(cfg), old), "new": (new_rows.FeatureRows(cfg), new)}
+    versions = {"old": (old_rows.FeatureRows(old_cfg), old, old_cfg), "new": (new_rows.FeatureRows(cfg), new, cfg)}
     seconds: dict[tuple[str, str], list[float]] = {}
     made = {}
     for rnd in range(args.rounds):
         for name in ("old", "new") if rnd % 2 == 0 else ("new", "old"):
-            rows, customers = versions[name]
+            rows, customers, version_cfg = versions[name]
             t0 = time.process_time()
             batch = rows.dense(customers, users, dirty)
             t1 = time.process_time()
             recs = rows.records(batch, clock)
             t2 = time.process_time()
             for state in customers.values():
-                state.next_change(cfg)
+                state.next_change(version_cfg)
             t3 = time.process_time()
             for step, s in (("dense", t1 - t0), ("records", t2 - t1), ("next_change", t3 - t2)):
                 seconds.setdefault((name, step), []).append(s)
