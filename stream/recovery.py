@@ -232,8 +232,10 @@ class ProgressWatch:
         self.root, self.flow_id, self.every_s = root, flow_id, every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="propstream-recovery-watch", daemon=True)
+        self._found = 0  # executions on record when the run began
 
     def __enter__(self) -> ProgressWatch:
+        self._found = self._on_record()
         self._thread.start()
         return self
 
@@ -242,18 +244,29 @@ class ProgressWatch:
         self._thread.join(timeout=5)
         self._record()
 
+    def _on_record(self) -> int:
+        with contextlib.suppress(RecoveryStoreError):
+            return int((_read_marker(self.root) or {}).get("executions", 0))
+        return 0
+
     def _run(self) -> None:
+        """Record until this run's execution is on record; nothing the run does later changes it (a child costs CPU)."""
         while not self._stop.wait(self.every_s):
             self._record()
+            if self._on_record() > self._found:
+                return
 
     def _record(self) -> None:
-        cmd = [sys.executable, "-c", _RECORD_SCRIPT, str(self.root), self.flow_id]
+        # -I -S: no site packages to scan; the package is imported from this checkout
+        cmd = [sys.executable, "-I", "-S", "-c", _RECORD_SCRIPT, str(self.root), self.flow_id, str(_PACKAGE_ROOT)]
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(cmd, capture_output=True, timeout=60, check=False)
 
 
-_RECORD_SCRIPT = "import sys; from pathlib import Path; from stream.recovery import record_scanned; " + (
-    "record_scanned(Path(sys.argv[1]), sys.argv[2])"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_RECORD_SCRIPT = (
+    "import sys; sys.path.insert(0, sys.argv[3]); from pathlib import Path; "
+    "from stream.recovery import record_scanned; record_scanned(Path(sys.argv[1]), sys.argv[2])"
 )
 
 

@@ -43,7 +43,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
@@ -219,6 +219,11 @@ class SeenIds:
 
     def __len__(self) -> int:
         return len(self._ids) >> 1
+
+    def __iter__(self) -> Iterator[int]:
+        """The digests (``event_digest``) of the ids seen, in no particular order: compare two views sorted."""
+        ids = self._ids
+        return iter(ids[: len(ids) >> 1])
 
 
 class CustomerState:

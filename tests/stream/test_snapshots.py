@@ -284,3 +284,26 @@ def test_reading_the_store_while_bytewax_writes_it_never_deletes_its_wal_file(tm
     """Bytewax links its own SQLite: a connection of Python's closed in the same process deleted Bytewax's -wal."""
     done = _script(tmp_path / "recovery", tmp_path / "world", 2, "--watch")
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.integration
+def test_the_progress_watch_records_the_runs_execution_and_then_stops_reading(tmp_path: Path):
+    """Each read of the store is a child process (CPU on an idle stream): once the run is on record, no more."""
+    import json
+    import time
+
+    from stream.dataflow import FLOW_ID
+    from stream.recovery import MARKER, ProgressWatch
+
+    root = tmp_path / "recovery"
+    create_store(root, 2, FLOW_ID)
+    assert json.loads((root / MARKER).read_text())["executions"] == 0
+    done = _script(root, tmp_path / "world", 2)  # a run of the flow: one execution in Bytewax's store
+    assert done.returncode == 0, done.stderr[-2000:]
+    watch = ProgressWatch(root, FLOW_ID, 0.05)
+    with watch:
+        deadline = time.monotonic() + 60
+        while watch._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not watch._thread.is_alive()  # stopped by itself, the run still going
+        assert json.loads((root / MARKER).read_text())["executions"] == 1
