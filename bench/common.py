@@ -29,9 +29,12 @@ STARTED = "stream started"
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a running process (threads included), from /proc."""
+    """User + system CPU seconds of a running process (threads included) and of the children it waited for, from /proc.
+
+    Children count: the stream reads its recovery store in short-lived child processes.
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:

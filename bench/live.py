@@ -64,7 +64,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 def idle_phase(args, bootstrap: str, work: Path) -> dict:
     """CPU seconds per minute of a stream on an empty topic, in all and by thread name."""
-    stream = Stream(args.src, args.data_dir, work, new_topic(bootstrap, args.partitions), bootstrap, 3600)
+    topic = new_topic(bootstrap, args.partitions)
+    recovery = work / f"{topic}-recovery" if args.recovery else None  # snapshots and the store's watch included
+    stream = Stream(args.src, args.data_dir, work, topic, bootstrap, 3600, recovery_dir=recovery)
     try:
         stream.wait_started()
         time.sleep(args.idle_settle)  # the partitions go idle after kafka.idle_seconds (10 s)
@@ -180,6 +182,7 @@ def main() -> None:
         help="seconds after the start line before the idle measure (past 60: after the first timed gc collection)",
     )
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--recovery", action="store_true", help="the idle stream runs with a recovery store, as deployed")
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
     ap.add_argument("--src", type=Path, default=ROOT, help="source tree the stream runs from")
     ap.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
