@@ -74,6 +74,7 @@ load is on disk before the marker can be).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import pickle
@@ -82,7 +83,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -225,44 +226,41 @@ class ShardStore:
         (top,) = self._con.execute("SELECT MAX(gen) FROM gens").fetchone()
         return max(self._meta("next_gen", 1), (top or 0) + 1)
 
-    def write(self, parent: int, shell: bytes, rows: Iterable[tuple[str, bytes | None]]) -> int:
-        """Commit ``rows`` (customer, pickled version; None: dropped) and ``shell`` as a generation after ``parent``."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), rolled back on any error; SQLite's errors mean damage."""
         con = self._con
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
-                gen = self._next_gen()
-                stamped = [(user, gen, value) for user, value in rows]
-                con.executemany("INSERT OR REPLACE INTO customers (user_id, gen, value) VALUES (?, ?, ?)", stamped)
-                n_bytes = len(shell) + sum(len(v) for _, _, v in stamped if v is not None)
-                con.execute(
-                    "INSERT INTO gens (gen, parent, shell, n_rows, n_bytes, written_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (gen, parent, shell, len(stamped), n_bytes, time.time()),
-                )
-                self._set_meta("next_gen", gen + 1)
+                yield con
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise _damaged(self.path, exc) from exc
+
+    def write(self, parent: int, shell: bytes, rows: Iterable[tuple[str, bytes | None]]) -> int:
+        """Commit ``rows`` (customer, pickled version; None: dropped) and ``shell`` as a generation after ``parent``."""
+        with self._transaction() as con:
+            gen = self._next_gen()
+            stamped = [(user, gen, value) for user, value in rows]
+            con.executemany("INSERT OR REPLACE INTO customers (user_id, gen, value) VALUES (?, ?, ?)", stamped)
+            n_bytes = len(shell) + sum(len(v) for _, _, v in stamped if v is not None)
+            con.execute(
+                "INSERT INTO gens (gen, parent, shell, n_rows, n_bytes, written_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (gen, parent, shell, len(stamped), n_bytes, time.time()),
+            )
+            self._set_meta("next_gen", gen + 1)
         return gen
 
     def abandon_after(self, gen: int) -> None:
         """Delete generations above ``gen``: a run wrote them, but died before Bytewax kept their markers."""
-        con = self._con
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                self._set_meta("next_gen", self._next_gen())  # numbers of abandoned generations are never reused
-                con.execute("DELETE FROM customers WHERE gen > ?", (gen,))
-                con.execute("DELETE FROM gens WHERE gen > ?", (gen,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _damaged(self.path, exc) from exc
+        with self._transaction() as con:
+            self._set_meta("next_gen", self._next_gen())  # numbers of abandoned generations are never reused
+            con.execute("DELETE FROM customers WHERE gen > ?", (gen,))
+            con.execute("DELETE FROM gens WHERE gen > ?", (gen,))
 
     def restore(self, gen: int) -> tuple[bytes, dict[str, bytes]]:
         """(shell, customer -> pickled version) as of generation ``gen``; newer generations are abandoned."""
@@ -296,33 +294,27 @@ class ShardStore:
 
     def compact(self, floor: int) -> int:
         """Drop versions no resume can read once every marker of generation < ``floor`` is gone; rows deleted."""
-        con = self._con
         try:
             old = self._meta("floor")
-            if floor <= old:
-                return 0
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                touched = "user_id IN (SELECT user_id FROM customers WHERE gen > :old AND gen <= :f)"
-                superseded = con.execute(
-                    f"DELETE FROM customers AS c WHERE gen < :f AND {touched} AND EXISTS (SELECT 1 FROM customers "
-                    "AS n WHERE n.user_id = c.user_id AND n.gen > c.gen AND n.gen <= :f)",
-                    {"old": old, "f": floor},
-                ).rowcount
-                tombstones = con.execute(
-                    "DELETE FROM customers AS c WHERE value IS NULL AND gen > :old AND gen <= :f AND NOT EXISTS "
-                    "(SELECT 1 FROM customers AS o WHERE o.user_id = c.user_id AND o.gen < c.gen)",
-                    {"old": old, "f": floor},
-                ).rowcount
-                con.execute("UPDATE gens SET shell = NULL WHERE gen < ? AND shell IS NOT NULL", (floor,))
-                con.execute("DELETE FROM gens WHERE gen < ?", (floor - GENS_KEPT,))
-                self._set_meta("floor", floor)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise _damaged(self.path, exc) from exc
+        if floor <= old:
+            return 0
+        with self._transaction() as con:
+            touched = "user_id IN (SELECT user_id FROM customers WHERE gen > :old AND gen <= :f)"
+            superseded = con.execute(
+                f"DELETE FROM customers AS c WHERE gen < :f AND {touched} AND EXISTS (SELECT 1 FROM customers "
+                "AS n WHERE n.user_id = c.user_id AND n.gen > c.gen AND n.gen <= :f)",
+                {"old": old, "f": floor},
+            ).rowcount
+            tombstones = con.execute(
+                "DELETE FROM customers AS c WHERE value IS NULL AND gen > :old AND gen <= :f AND NOT EXISTS "
+                "(SELECT 1 FROM customers AS o WHERE o.user_id = c.user_id AND o.gen < c.gen)",
+                {"old": old, "f": floor},
+            ).rowcount
+            con.execute("UPDATE gens SET shell = NULL WHERE gen < ? AND shell IS NOT NULL", (floor,))
+            con.execute("DELETE FROM gens WHERE gen < ?", (floor - GENS_KEPT,))
+            self._set_meta("floor", floor)
         return superseded + tombstones
 
 
