@@ -77,6 +77,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
+import os
 import pickle
 import sqlite3
 import subprocess
@@ -165,6 +166,29 @@ def _damaged(path: Path, exc: BaseException) -> SideStoreError:
     return SideStoreError(msg)
 
 
+def _create(path: Path) -> None:
+    """Make an empty side store at ``path`` atomically: its schema written beside it, then renamed into place."""
+    for stale in path.parent.glob(f"{path.name}.creating-*"):  # left by a process killed while creating it
+        stale.unlink(missing_ok=True)
+    building = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    con = sqlite3.connect(building, isolation_level=None)
+    try:
+        con.execute("BEGIN")
+        for stmt in _SCHEMA:
+            con.execute(stmt)
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    with building.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(building, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def check_side_store(path: Path) -> None:
     """Raise ``SideStoreError`` naming ``path`` unless it is a readable, intact side store."""
     try:
@@ -193,10 +217,17 @@ class ShardStore:
 
     @classmethod
     def open(cls, root: Path, shard: int) -> ShardStore:
-        """Open (or create) the side store of ``shard`` under recovery directory ``root``."""
+        """Open (or create) the side store of ``shard`` under recovery directory ``root``.
+
+        A new store is made whole beside its path and renamed into place, so a
+        process killed while creating it leaves no store, never an empty one
+        (which the check before a run rightly takes for a damaged file).
+        """
         path = side_path(root, shard)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if not path.exists():
+                _create(path)
             con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")

@@ -307,3 +307,28 @@ def test_the_progress_watch_records_the_runs_execution_and_then_stops_reading(tm
             time.sleep(0.05)
         assert not watch._thread.is_alive()  # stopped by itself, the run still going
         assert json.loads((root / MARKER).read_text())["executions"] == 1
+
+
+def test_a_process_killed_while_creating_a_side_store_leaves_none_and_the_next_run_creates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Found by the kill -9 chaos test: killed between the file's creation and its schema, an empty side store was
+    left, and the check before the next run took it for a damaged one. Now it is made whole beside its path and
+    renamed into place."""
+    import stream.snapshots as snapshots
+
+    def killed(*_: object) -> None:
+        raise SystemExit(-9)  # the process ends before the rename, as a kill -9 there would
+
+    create_store(tmp_path, 2, "propstream")
+    monkeypatch.setattr(snapshots.os, "replace", killed)
+    with pytest.raises(SystemExit):
+        ShardStore.open(tmp_path, 3)
+    monkeypatch.undo()
+    assert not side_path(tmp_path, 3).exists()
+    assert list(side_path(tmp_path, 3).parent.glob("shard-3.sqlite.creating-*"))  # what the killed process left
+    check_store(tmp_path, "propstream")  # the next run's check: nothing damaged
+    store = ShardStore.open(tmp_path, 3)
+    assert store.write(0, b"shell", [("u1", b"a")]) == 1
+    store.close()
+    assert not list(side_path(tmp_path, 3).parent.glob("shard-3.sqlite.creating-*"))  # the leftover is gone
