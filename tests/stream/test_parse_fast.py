@@ -232,7 +232,7 @@ def test_duplicate_keys_keep_the_last_value_in_both_paths() -> None:
         "1",
         '"text"',
         b"\xff\xfe{}",
-        json.dumps(CANONICAL).encode()[:-3] + b"\xff\"}",
+        json.dumps(CANONICAL).encode()[:-3] + b'\xff"}',
         json.dumps({**CANONICAL, "user_id": "a\udc80"}, ensure_ascii=False).encode("utf-8", "surrogatepass"),
         json.dumps({**CANONICAL, "extra": 1}),
         json.dumps({**CANONICAL, "extra": "[" * 100}),
