@@ -73,7 +73,12 @@ assert _MAX_MS < 2**32 * 1000, "the exactness argument for timestamps needs time
 _PLAIN = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.:@/+#")
 
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]  # lengths in characters, as pydantic
+# Bounds checked by msgspec as it decodes (lengths in characters, as pydantic counts them).
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]
+EpochMs = Annotated[int, msgspec.Meta(ge=_MIN_MS, lt=_MAX_MS)]
+Quantity = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_QUANTITY)]
+Value = Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
 
 
 class _Wire(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,10 +87,10 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True):
     user_id: Id
     item_id: Id
     type: str
-    timestamp: int
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)] | None = None
-    quantity: float = 1.0
-    value: float = 0.0
+    timestamp: EpochMs
+    event_id: EventId | None = None
+    quantity: Quantity = 1.0
+    value: Value = 0.0
 
 
 class WireFastPath:
@@ -102,18 +107,15 @@ class WireFastPath:
         except (msgspec.DecodeError, UnicodeError):  # msgspec.ValidationError is a DecodeError
             return None
         user, item, eid, t = e.user_id, e.item_id, e.event_id, self._index.get(e.type)
-        ts, q, v = e.timestamp, e.quantity, e.value
         if (
             t is None
-            or not _MIN_MS <= ts < _MAX_MS
-            or not 0.0 <= q <= MAX_QUANTITY
-            or not -MAX_VALUE <= v <= MAX_VALUE
-            or user[0] not in _PLAIN  # ids are 1.. characters long (the Struct's Meta)
+            or user[0] not in _PLAIN  # ids have 1.. characters (the Struct's bounds)
             or user[-1] not in _PLAIN
             or item[0] not in _PLAIN
             or item[-1] not in _PLAIN
         ):
             return None
+        ts, q, v = e.timestamp, e.quantity, e.value
         if eid is None:
             eid = content_id_of(user, item, e.type, ts, q, v)
         elif eid[0] not in _PLAIN or eid[-1] not in _PLAIN:
