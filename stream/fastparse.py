@@ -97,8 +97,13 @@ class WireFastPath:
     """Decodes wire-format payloads (bytes or text) to EventRecords when certainly valid; None otherwise."""
 
     def __init__(self, types: Vocabulary = DEFAULT_VOCABULARY):
+        self._types = types
         self._decode = msgspec.json.Decoder(_Wire).decode
         self._index = types.index
+
+    def __reduce__(self) -> tuple[type[WireFastPath], tuple[Vocabulary]]:
+        """Pickled as its vocabulary (a msgspec decoder is not picklable; parsers are handed to worker processes)."""
+        return WireFastPath, (self._types,)
 
     def record(self, payload: bytes | str, source: str) -> EventRecord | None:
         """The EventRecord the model path would give, or None: the model path must decide."""

@@ -13,6 +13,7 @@ fields, byte garbage); each edge named in issue #15's brief also has its own cas
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -268,6 +269,14 @@ def test_dicts_and_mapped_exports_never_take_the_fast_path() -> None:
     mapped = EventParser(ColumnMapping(timestamp_unit="ms"), lambda: NOW)
     assert mapped._fast is None
     assert not taken(json.dumps(CANONICAL), mapped)
+
+
+def test_a_parser_with_the_fast_path_pickles_and_keeps_it() -> None:
+    # As on main, where a parser of the default vocabulary pickles (a configured one's model does not).
+    parser = pickle.loads(pickle.dumps(FAST))
+    payload = json.dumps(CANONICAL)
+    assert taken(payload, parser)
+    same(parser.check("t/0/1", payload), MODEL.check("t/0/1", payload))
 
 
 def test_epoch_ms_read_as_the_model_reads_it_is_the_same_integer() -> None:
