@@ -273,7 +273,7 @@ def test_dicts_and_mapped_exports_never_take_the_fast_path() -> None:
 
 def test_a_parser_with_the_fast_path_pickles_and_keeps_it() -> None:
     # As on main, where a parser of the default vocabulary pickles (a configured one's model does not).
-    parser = pickle.loads(pickle.dumps(FAST))
+    parser = pickle.loads(pickle.dumps(EventParser(ColumnMapping())))
     payload = json.dumps(CANONICAL)
     assert taken(payload, parser)
     same(parser.check("t/0/1", payload), MODEL.check("t/0/1", payload))
