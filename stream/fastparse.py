@@ -102,7 +102,7 @@ class WireFastPath:
         self._index = types.index
 
     def __reduce__(self) -> tuple[type[WireFastPath], tuple[Vocabulary]]:
-        """Pickled as its vocabulary (a msgspec decoder is not picklable; parsers are handed to worker processes)."""
+        """Pickled as its vocabulary (a msgspec decoder is not picklable; an EventParser pickles as before)."""
         return WireFastPath, (self._types,)
 
     def record(self, payload: bytes | str, source: str) -> EventRecord | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from schemas.events import MAX_TIMESTAMP, MIN_TIMESTAMP, _timestamp_from_number, content_id_of
 from schemas.mapping import ColumnMapping
+from stream import columns, fastparse
 from stream.parse import MAX_PAYLOAD_BYTES, EventParser
 from stream.sources.base import SourceBatch
 
@@ -289,6 +291,24 @@ def test_epoch_ms_read_as_the_model_reads_it_is_the_same_integer() -> None:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     for ms in sample:
         assert (_timestamp_from_number(float(ms), "ms") - epoch) // timedelta(milliseconds=1) == ms, ms
+
+
+def test_plain_characters_are_those_of_the_columnar_fast_path() -> None:
+    plain = {chr(c) for c in range(0x10000) if re.fullmatch(columns._PLAIN, chr(c))}
+    assert plain == fastparse._PLAIN
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["quantity", "value"]),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,9})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,2})?\Z"),
+)
+def test_long_decimal_literals_read_as_the_same_float(field: str, literal: str) -> None:
+    # Both JSON readers must round every decimal to the same float (and the same cents, content id).
+    for eid in ('"e1"', "null"):
+        pairs = [(k, v) for k, v in pairs_of(CANONICAL) if k not in (field, "event_id")]
+        pairs += [(field, literal), ("event_id", eid)]
+        both(wire(pairs))
 
 
 # --- generated payloads -------------------------------------------------------------------------------------------
