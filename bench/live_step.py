@@ -40,7 +40,7 @@ from bench.common import complete_journey
 from bench.workload import CloneWorkload
 from propstream import app
 from schemas.events import EventRecord
-import stream.shard
+from stream import shard as shard_module
 from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor
 from stream.state import StateConfig
 
@@ -93,11 +93,14 @@ def main() -> None:
     i = 0
     h = len(workload.households)
     per_round = [  # events of each round: the generator yields round after round
-        sum(len(own[r % workload.rounds]) for own in (workload.baskets[c % h] for c in range(args.customers))
-            if r % workload.rounds < len(own))
+        sum(
+            len(own[r % workload.rounds])
+            for own in (workload.baskets[c % h] for c in range(args.customers))
+            if r % workload.rounds < len(own)
+        )
         for r in range(args.warm + args.rounds)
     ]
-    stream = workload.events(rounds=args.warm + args.rounds)
+    feed = workload.events(rounds=args.warm + args.rounds)
     for r, n in enumerate(per_round):
         is_timed = r >= args.warm
         left = n
@@ -106,10 +109,11 @@ def main() -> None:
             left -= k
             batch = []
             for _ in range(k):
-                user, rec = next(stream)
+                user, rec = next(feed)
                 ts = T0 + int(i * step)
-                batch.append(EventRecord(user, rec.item_id, rec.type_index, ts, f"e{i}", rec.quantity,
-                                         rec.value_cents, "bench"))
+                batch.append(
+                    EventRecord(user, rec.item_id, rec.type_index, ts, f"e{i}", rec.quantity, rec.value_cents, "bench")
+                )
                 i += 1
             inp = ShardInput(0, batch, batch[-1].ts_ms, "p0", 1, False, batch[-1].ts_ms)
             if is_timed and profiler is not None:
@@ -127,17 +131,21 @@ def main() -> None:
     if profiler is not None:
         profiler.dump_stats(args.profile)
     n = timed["events"] or 1
-    print(json.dumps({
-        "customers": args.customers,
-        "batch": args.batch,
-        "models": models is not None,
-        "events": timed["events"],
-        "batches": timed["batches"],
-        "main_us_per_event": round(timed["thread"] / n * 1e6, 2),
-        "process_us_per_event": round(timed["process"] / n * 1e6, 2),
-        "digest": digest.hexdigest()[:16],
-        "code": str(Path(stream.shard.__file__).resolve().parents[1]),
-    }))
+    print(
+        json.dumps(
+            {
+                "customers": args.customers,
+                "batch": args.batch,
+                "models": models is not None,
+                "events": timed["events"],
+                "batches": timed["batches"],
+                "main_us_per_event": round(timed["thread"] / n * 1e6, 2),
+                "process_us_per_event": round(timed["process"] / n * 1e6, 2),
+                "digest": digest.hexdigest()[:16],
+                "code": str(Path(shard_module.__file__).resolve().parents[1]),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
