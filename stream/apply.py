@@ -92,10 +92,10 @@ def apply_events(
         if state is None:
             state = customers[user] = CustomerState()
             ids = seen[user] = set()
+        elif user in seen:
+            ids = seen[user]
         else:
-            ids = seen.get(user)
-            if ids is None:
-                ids = seen[user] = state.seen_digests()
+            ids = seen[user] = state.seen_digests()
         digest = event_digest(event_id)
         if digest in ids:
             reason = f"duplicate: event_id {event_id!r} was already applied"
@@ -156,10 +156,11 @@ def item_rows(
 
     ``type_names`` (``StateConfig.type_names``) names each cell's type index.
     """
+    new = tuple.__new__  # the named tuple built directly: its generated __new__ is a Python call per row
     rows = []
     for key in touched:
         n, qty, cents = items[key]
-        rows.append(ItemActivityRow(key[0], key[1], type_names[key[2]], shard, n, qty, cents / 100))
+        rows.append(new(ItemActivityRow, (key[0], key[1], type_names[key[2]], shard, n, qty, cents / 100)))
     return rows
 
 
