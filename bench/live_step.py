@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,6 +61,62 @@ def out_digest(h, out: ShardOutput) -> None:
     h.update(repr(list(out.dead_letters)).encode())
 
 
+class Side:
+    """One version of the code: its processor and shard, the CPU it took, a digest of its rows."""
+
+    def __init__(self, name: str, processor, shard, code: str):
+        self.name, self.processor, self.shard = name, processor, shard
+        self.code = str(Path(code).resolve().parents[1])
+        self.digest = hashlib.sha256()
+        self.timed: dict[str, float] = {"events": 0, "batches": 0, "thread": 0.0, "process": 0.0}
+
+    def run(self, inp: ShardInput, k: int, is_timed: bool, profiler: cProfile.Profile | None) -> None:
+        """Process one batch; count its CPU when timed."""
+        if is_timed and profiler is not None:
+            profiler.enable()
+        t_thread, t_proc = time.thread_time(), time.process_time()
+        out = self.processor.process(self.shard, inp)
+        d_thread, d_proc = time.thread_time() - t_thread, time.process_time() - t_proc
+        if profiler is not None:
+            profiler.disable()
+        if is_timed:
+            self.timed["thread"] += d_thread
+            self.timed["process"] += d_proc
+            self.timed["events"] += k
+            self.timed["batches"] += 1
+            out_digest(self.digest, out)
+
+    def figures(self) -> dict:
+        n = self.timed["events"] or 1
+        return {
+            "main_us_per_event": round(self.timed["thread"] / n * 1e6, 2),
+            "process_us_per_event": round(self.timed["process"] / n * 1e6, 2),
+            "digest": self.digest.hexdigest()[:16],
+            "code": self.code,
+        }
+
+
+def load_base(base: Path) -> ModuleType:
+    """``stream.shard`` of an export of older code, imported beside this checkout's ``stream`` package.
+
+    The older ``stream.*`` modules are imported from ``base`` while this
+    checkout's are out of ``sys.modules``, then this checkout's are put back:
+    each version's functions keep the modules they imported (``schemas``,
+    ``models`` and the rest are shared).
+    """
+    mine = {k: m for k, m in sys.modules.items() if k == "stream" or k.startswith("stream.")}
+    for k in mine:
+        del sys.modules[k]
+    sys.path.insert(0, str(base.resolve()))
+    try:
+        return importlib.import_module("stream.shard")
+    finally:
+        sys.path.remove(str(base.resolve()))
+        for k in [k for k in sys.modules if k == "stream" or k.startswith("stream.")]:
+            del sys.modules[k]
+        sys.modules.update(mine)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="propstream-data")
@@ -69,6 +127,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="timed rounds")
     ap.add_argument("--no-models", action="store_true", help="features only")
     ap.add_argument("--profile", type=Path, help="write cProfile stats of the timed ``process`` calls here")
+    ap.add_argument("--base", type=Path, help="an export of older code: both versions take every batch, in turn")
     args = ap.parse_args()
     settings, records, _ = complete_journey(Path(args.data_dir))
     catalog = app.load_catalog(settings)
@@ -82,13 +141,15 @@ def main() -> None:
         models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), 3600.0, threads=1)
         if not models.scorers:
             models = None
-    lateness = settings.stream.allowed_lateness_hours * 3_600_000
-    processor = ShardProcessor(cfg, catalog, models, int(lateness))
-    shard = CustomerShard(0)
+    lateness = int(settings.stream.allowed_lateness_hours * 3_600_000)
+    sides = [Side("new", ShardProcessor(cfg, catalog, models, lateness), CustomerShard(0), shard_module.__file__)]
+    if args.base is not None:  # the older code beside this one, fed the same batches, in turn
+        old = load_base(args.base)
+        sides.insert(
+            0, Side("old", old.ShardProcessor(cfg, catalog, models, lateness), old.CustomerShard(0), old.__file__)
+        )
     workload = CloneWorkload(records, args.customers)
     step = 1000 / args.rate
-    digest = hashlib.sha256()
-    timed: dict[str, float] = {"events": 0, "batches": 0, "thread": 0.0, "process": 0.0}
     profiler = cProfile.Profile() if args.profile else None
     i = 0
     h = len(workload.households)
@@ -101,6 +162,7 @@ def main() -> None:
         for r in range(args.warm + args.rounds)
     ]
     feed = workload.events(rounds=args.warm + args.rounds)
+    n_batches = 0
     for r, n in enumerate(per_round):
         is_timed = r >= args.warm
         left = n
@@ -115,37 +177,26 @@ def main() -> None:
                     EventRecord(user, rec.item_id, rec.type_index, ts, f"e{i}", rec.quantity, rec.value_cents, "bench")
                 )
                 i += 1
-            inp = ShardInput(0, batch, batch[-1].ts_ms, "p0", 1, False, batch[-1].ts_ms)
-            if is_timed and profiler is not None:
-                profiler.enable()
-            t_thread, t_proc = time.thread_time(), time.process_time()
-            out = processor.process(shard, inp)
-            if profiler is not None:
-                profiler.disable()
-            if is_timed:
-                timed["thread"] += time.thread_time() - t_thread
-                timed["process"] += time.process_time() - t_proc
-                timed["events"] += k
-                timed["batches"] += 1
-                out_digest(digest, out)
+            n_batches += 1
+            for side in sides if n_batches % 2 else sides[::-1]:  # who goes first alternates
+                inp = ShardInput(0, list(batch), batch[-1].ts_ms, "p0", 1, False, batch[-1].ts_ms)
+                side.run(inp, k, is_timed, profiler if side.name == "new" else None)
     if profiler is not None:
         profiler.dump_stats(args.profile)
-    n = timed["events"] or 1
-    print(
-        json.dumps(
-            {
-                "customers": args.customers,
-                "batch": args.batch,
-                "models": models is not None,
-                "events": timed["events"],
-                "batches": timed["batches"],
-                "main_us_per_event": round(timed["thread"] / n * 1e6, 2),
-                "process_us_per_event": round(timed["process"] / n * 1e6, 2),
-                "digest": digest.hexdigest()[:16],
-                "code": str(Path(shard_module.__file__).resolve().parents[1]),
-            }
-        )
-    )
+    result: dict = {
+        "customers": args.customers,
+        "batch": args.batch,
+        "models": models is not None,
+        "events": int(sides[-1].timed["events"]),
+        "batches": int(sides[-1].timed["batches"]),
+    }
+    for side in sides:
+        result[side.name] = side.figures()
+    if len(sides) == 2:
+        old_side, new_side = sides
+        result["new_over_old_main"] = round(new_side.timed["thread"] / old_side.timed["thread"], 3)
+        result["same_rows"] = old_side.digest.hexdigest() == new_side.digest.hexdigest()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -569,9 +569,12 @@ class CustomerState:
         off = cfg.recency_offset
         last = self._last
         k = len(last) >> 1
-        for j in range(k):
-            at.append(off + last[j])
-            values.append(cfg.recency_bin((clock - last[k + j]) // DAY_MS))
+        at.extend([off + g for g in last[:k]])
+        table = cfg.recency_table  # recency_bin, inlined: a call per group of every refreshed customer otherwise
+        size, cap = len(table), table[-1]
+        for since in last[k:]:
+            days = (clock - since) // DAY_MS
+            values.append(table[days] if days < size else cap)
         start = self.history_start(cfg)
         if start is not None:
             at.append(cfg.history_index)
