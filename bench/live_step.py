@@ -1,6 +1,7 @@
 """Benchmark: CPU per event of a shard's apply and refresh in the live regime, in one process (no Kafka, no sinks).
 
     python bench/live_step.py [--data-dir DIR] [--customers N] [--batch E] [--rate R] [--warm K] [--rounds K]
+                              [--base DIR] [--profile FILE]
 
 The live regime of issue #15 (BENCHMARKS.md section 1d): many customers, each
 seen about once per batch. ``--customers`` synthetic customers are cloned from
@@ -20,8 +21,11 @@ event. Prints one JSON line, with a digest of every output row of the timed
 rounds (features, scores, item activity, applied events): two versions of the
 code that print the same digest wrote the same rows.
 
-Uses only ``ShardProcessor``/``CustomerShard`` calls that main has, so the
-script copied into an export of older code measures that code (A/B, in turn).
+``--base DIR`` (an export of older code, ``git archive REV | tar -x -C DIR``):
+that code's ``stream`` package is imported beside this one and both take every
+batch, in turn (who goes first alternates), each with a shard of its own; the
+figures are printed for both, with new/old and whether they wrote the same
+rows (BENCHMARKS.md section 1d).
 """
 
 from __future__ import annotations
