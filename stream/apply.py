@@ -8,8 +8,11 @@ customer's state (``CustomerState.apply_run``, exact: the same as one by one),
 and each to its item's hourly cell ``(hour_ms, item_id, type_index) ->
 [events, quantity, cents]``.
 
-The loop is inlined: it runs for every event, so it calls no function per
-event, only one per basket.
+The loop is inlined: it runs for every event, so it calls only what each
+event needs (its id's digest, remembering it) and one function per basket.
+Duplicates are checked against one set of digests per customer and batch,
+not a scan of the customer's ids per event (live traffic: many customers, a
+basket or two each per batch; BENCHMARKS.md section 1d).
 
 >>> from schemas.events import EventRecord
 >>> from schemas.features import FeatureSpec
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from schemas.events import DeadLetter, EventRecord, ItemActivityRow
 from schemas.groups import GroupCatalog
 from stream.clock import HOUR_MS, late_reason
-from stream.state import CustomerState, StateConfig
+from stream.state import CustomerState, StateConfig, event_digest
 
 ItemKey = tuple[int, str, int]  # (hour_ms, item_id, type_index)
 
@@ -78,6 +81,8 @@ def apply_events(
     run_state = CustomerState()
     run_counts: dict[int, list[int]] = {}
     run_n = 0
+    # customer -> digests of the ids it has seen: one set per customer and batch, not a scan of its ids per event
+    seen: dict[str, set[int]] = {}
     for rec in events:
         user, item, type_index, ts, event_id, quantity, cents, _ = rec
         if horizon is not None and ts < horizon:  # only from a partition that was idle without a watermark
@@ -86,10 +91,18 @@ def apply_events(
         state = customers.get(user)
         if state is None:
             state = customers[user] = CustomerState()
-        if not state.see(event_id, ts):
+            ids = seen[user] = set()
+        elif user in seen:
+            ids = seen[user]
+        else:
+            ids = seen[user] = state.seen_digests()
+        digest = event_digest(event_id)
+        if digest in ids:
             reason = f"duplicate: event_id {event_id!r} was already applied"
             dead.append(DeadLetter(reason, rec.to_json(type_names), rec.source))
             continue
+        ids.add(digest)
+        state.remember(digest, ts)
         key = (user, ts, type_index)
         if key != run_key:
             if run_n:
@@ -143,11 +156,26 @@ def item_rows(
 
     ``type_names`` (``StateConfig.type_names``) names each cell's type index.
     """
+    new = tuple.__new__  # the named tuple built directly: its generated __new__ is a Python call per row
     rows = []
     for key in touched:
         n, qty, cents = items[key]
-        rows.append(ItemActivityRow(key[0], key[1], type_names[key[2]], shard, n, qty, cents / 100))
+        rows.append(new(ItemActivityRow, (key[0], key[1], type_names[key[2]], shard, n, qty, cents / 100)))
     return rows
+
+
+def first_kept_hour(horizon: int | None) -> int | None:
+    """The oldest hour cell ``forget_items`` keeps at ``horizon`` (None: all are kept).
+
+    Cells start on whole hours, so the cells forgotten change only when this
+    does: while it stays, a shard need not look at its cells again.
+
+    >>> first_kept_hour(HOUR_MS + 1) == HOUR_MS, first_kept_hour(2 * HOUR_MS) == HOUR_MS
+    (True, True)
+    """
+    if horizon is None:
+        return None
+    return -(-(horizon - HOUR_MS) // HOUR_MS) * HOUR_MS
 
 
 def forget_items(items: dict[ItemKey, list], horizon: int | None) -> dict[ItemKey, list]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
 from schemas.groups import GroupCatalog, ProductGroup
-from stream.apply import apply_events, forget_items, item_rows
+from stream.apply import ItemKey, apply_events, first_kept_hour, forget_items, item_rows
 from stream.clock import ShardClock
 from stream.errors import StreamError
 from stream.rows import FeatureRows
@@ -240,6 +240,8 @@ class ShardProcessor:
         self.feature_rows = FeatureRows(cfg)
         # ProductionModels, or None: features only
         self.scoring = ShardScoring(models, cfg.spec.groups) if models is not None else None
+        # shard -> (its item cells, first_kept_hour) when it last forgot cells (``_item_activity``)
+        self._forgotten: dict[int, tuple[dict[ItemKey, list], int | None]] = {}
 
     def process(self, sh: CustomerShard, inp: ShardInput) -> ShardOutput:
         """Apply a batch to the shard and return what changed (the steps of the module docstring)."""
@@ -254,10 +256,9 @@ class ShardProcessor:
         out.applied, out.dead_letters = batch.applied, batch.dead_letters
         # 2. The clock moves; due and touched customers advance to it.
         clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
-        out.item_activity = item_rows(sh.items, batch.items, sh.shard, self.cfg.type_names)
-        sh.items = forget_items(sh.items, sh.horizon)
         out.horizon, out.horizon_moved = sh.horizon, sh.horizon != horizon_before
         if clock is None:
+            self._item_activity(sh, out, batch.items)
             sh.pending = dirty  # applied, but nothing can be scored before the clock is known
             return out
         rewrite = sh.rewrite_due(inp.tick_ms is not None, inp.n_parts)
@@ -266,10 +267,24 @@ class ShardProcessor:
             if sh.changed is not None:
                 sh.changed.add(user)
         self._advance_customers(sh, dirty, clock)
-        # 3. Feature rows and scores of what changed.
-        self._refresh(sh, out, dirty, clock, rewrite)
+        # 3. Feature rows and scores of what changed (item activity while the scoring thread predicts).
+        self._refresh(sh, out, dirty, clock, rewrite, lambda: self._item_activity(sh, out, batch.items))
         # 4. Everything that changed, for the sinks.
         return out
+
+    def _item_activity(self, sh: CustomerShard, out: ShardOutput, touched: set[ItemKey]) -> None:
+        """Rows of the item cells ``touched``; cells past the retention horizon forgotten.
+
+        The cells are looked at only when the oldest hour kept moved (or the
+        shard's cells are not those it last forgot from): a batch's new cells
+        are never older than that hour, since older events are dead letters.
+        """
+        out.item_activity = item_rows(sh.items, touched, sh.shard, self.cfg.type_names)
+        kept = first_kept_hour(sh.horizon)
+        last = self._forgotten.get(sh.shard)
+        if last is None or last[0] is not sh.items or last[1] != kept:
+            sh.items = forget_items(sh.items, sh.horizon)
+            self._forgotten[sh.shard] = (sh.items, kept)
 
     def _advance_customers(self, sh: CustomerShard, dirty: dict[str, set[int]], clock: int) -> None:
         """Move ``dirty`` customers to ``clock`` (adding the groups that changed); forget ids past retention."""
@@ -281,12 +296,19 @@ class ShardProcessor:
                 state.forget_seen_before(forget_before)
 
     def _refresh(
-        self, sh: CustomerShard, out: ShardOutput, dirty: dict[str, set[int]], clock: int, rewrite: bool = False
+        self,
+        sh: CustomerShard,
+        out: ShardOutput,
+        dirty: dict[str, set[int]],
+        clock: int,
+        rewrite: bool = False,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Rebuild changed feature vectors, rescore affected groups, schedule next changes.
 
         ``rewrite``: every customer's features and every group's score are
         written, changed or not (see ``CustomerShard.rewrite_due``).
+        ``meanwhile``: other work of the batch, done while the scoring thread predicts.
         """
         scoring = self.scoring
         swapped = scoring.swapped(sh.model_versions, rewrite) if scoring is not None else set()
@@ -300,6 +322,8 @@ class ShardProcessor:
         pending = scoring.start(batch.rows, batch.changed, swapped) if scoring is not None and users else None
         out.features = self.feature_rows.records(batch, clock)  # while the scoring thread predicts
         dropped = sh.reschedule(self.cfg, dirty)
+        if meanwhile is not None:
+            meanwhile()
         if scoring is not None and pending is not None:
             scoring.finish(pending, users, batch.seqs, clock, sh.scores, out.scores)
         for user in dropped:  # the last-score cache holds live customers only

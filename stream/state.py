@@ -303,6 +303,17 @@ class CustomerState:
         ids.append(ts)
         return True
 
+    def seen_digests(self) -> set[int]:
+        """The digests (``event_digest``) of the ids seen, as a set: a batch's duplicate checks (``stream.apply``)."""
+        ids = self._ids
+        return set(ids[: len(ids) >> 1].tolist())
+
+    def remember(self, digest: int, ts: int) -> None:
+        """Keep the digest of a new event id and its time (``see`` without the check: the caller made it)."""
+        ids = self._ids
+        ids.insert(len(ids) >> 1, digest)
+        ids.append(ts)
+
     def apply(
         self,
         cfg: StateConfig,
@@ -338,6 +349,7 @@ class CustomerState:
         clock: int = self.clock  # type: ignore[assignment]  # set by _start/advance above
         cells = self._cells
         band_tags, band_sums = self._band_tags, self._band_sums
+        band_at: dict[int, int] | None = None
         in_window = False
         for ri, res in enumerate(cfg.resolutions_ms):
             b = ts // res
@@ -373,25 +385,30 @@ class CustomerState:
                     a.insert(v, n)
                     new_cell = 1
                 btag = band_base | key
-                if btag in band_tags:
-                    j = 3 * band_tags.index(btag)
+                if band_at is None:  # tag -> its record: one dict per call, not a scan of the array per key
+                    band_at = dict(zip(band_tags.tolist(), range(len(band_tags)), strict=True))
+                j = band_at.get(btag, -1)
+                if j >= 0:
+                    j *= 3
                     band_sums[j] += n
                     band_sums[j + 1] += cents
                     band_sums[j + 2] += new_cell
                 else:
+                    band_at[btag] = len(band_tags)
                     band_tags.append(btag)
                     band_sums.extend((n, cents, 1))
         if in_window:
             changed.update(counts)
         last = self._last
         k = len(last) >> 1
-        groups = last[:k]
+        group_at = dict(zip(last[:k].tolist(), range(k), strict=True))  # group -> its place in the first half
         for g in counts:
-            if g in groups:
-                j = k + groups.index(g)
+            j = group_at.get(g, -1)
+            if j >= 0:
+                j += k  # its last event time, in the second half
                 prev: int | None = last[j]
             else:
-                j, prev = -1, None
+                prev = None
             if prev is None or ts > prev:
                 if not in_window and (
                     prev is None or cfg.recency_bin((clock - ts) // DAY_MS) != cfg.recency_bin((clock - prev) // DAY_MS)
@@ -400,8 +417,8 @@ class CustomerState:
                 if j < 0:
                     last.insert(k, g)
                     last.append(ts)
+                    group_at[g] = k
                     k += 1
-                    groups.append(g)
                 else:
                     last[j] = ts
         self.seq += n_events
@@ -552,9 +569,12 @@ class CustomerState:
         off = cfg.recency_offset
         last = self._last
         k = len(last) >> 1
-        for j in range(k):
-            at.append(off + last[j])
-            values.append(cfg.recency_bin((clock - last[k + j]) // DAY_MS))
+        at.extend([off + g for g in last[:k]])
+        table = cfg.recency_table  # recency_bin, inlined: a call per group of every refreshed customer otherwise
+        size, cap = len(table), table[-1]
+        for since in last[k:]:
+            days = (clock - since) // DAY_MS
+            values.append(table[days] if days < size else cap)
         start = self.history_start(cfg)
         if start is not None:
             at.append(cfg.history_index)

@@ -156,3 +156,25 @@ def test_a_batch_equals_applying_the_first_delivery_of_each_event_one_by_one(raw
         c[0], c[1], c[2] = c[0] + 1, c[1] + e.quantity, c[2] + e.value_cents
     assert {k: [v[0], v[2]] for k, v in items.items()} == {k: [v[0], v[2]] for k, v in cells.items()}
     assert np.allclose([v[1] for v in items.values()], [cells[k][1] for k in items])
+
+
+def test_duplicates_are_found_within_a_batch_and_across_batches_for_customers_with_history():
+    """One set of digests per customer and batch: ids seen in earlier batches and earlier in this one both count."""
+    customers: dict[str, CustomerState] = {}
+    items: dict = {}
+    first = [ev("u1", "c1", T, "a"), ev("u2", "t1", T, "b")]
+    apply_events(CFG, CATALOG, customers, items, first, None)
+    second = [
+        ev("u1", "c2", T + HOUR, "c"),
+        ev("u1", "c1", T + HOUR, "a"),  # seen in the first batch
+        ev("u1", "t1", T + HOUR, "c"),  # seen earlier in this batch
+        ev("u2", "c1", T + HOUR, "a"),  # another customer's id: not a duplicate of u2's
+        ev("u3", "c1", T + HOUR, "d"),
+        ev("u3", "c2", T + HOUR, "d"),  # a new customer's own repeat
+    ]
+    batch = apply_events(CFG, CATALOG, customers, items, second, None)
+    assert [(e.user_id, e.event_id) for e in batch.applied] == [("u1", "c"), ("u2", "a"), ("u3", "d")]
+    assert [d.payload for d in batch.dead_letters] == [second[i].to_json(CFG.type_names) for i in (1, 2, 5)]
+    oracle = one_by_one(first + second)
+    assert {u: features(s) for u, s in customers.items()} == {u: features(s) for u, s in oracle.items()}
+    assert "a" in customers["u1"].seen and "c" in customers["u1"].seen and "b" not in customers["u1"].seen

@@ -220,3 +220,25 @@ def test_events_wait_for_the_clock_before_their_customers_are_refreshed():
     assert len(early.applied) == 1 and early.features == []  # p1 has not reported: no clock yet
     out = proc.process(sh, ShardInput(0, [], None, "p1", 2, watermark=T + HOUR))
     assert [f.user_id for f in out.features] == ["u1"] and out.features[0].as_of == T
+
+
+def test_item_cells_past_the_horizon_are_forgotten_as_a_full_scan_would_though_only_looked_at_when_the_hour_moves():
+    """``_item_activity`` skips the scan while the oldest kept hour stays; the cells must equal a scan's anyway."""
+    proc = ShardProcessor(CFG, CATALOG, None, L)
+    sh = CustomerShard(0)
+    every: dict = {}  # the oracle: every accepted event's item cell
+    t = T
+    for i in range(160):
+        t += 13 * 60_000 + (i % 7) * 1_000  # 13 minutes and a little: horizons land everywhere in the hour
+        events = [ev(f"u{i % 5}", "c1" if i % 2 else "t1", t - (i % 3) * 400, f"e{i}")]
+        out = proc.process(sh, ShardInput(0, events, None, watermark=t))
+        for e in out.applied:
+            cell = every.setdefault((e.ts_ms - e.ts_ms % HOUR, e.item_id, e.type_index), [0, 0.0, 0])
+            cell[0] += 1
+            cell[1] += e.quantity
+            cell[2] += e.value_cents
+        assert sh.horizon is not None
+        assert sh.items == {k: v for k, v in every.items() if k[0] >= sh.horizon - HOUR}
+        if i == 80:  # a restored shard holds other cells: the first batch after looks at them again
+            sh = pickle.loads(pickle.dumps(sh))
+    assert len(sh.items) < len(every)  # cells were forgotten along the way
