@@ -196,10 +196,12 @@ def test_scores_cache_and_model_versions_follow_their_groups():
     old, new = Setup((COFFEE, TEA)), Setup((CAKE, TEA))
     sh = old.new_shard()
     run(old, sh, events(6, 300), [])
-    sh.scores = {u: np.array([0.1, 0.2]) for u in sh.customers}
+    users = list(sh.customers)
+    sh.roster.put(users, np.tile([0.1, 0.2], (len(users), 1)))
     sh.model_versions = {0: 3, 1: 5}
     migration = ShardMigration(new.cfg, new.layout, base_layout(new.cfg), group_keys(new.groups), lambda g: {})
     moved = restore_shard(pickle.dumps(sh), new.layout, migration)
     assert moved.model_versions == {1: 5}  # tea is now index 1; coffee's model is gone
-    for last in moved.scores.values():
-        assert np.isnan(last[0]) and last[1] == 0.2
+    assert moved.roster.scored().keys() == set(users)
+    for last in moved.roster.scored().values():
+        assert len(last) == 2 and np.isnan(last[0]) and last[1] == 0.2
