@@ -230,6 +230,10 @@ def main() -> None:
             / dn
         )
         result["top_lines"] = top_lines(snaps[0], snaps[1], dn, args.top)
+        result["top_files"] = {
+            Path(st.traceback[0].filename).name: round(st.size_diff / dn, 1)
+            for st in snaps[1].compare_to(snaps[0], "filename")[: args.top]
+        }
     text = json.dumps(result)
     print(text)
     if args.json_out:
