@@ -50,7 +50,6 @@ class ShardClock:
     watermarks: dict[str, int]  # source partition -> its event-time watermark
     idle: set[str]  # partitions with nothing to deliver for now (not kept across restarts)
     resumed: bool  # a run before this one may have written rows after its last snapshot
-    heap: list[tuple[int, str]]  # (next change time, user): the expiry heap of ``CustomerShard``
 
     def advance(
         self, part: str, n_parts: int, watermark: int | None, tick: int | None, idle: bool, lateness: int
@@ -106,7 +105,11 @@ class ShardClock:
         """
         if self.resumed:
             return 0
-        return self.heap[0][0] if self.heap else None
+        return self.next_due()
+
+    def next_due(self) -> int | None:
+        """The time of the top of the shard's expiry heap (None: empty); ``CustomerShard`` keeps the heap."""
+        raise NotImplementedError
 
     def rewrite_due(self, live: bool, n_parts: int) -> bool:
         """Whether to write every customer of the shard now, once after a restart.

@@ -44,8 +44,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from stream.state import CustomerState, StateConfig
 
 if TYPE_CHECKING:
@@ -155,10 +153,7 @@ def migrate_shard(
         renumber(state, remap, cfg.n_types)
     src = [oi for oi in remap if oi < len(old)]
     dst = [remap[oi] for oi in src]
-    for user, last in sh.scores.items():  # last written score per group (NaN: none)
-        new = np.full(len(groups), np.nan)
-        new[dst] = last[src]
-        sh.scores[user] = new
+    sh.roster.regroup(len(groups), src, dst)  # last written score per group (NaN: none)
     sh.model_versions = {remap[g]: v for g, v in sh.model_versions.items() if g in remap}
     sh.pending = {u: {remap[g] for g in changed if g in remap} for u, changed in sh.pending.items()}
     for gi, by_user in added_events.items():

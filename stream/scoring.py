@@ -5,7 +5,9 @@ last used are found (``swapped``: the registry is polled); each group scores
 the rows whose model inputs changed, or every row after a swap, in one
 ``inplace_predict`` call (``start``, in a scoring thread: XGBoost releases the
 GIL, so the caller builds feature records meanwhile); ``finish`` keeps only the
-scores that moved (all of them after a swap) and remembers them per customer.
+scores that moved (all of them after a swap) and remembers them per customer,
+in the shard's score matrix (``stream.roster.CustomerRoster``: one float64 row
+per customer, not an array object each).
 
 >>> import numpy as np
 >>> class Scorer:  # stands in for models.scorer.GroupScorer: score = first feature
@@ -15,7 +17,8 @@ scores that moved (all of them after a swap) and remembers them per customer.
 ...     scorers = {0: Scorer()}
 ...     def refresh(self): pass
 ...     def versions(self): return {0: 1}
->>> scoring, last, used = ShardScoring(Models(), ("coffee",)), {}, {}
+>>> from stream.roster import CustomerRoster
+>>> scoring, last, used = ShardScoring(Models(), ("coffee",)), CustomerRoster(), {}
 >>> def batch(values, changed):
 ...     swapped = scoring.swapped(used)
 ...     pending = scoring.start(np.array([[v] for v in values]), np.array([[c] for c in changed]), swapped)
@@ -32,9 +35,10 @@ scores that moved (all of them after a swap) and remembers them per customer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -44,6 +48,16 @@ if TYPE_CHECKING:
     from models.scorer import GroupScorer, ProductionModels
 
 ScorePlan = list[tuple["GroupScorer", np.ndarray, bool]]  # (group's scorer, rows it scores, forced by a swap)
+
+
+class LastScores(Protocol):
+    """The last score written per customer and group (``stream.roster.CustomerRoster``)."""
+
+    def take(self, users: Sequence[str], n_groups: int) -> np.ndarray:
+        """Scores of ``users`` (a copy: users x ``n_groups``; NaN: none written)."""
+
+    def put(self, users: Sequence[str], scores: np.ndarray) -> None:
+        """Remember ``scores`` (one row per user)."""
 
 
 @dataclass
@@ -128,7 +142,7 @@ class ShardScoring:
         users: list[str],
         seqs: list[int],
         clock: int,
-        last_scores: dict[str, np.ndarray],
+        last_scores: LastScores,
         cols: ScoreColumns,
     ) -> None:
         """Wait for the predictions; add to ``cols`` only scores that moved (all after a swap); remember them.
@@ -138,8 +152,7 @@ class ShardScoring:
         ``clock`` and the customer's sequence (``seqs``).
         """
         predictions = pending.predictions.result()
-        nan_row = np.full(self.n_groups, np.nan)
-        last = np.vstack([last_scores.get(u, nan_row) for u in users])
+        last = last_scores.take(users, self.n_groups)
         versions = [row_version(clock, q) for q in seqs]
         cols.as_of = clock
         for (scorer, idx, force), probs in zip(pending.plan, predictions, strict=True):
@@ -155,5 +168,4 @@ class ShardScoring:
             cols.score += probs.tolist()
             cols.model_version += [scorer.version] * len(ii)
             cols.version += [versions[i] for i in ii]
-        for i, u in enumerate(users):
-            last_scores[u] = last[i]
+        last_scores.put(users, last)

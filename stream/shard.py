@@ -28,19 +28,17 @@ owned by a module of its own:
 from __future__ import annotations
 
 import hashlib
-import heapq
 import pickle
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
 from schemas.groups import GroupCatalog, ProductGroup
 from stream.apply import ItemKey, apply_events, first_kept_hour, forget_items, item_rows
 from stream.clock import ShardClock
 from stream.errors import StreamError
+from stream.roster import CustomerRoster
 from stream.rows import FeatureRows
 from stream.scoring import ScoreColumns, ShardScoring
 from stream.snapshots import ShardMarker, ShardSnapshots
@@ -50,7 +48,8 @@ from stream.state import CustomerState, StateConfig
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
 # 4: with a recovery directory, snapshots are markers and customers live in side stores (stream.snapshots)
 # 5: CustomerState as flat int64 arrays (window sums as bands, event ids as 64-bit digests)
-STATE_VERSION = 5
+# 6: expiry heap and last scores by customer row (stream.roster.CustomerRoster); side store rows hold scores as bytes
+STATE_VERSION = 6
 
 
 def shard_of(user_id: str, n_shards: int) -> int:
@@ -188,9 +187,7 @@ class CustomerShard(ShardClock):
         self.shard = shard
         self.clock: int | None = None
         self.customers: dict[str, CustomerState] = {}
-        self.due: dict[str, int] = {}  # user -> next change time in the heap
-        self.heap: list[tuple[int, str]] = []
-        self.scores: dict[str, np.ndarray] = {}  # user -> last written score per group
+        self.roster = CustomerRoster()  # per customer row: time on the expiry heap, last written score per group
         self.model_versions: dict[int, int] = {}  # group -> version last used for the shard
         self.items: dict[tuple[int, str, int], list] = {}  # (hour_ms, item, type) -> [n, qty, cents]
         self.watermarks: dict[str, int] = {}  # source partition -> its event-time watermark
@@ -203,31 +200,36 @@ class CustomerShard(ShardClock):
 
     def pop_due(self, clock: int) -> list[str]:
         """Customers whose features change by ``clock`` alone (windows, recency), taken off the expiry heap."""
-        heap, due = self.heap, self.due
-        users = []
-        while heap and heap[0][0] <= clock:
-            at, user = heapq.heappop(heap)
-            if due.get(user) == at:  # else a stale entry: the customer was rescheduled or dropped
-                del due[user]
-                users.append(user)
-        return users
+        return self.roster.pop_due(clock)
+
+    def next_due(self) -> int | None:
+        """The expiry heap's next time (an entry left by a rescheduled customer may be earlier; None: empty)."""
+        return self.roster.next_due()
 
     def reschedule(self, cfg: StateConfig, users: Iterable[str]) -> list[str]:
-        """Put ``users`` on the expiry heap at their next change; drop those left without history (returned)."""
-        customers, due, heap = self.customers, self.due, self.heap
+        """Put ``users`` on the expiry heap at their next change; drop those left without history (returned).
+
+        A dropped customer is off the heap, but keeps its row (its last scores)
+        until ``forget``: its final scores are compared with them first.
+        """
+        customers, roster = self.customers, self.roster
         dropped: list[str] = []
         for user in users:
             state = customers[user]
             if state.is_empty():
                 del customers[user]
-                due.pop(user, None)
+                roster.unschedule(user)
                 dropped.append(user)
                 continue
             at = state.next_change(cfg)
-            if at is not None and due.get(user) != at:
-                due[user] = at
-                heapq.heappush(heap, (at, user))
+            if at is not None:
+                roster.schedule(user, at)
         return dropped
+
+    def forget(self, users: Iterable[str]) -> None:
+        """Free the rows of dropped customers (their last scores go: the cache holds live customers only)."""
+        for user in users:
+            self.roster.forget(user)
 
 
 class ShardProcessor:
@@ -325,6 +327,5 @@ class ShardProcessor:
         if meanwhile is not None:
             meanwhile()
         if scoring is not None and pending is not None:
-            scoring.finish(pending, users, batch.seqs, clock, sh.scores, out.scores)
-        for user in dropped:  # the last-score cache holds live customers only
-            sh.scores.pop(user, None)
+            scoring.finish(pending, users, batch.seqs, clock, sh.roster, out.scores)
+        sh.forget(dropped)

@@ -75,7 +75,6 @@ load is on disk before the marker can be).
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 import os
 import pickle
@@ -388,11 +387,11 @@ def marker_floors(root: Path, step_id: str) -> dict[str, int] | None:
     return {str(k): int(v) for k, v in floors.items()}
 
 
-_PER_CUSTOMER = ("customers", "due", "heap", "scores")  # CustomerShard attributes kept per customer, not in the shell
+_PER_CUSTOMER = ("customers", "roster")  # CustomerShard attributes kept per customer, not in the shell
 
 
 def _shell(sh: CustomerShard) -> bytes:
-    """The shard pickled without its customers (nor their heap entries, scores and change set)."""
+    """The shard pickled without its customers (nor their rows: heap entries, scores) and change set."""
     saved = {name: getattr(sh, name) for name in (*_PER_CUSTOMER, "changed")}
     try:
         for name in _PER_CUSTOMER:
@@ -405,11 +404,12 @@ def _shell(sh: CustomerShard) -> bytes:
 
 
 def _version(sh: CustomerShard, user: str) -> bytes | None:
-    """A customer's row: (state, last written scores, time on the expiry heap), or None once dropped."""
+    """A customer's row: (state, last written scores as float64 bytes, time on the expiry heap), None once dropped."""
     state = sh.customers.get(user)
     if state is None:
         return None
-    return pickle.dumps((state, sh.scores.get(user), sh.due.get(user)), protocol=pickle.HIGHEST_PROTOCOL)
+    scores, due = sh.roster.entry(user)
+    return pickle.dumps((state, scores, due), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class ShardSnapshots:
@@ -466,14 +466,10 @@ class ShardSnapshots:
             for user, value in rows.items():
                 state, scores, due = pickle.loads(value)
                 sh.customers[user] = state
-                if scores is not None:
-                    sh.scores[user] = scores
-                if due is not None:
-                    sh.due[user] = due
+                sh.roster.restore_entry(user, scores, due)
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
             raise _damaged(store.path, exc) from exc
-        sh.heap = [(at, user) for user, at in sh.due.items()]
-        heapq.heapify(sh.heap)
+        sh.roster.reheap()
         sh.generation, sh.changed = marker.generation, set()
         return sh
 

@@ -78,9 +78,9 @@ def test_the_last_score_cache_holds_live_customers_only(world, trained_dir, tmp_
             EventRecord(f"once-{d + i}", "i1", 2, start + (d + i) * day, f"e{d + i}", 1.0, 100, "t") for i in range(10)
         ]
         proc.process(shard, ShardInput(0, batch, None, watermark=batch[-1].ts_ms))
-        assert shard.scores.keys() <= shard.customers.keys()
+        assert shard.roster.scored().keys() <= shard.customers.keys()
     assert len(shard.customers) < 400  # a year of history and recency, then a customer is forgotten
-    assert shard.scores.keys() == shard.customers.keys()
+    assert shard.roster.scored().keys() == shard.customers.keys() == set(shard.roster)
 
 
 def test_model_whose_features_do_not_match_the_spec_is_refused(world, trained_dir, tmp_path, chdb_dsn):

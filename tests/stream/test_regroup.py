@@ -196,10 +196,26 @@ def test_scores_cache_and_model_versions_follow_their_groups():
     old, new = Setup((COFFEE, TEA)), Setup((CAKE, TEA))
     sh = old.new_shard()
     run(old, sh, events(6, 300), [])
-    sh.scores = {u: np.array([0.1, 0.2]) for u in sh.customers}
+    users = list(sh.customers)
+    sh.roster.put(users, np.tile([0.1, 0.2], (len(users), 1)))
     sh.model_versions = {0: 3, 1: 5}
     migration = ShardMigration(new.cfg, new.layout, base_layout(new.cfg), group_keys(new.groups), lambda g: {})
     moved = restore_shard(pickle.dumps(sh), new.layout, migration)
     assert moved.model_versions == {1: 5}  # tea is now index 1; coffee's model is gone
-    for last in moved.scores.values():
-        assert np.isnan(last[0]) and last[1] == 0.2
+    assert moved.roster.scored().keys() == set(users)
+    for last in moved.roster.scored().values():
+        assert len(last) == 2 and np.isnan(last[0]) and last[1] == 0.2
+
+
+def test_an_added_group_gets_a_score_column_of_its_own_and_no_cached_score():
+    old, new = Setup((COFFEE, TEA)), Setup((COFFEE, CAKE, TEA))
+    sh = old.new_shard()
+    run(old, sh, events(7, 300), [])
+    users = list(sh.customers)
+    sh.roster.put(users, np.tile([0.1, 0.2], (len(users), 1)))
+    migration = ShardMigration(new.cfg, new.layout, base_layout(new.cfg), group_keys(new.groups), lambda g: {})
+    moved = restore_shard(pickle.dumps(sh), new.layout, migration)
+    scored = moved.roster.scored()
+    assert scored.keys() == set(users) and moved.roster.due_times() == sh.roster.due_times()
+    for last in scored.values():  # coffee stays 0, cake (new) is 1 with nothing written yet, tea moved to 2
+        assert len(last) == 3 and last[0] == 0.1 and np.isnan(last[1]) and last[2] == 0.2

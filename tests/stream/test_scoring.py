@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.tables import row_version
+from stream.roster import CustomerRoster
 from stream.scoring import ScoreColumns, ShardScoring
 
 GROUPS = ("coffee", "tea")  # group indices 0, 1; ``all`` is 2
@@ -81,7 +82,7 @@ def test_only_scores_that_moved_are_written_except_after_a_model_swap():
     models = FakeModels()
     scoring = ShardScoring(models, GROUPS)
     used: dict[int, int] = {}
-    last: dict[str, np.ndarray] = {}
+    last = CustomerRoster()
     rows = [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
     everything = [[True, True, True]] * 3
     first = score(scoring, used, last, rows, everything)  # first models of the shard: all written
@@ -100,7 +101,7 @@ def test_only_scores_that_moved_are_written_except_after_a_model_swap():
 def test_a_rewrite_writes_every_score_even_unmoved():
     scoring = ShardScoring(FakeModels(), GROUPS)
     used: dict[int, int] = {}
-    last: dict[str, np.ndarray] = {}
+    last = CustomerRoster()
     rows = [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
     score(scoring, used, last, rows, [[True] * 3] * 3)
     assert len(score(scoring, used, last, rows, [[False] * 3] * 3, rewrite=True)) == 6
@@ -108,7 +109,7 @@ def test_a_rewrite_writes_every_score_even_unmoved():
 
 def test_score_rows_are_versioned_by_clock_and_customer_sequence_and_remembered():
     scoring = ShardScoring(FakeModels(), GROUPS)
-    last: dict[str, np.ndarray] = {}
+    last = CustomerRoster()
     changed = [[True, False, False], [False, False, False], [False, False, False]]
     used = {0: 1, 1: 1}  # the shard already uses these models
     cols = score(scoring, used, last, [[0.7, 0.8], [0.1, 0.1], [0.2, 0.2]], changed, seqs=(5, 6, 7))
@@ -118,13 +119,14 @@ def test_score_rows_are_versioned_by_clock_and_customer_sequence_and_remembered(
         ["coffee"],
         [row_version(CLOCK, 5)],
     )
-    assert last["u1"].tolist()[0] == 0.7 and np.isnan(last["u1"][1])  # tea never scored for u1
-    assert np.isnan(last["u2"]).all()
+    u1 = last.last_scores("u1")
+    assert u1 is not None and u1.tolist()[0] == 0.7 and np.isnan(u1[1])  # tea never scored for u1
+    assert "u2" in last and last.last_scores("u2") is None  # remembered: nothing written yet
 
 
 def test_predictions_run_in_the_scoring_thread():
     models = FakeModels()
     scoring = ShardScoring(models, GROUPS)
-    score(scoring, {}, {}, [[0.1, 0.2]] * 3, [[True] * 3] * 3)
+    score(scoring, {}, CustomerRoster(), [[0.1, 0.2]] * 3, [[True] * 3] * 3)
     (name,) = {name for s in models.scorers.values() for name, _ in s.calls}
     assert name.startswith("propstream-scoring") and name != threading.current_thread().name

@@ -172,8 +172,8 @@ def test_a_customer_without_new_events_is_refreshed_when_the_clock_reaches_its_n
     proc = ShardProcessor(CFG, CATALOG, None, L)
     sh = CustomerShard(0)
     proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], None, watermark=T))
-    due = sh.due["u1"]
-    assert T < due <= T + DAY  # the 1d window: its hourly bucket leaves after a day at the latest
+    due = sh.roster.due_of("u1")
+    assert due is not None and T < due <= T + DAY  # the 1d window: its hourly bucket leaves after a day at the latest
     before = proc.process(sh, ShardInput(0, [ev("u2", "t1", due - 1, "e2")], None, watermark=due - 1))
     assert [f.user_id for f in before.features] == ["u2"]
     after = proc.process(sh, ShardInput(0, [ev("u2", "t1", due, "e3")], None, watermark=due))
@@ -193,23 +193,25 @@ def test_the_expiry_heap_ignores_entries_of_customers_rescheduled_or_dropped():
     sh.customers["a"].apply(CFG, T, 2, (0, 2), 100)
     sh.customers["b"].apply(CFG, T, 2, (1, 2), 100)
     assert sh.reschedule(CFG, ["a", "b"]) == []
-    at = sh.due["a"]
-    assert sh.reschedule(CFG, ["a"]) == [] and len(sh.heap) == 2  # same time: not pushed twice
-    sh.due["b"] = at + DAY  # b was rescheduled later; its old entry is stale
-    sh.heap.append((at + DAY, "b"))
+    at = sh.roster.due_of("a")
+    assert at is not None
+    assert sh.reschedule(CFG, ["a"]) == [] and len(sh.roster.heap) == 2  # same time: not pushed twice
+    assert sh.roster.schedule("b", at + DAY)  # b was rescheduled later; its old entry is stale
+    assert sh.next_due() == at
     assert sh.pop_due(at) == ["a"]
     assert sh.pop_due(at + DAY) == ["b"]
-    assert sh.heap == [] and sh.due == {}
+    assert sh.roster.heap == [] and sh.roster.due_times() == {} and sh.next_due() is None
 
 
 def test_a_customer_left_without_history_is_dropped_with_its_cached_scores():
     proc = ShardProcessor(CFG, CATALOG, purchases_models(), L)
     sh = CustomerShard(0)
     proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1"), ev("u2", "t1", T, "e2")], None, watermark=T))
-    assert sh.scores.keys() == {"u1", "u2"}
+    assert sh.roster.scored().keys() == {"u1", "u2"}
     later = T + 400 * DAY  # past the longest window and the recency cap
     out = proc.process(sh, ShardInput(0, [ev("u2", "t1", later, "e3")], None, watermark=later))
-    assert sh.customers.keys() == sh.scores.keys() == {"u2"} and "u1" not in sh.due
+    assert sh.customers.keys() == sh.roster.scored().keys() == set(sh.roster) == {"u2"}
+    assert "u1" not in sh.roster.due_times()
     assert ("u1", "coffee", 0, 1) in written(out)  # its last scores say it is gone
 
 

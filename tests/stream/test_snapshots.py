@@ -43,18 +43,17 @@ def fingerprint(sh: CustomerShard, cfg: StateConfig = CFG) -> dict:
     for user, state in sh.customers.items():
         row = cfg.new_row()
         state.write_features(cfg, row)
-        scores = sh.scores.get(user)
+        scores = sh.roster.last_scores(user)
         customers[user] = (
             row.tobytes(),
             sorted(state.seen),
             state.next_change(cfg),
-            sh.due.get(user),
+            sh.roster.due_of(user),
             None if scores is None else np.nan_to_num(scores, nan=-1.0).tobytes(),
         )
-    heap_due = {u: at for at, u in sh.heap if sh.due.get(u) == at}
     return {
         "customers": customers,
-        "heap": heap_due == sh.due,
+        "heap": sh.roster.heap_times() == sh.roster.due_times(),
         "clock": (sh.clock, sh.horizon, dict(sh.watermarks), sorted((k, tuple(v)) for k, v in sh.items.items())),
         "pending": {u: sorted(g) for u, g in sh.pending.items()},
         "model_versions": dict(sh.model_versions),
