@@ -1,7 +1,7 @@
 """Rolling-origin backtest on The Complete Journey: ROC AUC and ECE per group and test month.
 
     nice python bench/backtest.py [--data-dir DIR] [--months 2017-07-01,...,2017-12-01] [--groups g,...]
-                                  [--out FILE.md] [--cache DIR]
+                                  [--out FILE.md] [--cache DIR] [--register DIR]
 
 For each test month M the training plan is the one ``propstream train`` would
 fit to events that end one label horizon after M (``TrainPlan.fit``): training
@@ -26,6 +26,12 @@ feature layout) and each XGBoost booster under its ``booster_fingerprint``
 (the training rows, feature names, parameters and rounds it was fitted on:
 an equal fingerprint is an equal booster). A second run, e.g. after a change
 of calibration, then only calibrates and evaluates.
+
+``--register DIR`` also registers the last month's models as production in
+``DIR/models`` (a registry of their own), so ``bench/model_quality.py
+--data-dir DIR`` prints their cards: at 2017-12-01 these are the models
+``propstream train`` fits to the whole Complete Journey (same plan, same
+code), without a second replay.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import xgboost as xgb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import complete_journey
+from models.registry import ModelRegistry
 from offline_train.dataset import Examples, build_examples, to_ms
 from offline_train.train import TrainPlan, booster_fingerprint, fit_booster, train_group
 from propstream import app
@@ -159,6 +166,7 @@ def main() -> None:
     )
     ap.add_argument("--out", default="", help="also write the Markdown table here after each month")
     ap.add_argument("--cache", default="", help="keep examples and boosters here and reuse them (see above)")
+    ap.add_argument("--register", default="", help="register the last month's models in DIR/models (see above)")
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     cache = Path(args.cache) if args.cache else None
@@ -194,10 +202,17 @@ def main() -> None:
     rest = [g for g in groups if g not in first_groups]
     # The reference groups' newest month first: an interrupted run still has the figures that matter most.
     order = [(m, g) for m in reversed(months) for g in first_groups] + [(m, g) for m in reversed(months) for g in rest]
+    registry = ModelRegistry(Path(args.register) / "models") if args.register else None
     for m, g in order:
         t1 = time.monotonic()
         booster = cached_booster(cache, spec, g, ex, plans[m])
-        met = train_group(spec, g, ex, plans[m], version=1, booster=booster).card.metrics
+        if registry is not None and m == months[-1]:
+            artifact = train_group(spec, g, ex, plans[m], version=registry.next_version(g), booster=booster)
+            registry.register(artifact)
+            registry.promote(g, artifact.card.version, reason="bench/backtest.py --register")
+        else:
+            artifact = train_group(spec, g, ex, plans[m], version=1, booster=booster)
+        met = artifact.card.metrics
         results[(g, m)] = met
         _err(f"{m} {g:<22} auc={met['roc_auc']:.3f} ece={met['ece']:.3f} ({time.monotonic() - t1:.0f} s)")
         if args.out:

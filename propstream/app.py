@@ -216,11 +216,7 @@ def reloads_groups(settings: Settings, execution: Execution) -> bool:
     poll; they log the change and go on instead (run them again on the same
     recovery store to apply it).
     """
-    return (
-        settings.stream.reload_groups
-        and execution.recovery_dir is not None
-        and len(execution.addresses) <= 1
-    )
+    return settings.stream.reload_groups and execution.recovery_dir is not None and len(execution.addresses) <= 1
 
 
 def _groups_watch(settings: Settings, source: Source, execution: Execution) -> GroupsFileWatch | None:
@@ -579,15 +575,18 @@ def train(
     params: dict[str, float | int | str] | None = None,
     force: bool = False,
     rescore_after: bool = True,
+    rounds: int | None = None,
 ) -> list[ModelCard]:
     """Build point-in-time examples by replay, train one model per group, promote those the gate lets through.
 
     ``force`` promotes every new model without comparing it with production
     (a model below the floor, ``train.min_auc`` and ``train.min_distinct_predictions``,
     is still not promoted). ``rescore_after``: rescore stored customers with
-    the promoted models (``rescore``).
+    the promoted models (``rescore``). ``params`` and ``rounds`` override the
+    trainer's XGBoost defaults (``offline_train.train.DEFAULT_PARAMS``,
+    ``DEFAULT_ROUNDS``).
     """
-    from offline_train.train import PromotionGate, TrainPlan, train_all
+    from offline_train.train import DEFAULT_ROUNDS, PromotionGate, TrainPlan, train_all
 
     catalog = load_catalog(settings)
     spec = feature_spec(catalog, settings.events.types)
@@ -610,7 +609,10 @@ def train(
     registry = ModelRegistry(settings.models_dir)
     t = settings.train
     gate = PromotionGate.from_settings(t)
-    cards = train_all(spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params, force=force)
+    n_rounds = DEFAULT_ROUNDS if rounds is None else rounds
+    cards = train_all(
+        spec, ex, plan, registry, groups, gate=gate, progress=progress, params=params, force=force, rounds=n_rounds
+    )
     write_cards(settings, registry, cards)
     if rescore_after:  # not for a group just added: stored features lack its counters until the stream backfills
         rescore(settings, progress, spec)
