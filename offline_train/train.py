@@ -261,13 +261,15 @@ def data_fingerprint(
     """sha256 of everything ``train_group`` reads for ``group``: equal fingerprints, equal models.
 
     The plan's cutoffs, the model's feature names, the rows (customers, feature
-    values, the group's labels) of every cutoff of the plan, the parameters.
+    values, the group's labels) of every cutoff of the plan, the parameters
+    as the booster gets them (``booster_params``: the defaults included).
     """
     h = hashlib.sha256()
     names = spec.default_inputs(group)
     cols = np.array([spec.index[n] for n in names], dtype=np.intp)
     rows = _rows(ex, tuple(plan.all_cutoffs()))
-    h.update(json.dumps([[c.isoformat() for c in plan.all_cutoffs()], list(names), params or {}, rounds]).encode())
+    resolved = booster_params(ex, plan, params)  # the trainer's defaults too: changing them is new training
+    h.update(json.dumps([[c.isoformat() for c in plan.all_cutoffs()], list(names), resolved, rounds]).encode())
     h.update(np.ascontiguousarray(ex.cutoffs[rows]).tobytes())
     h.update("\n".join(u for u, keep in zip(ex.users, rows, strict=True) if keep).encode())
     h.update(np.ascontiguousarray(ex.x[np.ix_(rows, cols)], dtype=np.float64).tobytes())

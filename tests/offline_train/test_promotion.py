@@ -77,3 +77,26 @@ def test_a_model_that_cannot_rank_is_never_promoted_even_as_the_first_or_forced(
     assert "not promoted, the group has no scores" in noise and "below the floor 0.55" in noise
     never = next(line for line in lines if line.split()[0] == "never")
     assert "only one class" in never  # no buyer in the test slice: ranking is undefined
+
+
+def test_the_data_fingerprint_changes_with_the_trainers_default_parameters(monkeypatch):
+    """A model trained under other defaults is not 'unchanged': ``propstream train`` must not skip it."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from offline_train import train
+    from schemas.features import FeatureSpec
+
+    spec = FeatureSpec(groups=("learnable", "noise", "never"))
+    cutoffs = [datetime(2024, m, 1, tzinfo=UTC) for m in (1, 2, 3, 4)]
+    ex = _examples(spec, 50, cutoffs, np.random.default_rng(3))
+    plan = train.TrainPlan(tuple(cutoffs[:2]), (cutoffs[2],), cutoffs[3])
+    before = train.data_fingerprint(spec, "learnable", ex, plan)
+    assert train.data_fingerprint(spec, "learnable", ex, plan) == before  # deterministic
+    monkeypatch.setitem(train.DEFAULT_PARAMS, "max_depth", int(train.DEFAULT_PARAMS["max_depth"]) + 2)
+    assert train.data_fingerprint(spec, "learnable", ex, plan) != before
+    # An override equal to the default is the same training as none.
+    monkeypatch.undo()
+    same = {"max_depth": train.DEFAULT_PARAMS["max_depth"]}
+    assert train.data_fingerprint(spec, "learnable", ex, plan, same) == before
