@@ -206,8 +206,8 @@ def complete_journey(data_dir: Path) -> tuple:
     return settings, records, events
 
 
-def households(data_dir: Path) -> list:
-    """The Complete Journey's valid events (EventRecords) in the file's order."""
+def households(data_dir: Path, limit: int | None = None) -> list:
+    """The Complete Journey's valid events (EventRecords) in the file's order (the first ``limit`` batches' worth)."""
     from propstream import completejourney
     from schemas.mapping import load_mapping
     from stream.parse import EventParser
@@ -219,6 +219,8 @@ def households(data_dir: Path) -> list:
     out: list = []
     for batch in read_batches(events, 50_000, mapping=mapping):
         out += parser.parse_batch(batch).records
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

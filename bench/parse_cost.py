@@ -33,9 +33,10 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import households
 from bench.workload import CloneWorkload, payload
 from schemas.events import Event
-from schemas.mapping import ColumnMapping, load_mapping
+from schemas.mapping import ColumnMapping
 from stream.fastparse import WireFastPath, _Wire
 from stream.parse import EventParser, ParsedBatch
 from stream.sources.base import SourceBatch
@@ -43,17 +44,7 @@ from stream.sources.base import SourceBatch
 
 def messages(data_dir: Path, n: int, content_ids: bool) -> list[bytes]:
     """``n`` message values as bench/suite.py produces them, from The Complete Journey's first events."""
-    from propstream import completejourney
-    from stream.sources import read_batches
-
-    events, _ = completejourney.prepare(data_dir)
-    mapping = load_mapping(completejourney.MAPPING_FILE)
-    parser = EventParser(mapping)
-    records: list = []
-    for batch in read_batches(events, 50_000, mapping=mapping):
-        records += parser.parse_batch(batch).records
-        if len(records) >= n:
-            break
+    records = households(data_dir, n)
     workload = CloneWorkload(records, 100_000)
     now_ms = int(time.time() * 1000)
     out = []

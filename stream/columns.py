@@ -27,17 +27,15 @@ from schemas.events import (
     MAX_EVENT_ID_LENGTH,
     MAX_ID_LENGTH,
     MAX_QUANTITY,
-    MAX_TIMESTAMP,
+    MAX_TIMESTAMP_MS,
     MAX_VALUE,
-    MIN_TIMESTAMP,
+    MIN_TIMESTAMP_MS,
     TYPE_NAMES,
     EventRecord,
     content_id_of,
 )
 from schemas.mapping import ColumnMapping
 
-_MIN_MS = int(MIN_TIMESTAMP.timestamp() * 1000)
-_MAX_MS = int(MAX_TIMESTAMP.timestamp() * 1000)
 _PER_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000)}  # (multiply, floor-divide) to epoch ms
 # Text whose first and last characters are in this set needs no whitespace stripping.
 _PLAIN = r"[0-9A-Za-z_\-.:@/+#]"
@@ -89,7 +87,7 @@ def _epoch_ms(col: pa.Array, unit: str) -> tuple[np.ndarray, Mask]:
         return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     mul, div = _PER_MS[unit]
     raw = col.cast(pa.int64(), safe=False).fill_null(0).to_numpy()  # uint64 beyond int64 wraps negative: rejected
-    ok = _mask(col.is_valid()) & (raw >= _MIN_MS * div // mul) & (raw < _MAX_MS * div // mul)
+    ok = _mask(col.is_valid()) & (raw >= MIN_TIMESTAMP_MS * div // mul) & (raw < MAX_TIMESTAMP_MS * div // mul)
     ms = np.where(ok, raw, 0) * mul // div
     return ms, ok
 

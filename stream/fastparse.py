@@ -58,17 +58,15 @@ from schemas.events import (
     MAX_EVENT_ID_LENGTH,
     MAX_ID_LENGTH,
     MAX_QUANTITY,
-    MAX_TIMESTAMP,
+    MAX_TIMESTAMP_MS,
     MAX_VALUE,
-    MIN_TIMESTAMP,
+    MIN_TIMESTAMP_MS,
     EventRecord,
     Vocabulary,
     content_id_of,
 )
 
-_MIN_MS = int(MIN_TIMESTAMP.timestamp() * 1000)
-_MAX_MS = int(MAX_TIMESTAMP.timestamp() * 1000)
-assert _MAX_MS < 2**32 * 1000, "the exactness argument for timestamps needs times below 2**32 s"
+assert MAX_TIMESTAMP_MS < 2**32 * 1000, "the exactness argument for timestamps needs times below 2**32 s"
 # The characters of stream.columns._PLAIN: text that starts and ends with one needs no stripping.
 _PLAIN = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.:@/+#")
 
@@ -76,7 +74,7 @@ _PLAIN = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 # Bounds checked by msgspec as it decodes (lengths in characters, as pydantic counts them).
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]
-EpochMs = Annotated[int, msgspec.Meta(ge=_MIN_MS, lt=_MAX_MS)]
+EpochMs = Annotated[int, msgspec.Meta(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS)]
 Quantity = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_QUANTITY)]
 Value = Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
 
