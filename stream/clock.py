@@ -4,7 +4,7 @@ Two times, both moved only forwards by ``ShardClock.advance``:
 
 - the **clock**, which expires windows: the wall clock of a live source, or in
   event time the slowest watermark among partitions that are not idle (the
-  fastest once all are idle); unknown until every partition has reported;
+  fastest once all are idle), unknown until every partition has reported;
 - the **retention horizon**: nothing older can still be accepted, so duplicate
   ids and item cells before it are forgotten, and an event older than it is a
   dead letter (``late_reason``).
@@ -59,10 +59,14 @@ class ShardClock:
         Returns the clock (None while unknown).
 
         The clock, which expires windows: the wall clock of a live source
-        (``tick``); in event time, the slowest watermark among partitions that
-        are not idle, or the fastest once all are idle (as Flink's source
-        idleness: a partition with nothing to deliver does not hold the others
-        back). Until every partition has a watermark or is idle, it is unknown.
+        (``tick``), at once: a batch's tick is read after its events, so a
+        refresh at the clock covers every event applied (with two processes,
+        partitions' batches reach a shard by different routes, and waiting for
+        a partition not heard from yet stamped refreshes with its older tick).
+        In event time, the slowest watermark among partitions that are not
+        idle, or the fastest once all are idle (as Flink's source idleness: a
+        partition with nothing to deliver does not hold the others back);
+        until every partition has a watermark or is idle, it is unknown.
 
         The retention horizon, before which duplicate ids and item cells are
         forgotten: the slowest watermark of all partitions, idle or not, minus
@@ -80,15 +84,15 @@ class ShardClock:
             self.idle.add(part)
         else:
             self.idle.discard(part)
+        if tick is not None and (self.clock is None or tick > self.clock):
+            self.clock = tick  # live: the wall clock, whichever partitions have reported
         if len(wm.keys() | self.idle) < n_parts:
             return self.clock
-        if tick is not None:
-            clock: int | None = tick
-        else:
+        if tick is None:
             live = [v for p, v in wm.items() if p not in self.idle]
             clock = min(live) if live else max(wm.values(), default=None)
-        if clock is not None and (self.clock is None or clock > self.clock):
-            self.clock = clock
+            if clock is not None and (self.clock is None or clock > self.clock):
+                self.clock = clock
         if wm:
             horizon = min(wm.values()) - lateness
             if self.horizon is None or horizon > self.horizon:

@@ -59,6 +59,17 @@ def test_a_live_clock_is_the_wall_tick_and_retention_stays_in_event_time():
     assert (sh.clock, sh.horizon) == (1_000_500 + 30 * 3_600_000, 1_000_000 - L)
 
 
+def test_a_live_clock_follows_the_tick_at_once_while_retention_waits_for_every_partition():
+    """The wall clock needs no partition's watermark; the retention horizon does (p0 may still send older events)."""
+    sh = CustomerShard(0)
+    assert sh.advance("p1", 2, 5_000, 5_010, idle=False, lateness=L) == 5_010
+    assert sh.horizon is None
+    assert sh.advance("p0", 2, None, 4_000, idle=False, lateness=L) == 5_010  # an older tick, by another route
+    assert sh.horizon is None
+    assert sh.advance("p0", 2, 3_000, 6_000, idle=False, lateness=L) == 6_000
+    assert sh.horizon == 3_000 - L
+
+
 def test_advance_returns_the_clock_and_a_partition_losing_its_idleness_does_not_unset_it():
     sh = CustomerShard(0)
     assert sh.advance("p1", 2, None, None, idle=True, lateness=L) is None

@@ -224,6 +224,22 @@ def test_events_wait_for_the_clock_before_their_customers_are_refreshed():
     assert [f.user_id for f in out.features] == ["u1"] and out.features[0].as_of == T
 
 
+def test_live_a_refresh_is_stamped_at_least_at_the_time_of_the_events_it_applied():
+    """Two processes: partitions' batches reach a shard by different routes, so one with an older tick can come later.
+
+    A batch's tick is read after its events, so the shard's clock (the refresh's
+    as_of) covers them; it must not wait for a partition that has not reported
+    yet and then stamp the refresh with that partition's older tick (found by
+    bench/suite.py: events with no row at or after them).
+    """
+    proc = ShardProcessor(CFG, CATALOG, None, L)
+    sh = CustomerShard(0)
+    out = proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], T + 5, "p1", 2, watermark=T))
+    late = proc.process(sh, ShardInput(0, [], T - 100, "p0", 2, idle=True))  # p0 went idle before p1's batch
+    stamped = [f.as_of for f in out.features + late.features if f.user_id == "u1"]
+    assert stamped and min(stamped) >= T
+
+
 def test_item_cells_past_the_horizon_are_forgotten_as_a_full_scan_would_though_only_looked_at_when_the_hour_moves():
     """``_item_activity`` skips the scan while the oldest kept hour stays; the cells must equal a scan's anyway."""
     proc = ShardProcessor(CFG, CATALOG, None, L)
