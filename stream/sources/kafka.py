@@ -118,8 +118,8 @@ class _TopicReader:
 
         Fetches go on in librdkafka's threads whether or not the messages were
         delivered yet, so this runs ahead of what a partition has read. (Asking
-        the broker instead waits behind the connection's fetch long-poll:
-        200-500 ms measured.)
+        the broker instead waits behind the connection's fetch long-poll: 170
+        ms measured, and more: a 200-ms timeout expired twice in three asks.)
         """
         try:
             _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
