@@ -180,6 +180,23 @@ def applied_unmoved(
     return n
 
 
+def not_applied(events: int, summaries: list[dict]) -> int | None:
+    """Events the streams' own counts leave unaccounted for: produced, neither applied nor a dead letter.
+
+    From each process's JSON summary (``propstream run --json``); None when a
+    stream was stopped and gave none. Not zero means events were lost to that
+    run (§6g of BENCHMARKS.md: a partition ended with its messages unread).
+
+    >>> not_applied(10, [{"applied": 6, "dead_letters": 1}, {"applied": 3, "dead_letters": 0}])
+    0
+    >>> not_applied(10, [{"applied": 6, "dead_letters": 0}, {"stopped": True}]) is None
+    True
+    """
+    if any("applied" not in s for s in summaries):
+        return None
+    return events - sum(s["applied"] + s["dead_letters"] for s in summaries)
+
+
 def lag_summary(pairs: list, unseen: int) -> dict:
     """p50 / p99 / max freshness, and whether the lag stayed bounded (see the module doc)."""
     if not pairs:
@@ -262,13 +279,16 @@ def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: 
             "customers": len(sent["produced"]),
             "never_visible": unseen,
             "applied_no_score_moved": unmoved,
+            "not_applied": not_applied(sent["events"], summaries),
             **lag_summary(pairs, unseen),
             "stream_cpu_s": round(cpu, 1),
             "stream_cpu_per_event_us": round(cpu / max(sent["events"], 1) * 1e6, 1),
             "stopped": any(s.get("stopped") for s in summaries),
         }
     )
-    result["sustained"] = bool(result["bounded"] and sent["achieved"] >= 0.95 * rate and not result["stopped"])
+    result["sustained"] = bool(
+        result["bounded"] and sent["achieved"] >= 0.95 * rate and not result["stopped"] and result["not_applied"] == 0
+    )
     if not args.keep:
         for s in streams:
             shutil.rmtree(s.dir, ignore_errors=True)

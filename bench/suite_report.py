@@ -49,19 +49,20 @@ def report(res: dict) -> str:
         "",
         f"{res['customers']:,} synthetic customers; producer ceiling alone {_f(res['producer_ceiling'])} events/s. "
         f"Each phase {res['seconds']:g} s. Sustained = producer kept the rate, every score visible, lag not growing. "
-        "Never visible: events with no score row and no feature row at or after them (lost); events applied whose "
+        "Never visible: events with no score row and no feature row at or after them; events applied whose "
         "refresh moved no score (a score that does not move is not written again) are counted apart, their lag "
-        "unknown.",
+        "unknown. Not applied: events the streams' own counts leave unaccounted for (neither applied nor a dead "
+        "letter): lost to the run.",
         "",
         "| processes | offered events/s | achieved | events | customers | p50 s | p99 s | max s | never visible "
-        "| applied, no score moved | lag head → tail (median s) | stream CPU µs/event | sustained |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| applied, no score moved | not applied | lag head → tail (median s) | stream CPU µs/event | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["loads"]:
         lines.append(
             f"| {r['processes']} | {r['rate']:,} | {r['achieved_rate']:,} | {r['events']:,} | {r['customers']:,} "
             f"| {_f(r['p50_s'], 3)} | {_f(r['p99_s'], 3)} | {_f(r['max_s'], 3)} | {r['never_visible']:,} "
-            f"| {r.get('applied_no_score_moved', '')} "
+            f"| {r.get('applied_no_score_moved', '')} | {_f(r.get('not_applied'))} "
             f"| {_f(r.get('head_median_s'), 2)} → {_f(r.get('tail_median_s'), 2)} "
             f"| {_f(r['stream_cpu_per_event_us'], 1)} | {'yes' if r['sustained'] else 'no'} |"
         )

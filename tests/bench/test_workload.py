@@ -132,3 +132,24 @@ def test_offer_sends_every_event_keyed_by_customer_and_stamped_when_produced(boo
     for _, v in got:
         stamps[v["user_id"]].append(v["timestamp"])
     assert {u: sorted(s) for u, s in stamps.items()} == {u: sorted(s) for u, s in sent["produced"].items()}
+
+
+def test_the_report_shows_the_events_the_streams_own_counts_leave_unaccounted_for():
+    from bench.suite import not_applied
+    from bench.suite_report import report
+
+    summaries = [{"applied": 5, "dead_letters": 1}, {"applied": 2, "dead_letters": 0}]
+    assert not_applied(10, summaries) == 2  # 8 of 10 applied or dead letters
+    assert not_applied(10, [*summaries, {"stopped": True}]) is None  # a stopped stream gave no counts
+    load = {
+        "processes": 2, "rate": 10, "achieved_rate": 10, "events": 10, "customers": 4, "p50_s": 0.5, "p99_s": 0.9,
+        "max_s": 1.0, "never_visible": 0, "applied_no_score_moved": 0, "not_applied": 2, "head_median_s": 0.5,
+        "tail_median_s": 0.5, "stream_cpu_per_event_us": 100.0, "sustained": False,
+    }  # fmt: skip
+    res = {
+        "started": "s", "ended": "e", "load_before": 0.1, "load_after": 0.2, "command": "c", "customers": 4,
+        "producer_ceiling": 100, "seconds": 1, "loads": [load], "max_sustained": {2: None},
+        "machine": {"cores": 2, "cpu": "x", "mem_gib": 1, "commit": "abc"},
+    }  # fmt: skip
+    row = next(line for line in report(res).splitlines() if line.startswith("| 2 | 10 |"))
+    assert row.split(" | ")[10] == "2"  # the not-applied column
