@@ -35,6 +35,9 @@ MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
 MIN_TIMESTAMP_MS = int(MIN_TIMESTAMP.timestamp() * 1000)  # the bounds as epoch ms, for the fast paths
 MAX_TIMESTAMP_MS = int(MAX_TIMESTAMP.timestamp() * 1000)
+# Characters that are not whitespace anywhere: an id that starts and ends with one needs no stripping (the
+# parsers' fast paths, stream.columns and stream.fastparse, check this instead of stripping).
+PLAIN_CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.:@/+#"
 MAX_QUANTITY = 1_000_000.0
 MAX_VALUE = 1_000_000_000.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -16,6 +16,7 @@ on generated batches.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +31,7 @@ from schemas.events import (
     MAX_TIMESTAMP_MS,
     MAX_VALUE,
     MIN_TIMESTAMP_MS,
+    PLAIN_CHARACTERS,
     TYPE_NAMES,
     EventRecord,
     content_id_of,
@@ -38,7 +40,7 @@ from schemas.mapping import ColumnMapping
 
 _PER_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000)}  # (multiply, floor-divide) to epoch ms
 # Text whose first and last characters are in this set needs no whitespace stripping.
-_PLAIN = r"[0-9A-Za-z_\-.:@/+#]"
+_PLAIN = f"[{re.escape(PLAIN_CHARACTERS)}]"
 _PLAIN_TEXT = rf"(?s)^{_PLAIN}(?:.*{_PLAIN})?$"
 
 Mask = np.ndarray  # bool, one per row

@@ -22,7 +22,7 @@ Why each input the fast path accepts is decided the same way:
   read (no depth limits to compare).
 - ids (``user_id``, ``item_id``, ``event_id``): strings only, 1..max
   characters, whose first and last characters are plain
-  (``stream.columns._PLAIN``), so the model's whitespace stripping (Unicode
+  (``schemas.events.PLAIN_CHARACTERS``), so the model's whitespace stripping (Unicode
   White_Space) would change nothing. Integer ids, empty or padded strings take
   the model path.
 - ``type``: exactly a name of the vocabulary.
@@ -61,14 +61,14 @@ from schemas.events import (
     MAX_TIMESTAMP_MS,
     MAX_VALUE,
     MIN_TIMESTAMP_MS,
+    PLAIN_CHARACTERS,
     EventRecord,
     Vocabulary,
     content_id_of,
 )
 
 assert MAX_TIMESTAMP_MS < 2**32 * 1000, "the exactness argument for timestamps needs times below 2**32 s"
-# The characters of stream.columns._PLAIN: text that starts and ends with one needs no stripping.
-_PLAIN = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.:@/+#")
+_PLAIN = frozenset(PLAIN_CHARACTERS)  # text that starts and ends with one needs no stripping
 
 
 # Bounds checked by msgspec as it decodes (lengths in characters, as pydantic counts them).
