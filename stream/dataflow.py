@@ -26,14 +26,14 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, operator
 from bytewax.inputs import Source
-from bytewax.operators import StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import DynamicSink
 
 from schemas.events import DeadLetter, EventRecord
@@ -51,6 +51,7 @@ from stream.shard import (
     group_keys,
     restore_shard,
     shard_of,
+    shard_runs,
     state_layout,
 )
 from stream.sinks.base import RunStats
@@ -63,14 +64,17 @@ from stream.trending import TrendClosed, TrendConfig, TrendInput, TrendRanker, T
 from stream.watermark import WatermarkRules
 
 
-class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
+class ShardLogic(StatefulBatchLogic[ShardInput, ShardOutput, bytes]):
     """Bytewax glue around a CustomerShard; snapshots are pickled bytes (immutable).
 
-    With ``side`` (a recovery directory), a snapshot writes the customers
-    changed since the last one to the shard's side store and is a small
-    marker (``stream.snapshots``); without, it is the whole shard pickled.
-    Bytewax asks for a snapshot at every epoch even when it keeps none (no
-    recovery); making one then is wasted work, so it is skipped.
+    Bytewax hands a shard every batch that reached it in one activation (live,
+    one per source partition): consecutive live ones are applied together and
+    refreshed once (``stream.shard.shard_runs``). With ``side`` (a recovery
+    directory), a snapshot writes the customers changed since the last one to
+    the shard's side store and is a small marker (``stream.snapshots``);
+    without, it is the whole shard pickled. Bytewax asks for a snapshot at
+    every epoch even when it keeps none (no recovery); making one then is
+    wasted work, so it is skipped.
     """
 
     def __init__(
@@ -87,9 +91,9 @@ class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
         if self.side is not None and shard.changed is None:  # a new shard, or one from a whole-shard snapshot
             shard.changed = set(shard.customers)
 
-    def on_item(self, value: ShardInput) -> tuple[Iterable[ShardOutput], bool]:
-        out = self.processor.process(self.shard, value)
-        return ([] if out.is_empty() else [out]), StatefulLogic.RETAIN
+    def on_batch(self, values: list[ShardInput]) -> tuple[Iterable[ShardOutput], bool]:
+        outs = [self.processor.process_many(self.shard, run) for run in shard_runs(values)]
+        return [out for out in outs if not out.is_empty()], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         if not self.snapshots:
@@ -100,14 +104,26 @@ class ShardLogic(StatefulLogic[ShardInput, ShardOutput, bytes]):
 
 
 class TickPostingShardLogic(ShardLogic):
-    """A ShardLogic that posts, after each input, when its shard next needs a tick (``stream.ticks``)."""
+    """A ShardLogic that posts, after each batch of inputs, when its shard next needs a tick (``stream.ticks``)."""
 
     board: TickBoard
 
-    def on_item(self, value: ShardInput) -> tuple[Iterable[ShardOutput], bool]:
-        emitted = super().on_item(value)
+    def on_batch(self, values: list[ShardInput]) -> tuple[Iterable[ShardOutput], bool]:
+        emitted = super().on_batch(values)
         self.board.post(self.shard.shard, self.shard.tick_due())
         return emitted
+
+
+@operator
+def _customer_shards(
+    step_id: str, up: KeyedStream[ShardInput], builder: Callable[[bytes | None], ShardLogic]
+) -> KeyedStream[ShardOutput]:
+    """``op.stateful``'s shape with the shard's own ``on_batch``.
+
+    Its inner step is named as ``op.stateful``'s (``<step_id>.stateful_batch``),
+    so recovery stores written when the shards ran under ``op.stateful`` resume.
+    """
+    return op.stateful_batch("stateful_batch", up, builder)
 
 
 FLOW_ID = "propstream"  # step ids in recovery snapshots are "propstream.<step>": renaming a step loses its state
@@ -223,7 +239,7 @@ def build_dataflow(
     base, groups = base_layout(cfg, n_shards), group_keys(catalog.groups)
     migration = ShardMigration(cfg, layout, base, groups, archive)
     side = (
-        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers.stateful_batch")  # op.stateful's inner step
+        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers.stateful_batch")  # _customer_shards' inner step
         if flow_cfg.recovery and flow_cfg.recovery_dir is not None
         else None
     )
@@ -264,7 +280,7 @@ def build_dataflow(
             ticks.post(shard.shard, shard.tick_due())
         return logic
 
-    keyed_out = op.stateful("customers", routed, builder)
+    keyed_out = _customer_shards("customers", routed, builder)
     outs = op.map("unkey", keyed_out, lambda kv: kv[1])
     tcfg = flow_cfg.trending
     if tcfg is not None:

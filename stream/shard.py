@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
@@ -171,6 +171,28 @@ class ShardOutput:
         )
 
 
+def shard_runs(inputs: Sequence[ShardInput]) -> list[list[ShardInput]]:
+    """The batches of ``inputs`` taken together by ``ShardProcessor.process_many``, in order.
+
+    Consecutive live batches (each with a wall-clock tick) go together: a live
+    refresh is stamped with the wall clock, so one after all of them is the one
+    each would have made, later only by the time the others took. A batch in
+    event time goes alone: a replay's batches are its refreshes, and so the
+    resolution of ``score_history`` (``stream.eventcut``).
+
+    >>> live = [ShardInput(0, [], tick) for tick in (1, 2)]
+    >>> [len(run) for run in shard_runs([*live, ShardInput(0, [], None), ShardInput(0, [], None), *live])]
+    [2, 1, 1, 2]
+    """
+    runs: list[list[ShardInput]] = []
+    for inp in inputs:
+        if runs and inp.tick_ms is not None and runs[-1][-1].tick_ms is not None:
+            runs[-1].append(inp)
+        else:
+            runs.append([inp])
+    return runs
+
+
 class CustomerShard(ShardClock):
     """Customers of one shard and their expiry heap; the state Bytewax snapshots for recovery.
 
@@ -247,30 +269,50 @@ class ShardProcessor:
 
     def process(self, sh: CustomerShard, inp: ShardInput) -> ShardOutput:
         """Apply a batch to the shard and return what changed (the steps of the module docstring)."""
-        sh.shard = inp.shard
+        return self.process_many(sh, [inp])
+
+    def process_many(self, sh: CustomerShard, inputs: Sequence[ShardInput]) -> ShardOutput:
+        """Apply several batches of one shard in turn, then refresh what changed once, at the clock after the last.
+
+        Each batch's events are judged against the retention horizon its
+        predecessors left and its partition's position is recorded before the
+        next, as ``process`` would one by one; only the refreshes between them
+        are skipped (a customer's features and scores as of the last clock are
+        the same either way). Live, the batches Bytewax hands a shard together
+        (one per source partition) are taken so (``shard_runs``): the fixed
+        costs of a refresh, one predict call per group first, are paid once.
+        """
+        sh.shard = inputs[0].shard
         out = ShardOutput(shard=sh.shard)
         horizon_before = sh.horizon
-        # 1. Events onto their customers (with those changed before the clock was known).
+        # 1. Events onto their customers (with those changed before the clock was known), and
+        # 2. the clock moves, batch by batch.
         dirty, sh.pending = sh.pending, {}
-        batch = apply_events(self.cfg, self.catalog, sh.customers, sh.items, inp.events, sh.horizon, dirty)
+        touched: set[ItemKey] = set()
+        clock = sh.clock
+        for inp in inputs:
+            batch = apply_events(self.cfg, self.catalog, sh.customers, sh.items, inp.events, sh.horizon, dirty)
+            out.applied += batch.applied
+            out.dead_letters += batch.dead_letters
+            touched |= batch.items
+            clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
         if sh.changed is not None:  # for the next incremental snapshot (due customers are added below)
             sh.changed.update(dirty)
-        out.applied, out.dead_letters = batch.applied, batch.dead_letters
-        # 2. The clock moves; due and touched customers advance to it.
-        clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
         out.horizon, out.horizon_moved = sh.horizon, sh.horizon != horizon_before
         if clock is None:
-            self._item_activity(sh, out, batch.items)
+            self._item_activity(sh, out, touched)
             sh.pending = dirty  # applied, but nothing can be scored before the clock is known
             return out
-        rewrite = sh.rewrite_due(inp.tick_ms is not None, inp.n_parts)
+        last = inputs[-1]
+        rewrite = sh.rewrite_due(last.tick_ms is not None, last.n_parts)
+        # Due and touched customers advance to the clock.
         for user in sh.pop_due(clock):
             dirty.setdefault(user, set())
             if sh.changed is not None:
                 sh.changed.add(user)
         self._advance_customers(sh, dirty, clock)
         # 3. Feature rows and scores of what changed (item activity while the scoring thread predicts).
-        self._refresh(sh, out, dirty, clock, rewrite, lambda: self._item_activity(sh, out, batch.items))
+        self._refresh(sh, out, dirty, clock, rewrite, lambda: self._item_activity(sh, out, touched))
         # 4. Everything that changed, for the sinks.
         return out
 

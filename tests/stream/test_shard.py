@@ -260,3 +260,81 @@ def test_item_cells_past_the_horizon_are_forgotten_as_a_full_scan_would_though_o
         if i == 80:  # a restored shard holds other cells: the first batch after looks at them again
             sh = pickle.loads(pickle.dumps(sh))
     assert len(sh.items) < len(every)  # cells were forgotten along the way
+
+
+def _last_rows(outs) -> tuple[dict, dict]:
+    """Each customer's last feature vector and each (customer, group)'s last score, over outputs."""
+    features, scores = {}, {}
+    for out in outs:
+        for f in out.features:
+            features[f.user_id] = f.features
+        sc = out.scores
+        for user, group, s in zip(sc.user_id, sc.group_id, sc.score, strict=True):
+            scores[user, group] = s
+    return features, scores
+
+
+def test_live_batches_handed_over_together_are_applied_in_turn_and_refreshed_once():
+    """``process_many``: what one-by-one processing would leave, less the refreshes between the batches.
+
+    Four partitions' live batches (Bytewax hands a shard all that reached it in
+    one activation): a customer in several, a line sent again through another
+    partition (a duplicate either way), a customer already known. The final
+    feature vectors and scores equal one-by-one processing's (whose last rows
+    are stamped earlier: nothing changed them since); the combined run
+    refreshes each customer once, at the last tick, with one predict call per
+    group instead of one per group and batch.
+    """
+
+    def batches():
+        return [
+            ShardInput(
+                0, [ev("u1", "c1", T + 10, "e1"), ev("u2", "t1", T + 11, "e2")], T + 100, "p0", 4, watermark=T + 11
+            ),
+            ShardInput(
+                0, [ev("u1", "t1", T + 20, "e3"), ev("u3", "c1", T + 21, "e4")], T + 200, "p1", 4, watermark=T + 21
+            ),
+            ShardInput(
+                0, [ev("u2", "t1", T + 11, "e2"), ev("u4", "c1", T + 30, "e5")], T + 300, "p2", 4, watermark=T + 30
+            ),
+            ShardInput(0, [], T + 400, "p3", 4, idle=True),
+        ]
+
+    def shard_and_models():
+        proc = ShardProcessor(CFG, CATALOG, FakeModels(), L)
+        sh = CustomerShard(0)
+        proc.process(sh, ShardInput(0, [ev("u4", "t1", T - DAY, "e0")], T, "p0", 4, watermark=T - DAY))  # known
+        return proc, sh
+
+    proc_one, one = shard_and_models()
+    outs_one = [proc_one.process(one, inp) for inp in batches()]
+    proc_many, many = shard_and_models()
+    calls_before = sum(len(s.calls) for s in proc_many.scoring.models.scorers.values())
+    out = proc_many.process_many(many, batches())
+
+    assert [e.event_id for e in out.applied] == [e.event_id for o in outs_one for e in o.applied]
+    assert [d.reason for d in out.dead_letters] == [d.reason for o in outs_one for d in o.dead_letters]
+    assert [d.reason.split(":")[0] for d in out.dead_letters] == ["duplicate"]
+    assert _last_rows([out]) == _last_rows(outs_one)
+    assert sorted(f.user_id for f in out.features) == ["u1", "u2", "u3", "u4"]  # each refreshed once
+    assert {f.as_of for f in out.features} == {T + 400} and len(out.scores) and out.scores.as_of == T + 400
+    calls = sum(len(s.calls) for s in proc_many.scoring.models.scorers.values()) - calls_before
+    assert calls == len(CATALOG.groups)  # one predict call per group for the four batches
+    assert (many.clock, many.horizon, many.watermarks, many.idle) == (one.clock, one.horizon, one.watermarks, one.idle)
+
+
+def test_the_shard_step_refreshes_live_batches_together_and_event_time_batches_one_by_one():
+    """``ShardLogic.on_batch``: a replay's batches are its refreshes (score_history's resolution); live ones are not."""
+    from stream.dataflow import ShardLogic
+
+    logic = ShardLogic(ShardProcessor(CFG, CATALOG, FakeModels(), L), CustomerShard(0), snapshots=False)
+    replay = [ShardInput(0, [ev("u1", "c1", T + i * DAY, f"r{i}")], None, watermark=T + i * DAY) for i in range(3)]
+    outs, _ = logic.on_batch(replay)
+    assert [o.scores.as_of for o in outs] == [T, T + DAY, T + 2 * DAY]  # a refresh per event-time batch
+    now = T + 3 * DAY
+    live = [
+        ShardInput(0, [ev(f"u{i}", "t1", now + i, f"l{i}")], now + 10 + i, "p0", 1, watermark=now + i) for i in range(3)
+    ]
+    outs, _ = logic.on_batch(live)
+    assert len(outs) == 1 and sorted(f.user_id for f in outs[0].features) == ["u0", "u1", "u2"]
+    assert outs[0].scores.as_of == now + 12
