@@ -8,7 +8,8 @@
       -> event_time_cut (FlowConfig.max_batch_event_ms > 0): keyed by source partition; replay batches
          re-cut so none spans more than one event-time window (stream/eventcut.py)
       -> route: split each batch by shard (crc32 of user_id), broadcast where the partition stands
-      -> customers: stateful per shard (state, expiry heap, scoring)
+      -> customers: stateful per shard (state, expiry heap, scoring); live batches that reach a shard
+         together (one per source partition) are applied in turn and refreshed once
       -> clickhouse: one column-oriented insert per table per batch
 
     trending (when FlowConfig.trending is set; stream/trending.py):
