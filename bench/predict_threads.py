@@ -26,11 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.refresh_floor import feature_matrix
-from models.registry import ModelRegistry
-from models.scorer import ProductionModels
-from propstream import app, completejourney
-from schemas.settings import DEFAULT_DATA_DIR, Settings
+from bench.refresh_floor import feature_matrix, production_models
+from schemas.settings import DEFAULT_DATA_DIR
 
 
 def main() -> None:
@@ -39,14 +36,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[470, 2000, 20000], help="rows per refresh")
     ap.add_argument("--repeat", type=int, default=10, help="timed refreshes per row count and setting")
     args = ap.parse_args()
-    data_dir = Path(args.data_dir)
-    events, catalog = completejourney.prepare(data_dir)
-    settings = Settings(data_dir=data_dir, catalog_file=catalog, groups_file=completejourney.GROUPS_FILE)
-    spec = app.feature_spec(app.load_catalog(settings), settings.events.types)
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=1)
-    if not models.scorers:
-        msg = "no production models under the data dir: run `propstream demo` first"
-        raise SystemExit(msg)
+    settings, events, models = production_models(Path(args.data_dir))
     x_all = feature_matrix(settings, events, max(args.rows))
     settings_tried = {"1": 1, "0 (one per CPU)": os.cpu_count() or 1}
     for rows in args.rows:

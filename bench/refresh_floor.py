@@ -51,6 +51,18 @@ def feature_matrix(settings: Settings, events: Path, n_rows: int) -> np.ndarray:
     return np.tile(rows, (reps, 1))[:n_rows]
 
 
+def production_models(data_dir: Path) -> tuple[Settings, Path, ProductionModels]:
+    """Settings for The Complete Journey under ``data_dir``, its events file, and every group's production model."""
+    events, catalog = completejourney.prepare(data_dir)
+    settings = Settings(data_dir=data_dir, catalog_file=catalog, groups_file=completejourney.GROUPS_FILE)
+    spec = app.feature_spec(app.load_catalog(settings), settings.events.types)
+    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=1)
+    if not models.scorers:
+        msg = "no production models under the data dir: run `propstream demo` first"
+        raise SystemExit(msg)
+    return settings, events, models
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="propstream-data")
@@ -65,14 +77,8 @@ def main() -> None:
     )
     ap.add_argument("--repeat", type=int, default=3, help="timed passes (the fastest counts)")
     args = ap.parse_args()
-    data_dir = Path(args.data_dir)
-    events, catalog = completejourney.prepare(data_dir)
-    settings = Settings(data_dir=data_dir, catalog_file=catalog, groups_file=completejourney.GROUPS_FILE)
-    spec = app.feature_spec(app.load_catalog(settings), settings.events.types)
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=1)
-    if not models.scorers:
-        msg = "no production models under the data dir: run `propstream demo` first"
-        raise SystemExit(msg)
+    settings, events, models = production_models(Path(args.data_dir))
+    spec = models.spec
     x = feature_matrix(settings, events, args.rows)
     trees = {}
     best = float("inf")
