@@ -338,3 +338,8 @@ def test_the_shard_step_refreshes_live_batches_together_and_event_time_batches_o
     outs, _ = logic.on_batch(live)
     assert len(outs) == 1 and sorted(f.user_id for f in outs[0].features) == ["u0", "u1", "u2"]
     assert outs[0].scores.as_of == now + 12
+    # two processes: a partition's batch can come by another route with an older tick; the refresh still covers all
+    skewed = [ShardInput(0, [ev("u5", "t1", now + 50, "s1")], now + 60, "p0", 1, watermark=now + 50)]
+    skewed.append(ShardInput(0, [ev("u6", "t1", now + 20, "s2")], now + 30, "p0", 1, watermark=now + 20))
+    outs, _ = logic.on_batch(skewed)
+    assert [(f.user_id, f.as_of) for f in outs[0].features] == [("u5", now + 60), ("u6", now + 60)]
