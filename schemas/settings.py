@@ -113,7 +113,13 @@ class StreamSettings(BaseModel):
     progress_seconds: float = Field(default=5.0, gt=0.0, description="how often a run prints a progress line")
     predict_threads: int = Field(default=0, ge=0, description="XGBoost threads when scoring (0: one per CPU)")
     gc_seconds: float = Field(
-        default=60.0, ge=0.0, description="collect cyclic garbage on this timer (0: Python's default collector)"
+        default=1.0,
+        ge=0.0,
+        description="collect cyclic garbage among objects new since the last collection on this timer "
+        "(0: Python's default collector)",
+    )
+    gc_full_seconds: float = Field(
+        default=3600.0, gt=0.0, description="collect cyclic garbage among all objects, long-lived ones too, this often"
     )
     recovery_partitions: int = Field(
         default=4,

@@ -6,8 +6,17 @@ state over and over: about a quarter of replay time on The Complete Journey.
 Reference counting frees almost everything; only the rare cycles need the
 collector. So while a run lasts, automatic collection is off and a thread
 collects every ``seconds``, then freezes the survivors (``gc.freeze``) so the
-next collection only looks at what is new. Every ``full_every``-th time the
-frozen objects are thawed first, so cycles among them are collected too.
+next collection only looks at what is new. Once ``full_seconds`` have passed
+since the last full collection, the frozen objects are thawed first, so cycles
+among them are collected too.
+
+A collection holds the GIL, so it pauses the dataflow for as long as it takes,
+and that grows with the objects it looks at. Collecting what is new every
+second keeps each pause short (40-60 ms at 10,000 live events/s, where one
+collection a minute paused the stream 1.3 s: XGBoost leaves ~25 objects in
+cycles per predict call). A full collection looks at every object (~0.3 s per
+500,000): it is rare because it finds almost nothing the young ones did not
+(BENCHMARKS 6i).
 
 >>> import gc
 >>> with collected_every(60):
@@ -21,26 +30,41 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+class Collections:
+    """Which collection is due: what is new each time, every object once ``full_seconds`` have passed."""
+
+    def __init__(self, full_seconds: float, now: float):
+        self.full_seconds = full_seconds
+        self.last_full = now
+
+    def collect(self, now: float) -> bool:
+        """Collect, then freeze the survivors; True when the frozen objects were collected too."""
+        full = now - self.last_full >= self.full_seconds
+        if full:
+            gc.unfreeze()
+            self.last_full = now
+        gc.collect()
+        gc.freeze()
+        return full
+
+
 @contextmanager
-def collected_every(seconds: float, full_every: int = 10) -> Iterator[None]:
+def collected_every(seconds: float, full_seconds: float = 3600.0) -> Iterator[None]:
     """Within the block, collect every ``seconds`` instead of by allocation count (0: leave gc alone)."""
     if seconds <= 0 or not gc.isenabled():
         yield
         return
     stop = threading.Event()
+    plan = Collections(full_seconds, time.monotonic())
 
     def collect() -> None:
-        n = 0
         while not stop.wait(seconds):
-            n += 1
-            if n % full_every == 0:
-                gc.unfreeze()
-            gc.collect()
-            gc.freeze()
+            plan.collect(time.monotonic())
 
     thread = threading.Thread(target=collect, name="propstream-gc", daemon=True)
     gc.disable()

@@ -1,12 +1,15 @@
-"""Garbage collection on a timer (stream/gcpolicy.py): cycles are still collected, frozen ones too."""
+"""Garbage collection on a timer (stream/gcpolicy.py): new cycles every time, frozen ones at the full collection."""
 
 from __future__ import annotations
 
 import gc
 import time
 import weakref
+from collections.abc import Iterator
 
-from stream.gcpolicy import collected_every
+import pytest
+
+from stream.gcpolicy import Collections, collected_every
 
 
 class Node:
@@ -21,6 +24,17 @@ def wait_until_freed(ref: weakref.ref, timeout: float = 5.0) -> bool:
     return ref() is None
 
 
+@pytest.fixture
+def thawed() -> Iterator[None]:
+    """The collector as the test found it: on, nothing frozen."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
 def test_cycles_are_collected_on_the_timer_and_gc_is_restored():
     assert gc.isenabled()
     with collected_every(0.02):
@@ -31,8 +45,25 @@ def test_cycles_are_collected_on_the_timer_and_gc_is_restored():
     assert gc.get_freeze_count() == 0
 
 
-def test_cycles_among_frozen_survivors_are_collected_by_the_periodic_thaw():
-    with collected_every(0.02, full_every=3):
+def test_a_young_collection_frees_new_cycles_and_leaves_frozen_ones_to_the_full_one(thawed):
+    plan = Collections(full_seconds=100.0, now=0.0)
+    old = Node()
+    old_ref = weakref.ref(old)
+    assert not plan.collect(now=1.0)  # young: `old` survives and is frozen
+    assert gc.get_freeze_count() > 0
+    del old
+    new_ref = weakref.ref(Node())
+    assert not plan.collect(now=50.0)
+    assert new_ref() is None  # new since the last collection: freed
+    assert old_ref() is not None  # frozen before it became garbage: not looked at
+    assert plan.collect(now=100.0)  # full_seconds after the start: thawed and collected
+    assert old_ref() is None
+    assert not plan.collect(now=150.0)  # the next full one is due 100 s after this one
+    assert plan.collect(now=200.0)
+
+
+def test_frozen_cycles_are_collected_by_the_timed_full_collection():
+    with collected_every(0.02, full_seconds=0.3):
         node = Node()
         ref = weakref.ref(node)
         deadline = time.monotonic() + 5
