@@ -24,6 +24,7 @@ from schemas.tables import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
     SCORE_HISTORY,
+    SCORE_TABLES,
     Migration,
     schema_migrations_ddl,
     score_history_ttl,
@@ -198,6 +199,9 @@ class TableBuffer:
     of the dead-letter stream) leave in one insert per table, when
     ``max_rows`` rows wait or the oldest has waited ``max_seconds`` (a timer
     thread flushes a buffer no new batch reaches), and at the end of the run.
+    The tables named in ``first`` are written first (the ones readers wait for:
+    a flush of five tables at 10,000 live events/s takes ~0.25 s, and the
+    score tables came third and fourth), the others in the order they came.
     ``max_seconds`` 0 writes every batch at once (one insert per table per
     batch, as a run with a recovery store must: a row still buffered when the
     process dies would be lost after its epoch's snapshot).
@@ -215,11 +219,13 @@ class TableBuffer:
         max_rows: int = 0,
         max_seconds: float = 0.0,
         after_flush: Callable[[], None] | None = None,
+        first: tuple[str, ...] = (),
     ):
         self.writer = writer
         self.max_rows = max_rows
         self.max_seconds = max_seconds
         self.after_flush = after_flush
+        self.first = first
         self._tables: TableRows = {}
         self._counts: list[Callable[[], None]] = []
         self._rows = 0
@@ -273,8 +279,8 @@ class TableBuffer:
             self._timer = None
         tables, counts = self._tables, self._counts
         self._tables, self._counts, self._rows = {}, [], 0
-        for table, columns in tables.items():
-            self.writer.insert(table, columns)
+        for table in sorted(tables, key=lambda t: t not in self.first):  # stable: the rest keep their order
+            self.writer.insert(table, tables[table])
         if tables:
             self.flushes += 1
         for written in counts:
@@ -325,7 +331,8 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         flush_seconds: float = 0.0,
     ):
         self.writer = writer
-        self.buffer = TableBuffer(writer, flush_rows, flush_seconds, after_flush=self._progress)
+        first = tuple(t.name for t in SCORE_TABLES)  # what freshness means to a reader of ClickHouse
+        self.buffer = TableBuffer(writer, flush_rows, flush_seconds, after_flush=self._progress, first=first)
         self.type_names = type_names  # the vocabulary's names: the events table stores a type by name
         self.stats = stats or RunStats()
         self.report = report

@@ -37,6 +37,32 @@ def test_batches_under_the_limits_wait_and_leave_in_one_insert_per_table(writer:
     assert buf.flushes == 1
 
 
+class OrderedWriter(ClickHouseWriter):
+    """Inserts as usual and remembers in which order the tables were written."""
+
+    def __init__(self, writer: ClickHouseWriter):
+        super().__init__(writer.client, writer.database)
+        self.order: list[str] = []
+
+    def insert(self, table: str, columns: dict[str, list]) -> None:
+        super().insert(table, columns)
+        self.order.append(table)
+
+
+def test_the_tables_readers_wait_for_are_written_first(writer: ClickHouseWriter):
+    writer.client.command(f"CREATE TABLE {writer.database}.c (n Int64) ENGINE = MergeTree ORDER BY n")
+    ordered = OrderedWriter(writer)
+    buf = TableBuffer(ordered, max_rows=1_000, max_seconds=3_600, first=("c", "b"))
+    buf.add({"a": {"n": [1]}, "b": {"n": [2]}}, lambda: None)
+    buf.add({"c": {"n": [3]}, "a": {"n": [4]}}, lambda: None)
+    buf.flush()
+    assert ordered.order == ["b", "c", "a"]  # the first ones in the order they came, then the rest
+    assert stored(writer, "a") == [1, 4] and stored(writer, "b") == [2] and stored(writer, "c") == [3]
+    buf.add({"a": {"n": [5]}}, lambda: None)
+    buf.flush()
+    assert ordered.order[3:] == ["a"]
+
+
 def test_a_full_buffer_is_written_at_once(writer: ClickHouseWriter):
     buf = TableBuffer(writer, max_rows=4, max_seconds=3_600)
     buf.add({"a": {"n": [1, 2]}}, lambda: None)
