@@ -284,6 +284,8 @@ def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: 
             "stream_cpu_s": round(cpu, 1),
             "stream_cpu_per_event_us": round(cpu / max(sent["events"], 1) * 1e6, 1),
             "stopped": any(s.get("stopped") for s in summaries),
+            # the longest timed garbage collection of any stream (the stream stands still meanwhile)
+            "gc_pause_max_s": max((s.get("gc_pauses", {}).get("max_s", 0.0) for s in summaries), default=None),
         }
     )
     result["sustained"] = bool(

@@ -342,7 +342,7 @@ def _run_flow(
         board_note = f", dashboard on {board.url}" if board is not None else ""
         progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}{board_note}")
     stats.started = time.perf_counter()
-    collector = collected_every(settings.stream.gc_seconds, settings.stream.gc_full_seconds)
+    collector = collected_every(settings.stream.gc_seconds, settings.stream.gc_full_seconds, stats.gc_pauses)
     with collector, watch, board or contextlib.nullcontext():
         try:
             cli_main(

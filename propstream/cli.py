@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "last_write_at": stats.last_write_at,
         "visible_lag": stats.visible_lag.summary(),  # event time -> rows written (live: freshness)
         "cpu_seconds": round(time.process_time(), 2),
+        "gc_pauses": stats.gc_pauses.summary(),  # the timed collections: the stream stood still meanwhile
     }
     print(json.dumps(result) if args.json else stats.line())
     return 0

@@ -33,6 +33,26 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass
+class Pauses:
+    """How long the timed collections held the GIL (the stream stood still meanwhile); for the run's summary."""
+
+    collections: int = 0
+    total_s: float = 0.0
+    max_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Count one collection that took ``seconds``."""
+        self.collections += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+
+    def summary(self) -> dict[str, float]:
+        """Collections, their longest and their total pause (seconds)."""
+        return {"collections": self.collections, "max_s": round(self.max_s, 4), "total_s": round(self.total_s, 3)}
 
 
 class Collections:
@@ -54,17 +74,23 @@ class Collections:
 
 
 @contextmanager
-def collected_every(seconds: float, full_seconds: float = 3600.0) -> Iterator[None]:
-    """Within the block, collect every ``seconds`` instead of by allocation count (0: leave gc alone)."""
+def collected_every(seconds: float, full_seconds: float = 3600.0, pauses: Pauses | None = None) -> Iterator[None]:
+    """Within the block, collect every ``seconds`` instead of by allocation count (0: leave gc alone).
+
+    ``pauses`` counts every timed collection and how long it took.
+    """
     if seconds <= 0 or not gc.isenabled():
         yield
         return
     stop = threading.Event()
     plan = Collections(full_seconds, time.monotonic())
+    counted = pauses if pauses is not None else Pauses()
 
     def collect() -> None:
         while not stop.wait(seconds):
+            t0 = time.perf_counter()
             plan.collect(time.monotonic())
+            counted.add(time.perf_counter() - t0)
 
     thread = threading.Thread(target=collect, name="propstream-gc", daemon=True)
     gc.disable()

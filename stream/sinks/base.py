@@ -11,6 +11,7 @@ import numpy as np
 
 from schemas.events import DeadLetter, FeatureRow, ItemActivityRow
 from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES, TRENDING
+from stream.gcpolicy import Pauses
 from stream.shard import ShardOutput
 from stream.trending import TrendRow
 
@@ -169,6 +170,7 @@ class RunStats:
     last_write_at: float | None = None
     visible_lag: VisibleLag = field(default_factory=VisibleLag)  # event time -> rows written
     live: bool = False  # events stamped as they happen (wall clock): the lag is freshness, shown in progress lines
+    gc_pauses: Pauses = field(default_factory=Pauses)  # the timed garbage collections (stream.gcpolicy)
 
     def add(self, outputs: list[ShardOutput]) -> None:
         """Count what a sink batch of shard outputs carries, once it is written."""

@@ -36,7 +36,10 @@ def test_run_then_segment_by_threshold_and_top(world, trained_dir, tmp_path, chd
     capsys.readouterr()
     events = write_events(tmp_path / "ev.jsonl", world.events[:3000])
     assert main(["run", *common, "--input", str(events), "--catalog", str(world.catalog_file), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["events_in"] == 3000  # stdout is one JSON document
+    summary = json.loads(capsys.readouterr().out)  # stdout is one JSON document
+    assert summary["events_in"] == 3000
+    pauses = summary["gc_pauses"]  # the timed garbage collections (stream.gc_seconds), however few this short run had
+    assert pauses["collections"] >= 0 and 0 <= pauses["max_s"] <= pauses["total_s"]
     scores = {u: s for (u, g), (s, _) in stored_scores(settings).items() if g == "coffee"}
     threshold = sorted(scores.values())[len(scores) // 2]
     assert main(["segment", *common, "--group", "coffee", "--min-score", str(threshold)]) == 0

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.gcpolicy import Collections, collected_every
+from stream.gcpolicy import Collections, Pauses, collected_every
 
 
 class Node:
@@ -72,6 +72,17 @@ def test_frozen_cycles_are_collected_by_the_timed_full_collection():
         assert gc.get_freeze_count() > 0
         del node
         assert wait_until_freed(ref)
+
+
+def test_every_timed_collection_and_its_pause_is_counted():
+    pauses = Pauses()
+    with collected_every(0.02, pauses=pauses):
+        ref = weakref.ref(Node())
+        assert wait_until_freed(ref)
+    assert pauses.collections >= 1
+    assert 0 < pauses.max_s <= pauses.total_s
+    summary = pauses.summary()
+    assert summary["collections"] == pauses.collections and summary["max_s"] == round(pauses.max_s, 4)
 
 
 def test_zero_leaves_the_collector_alone():
