@@ -292,7 +292,13 @@ _V1_SCORES = """CREATE TABLE IF NOT EXISTS {{db}}.{table} (
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY {order}"""
 
-# Released migrations are history: append, never edit.
+# The stream inserts into these several times a second, a few thousand rows each time: ClickHouse's default merge
+# selector (base 5) rewrote every row ~8 levels deep; base 10 merges more parts at once, in ~4 levels.
+CONTINUOUSLY_WRITTEN = ("events", "customer_features", "scores", "score_history", "item_activity")
+WIDE_MERGES = "merge_selector_base = 10"
+
+# Released migrations are history: append, never edit. Every statement can run twice (IF NOT EXISTS, or a
+# MODIFY SETTING to a fixed value).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -420,6 +426,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ece Float64
 ) ENGINE = ReplacingMergeTree ORDER BY (group_id, window_days, window_end, bin)""",
         ),
+    ),
+    Migration(
+        7,
+        "the tables the stream writes all the time merge wider parts at once (merge_selector_base 10, was 5): "
+        "~40 % less merge CPU under small inserts, a few more active parts (BENCHMARKS 6j)",
+        tuple(f"ALTER TABLE {{db}}.{t} MODIFY SETTING {WIDE_MERGES}" for t in CONTINUOUSLY_WRITTEN),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

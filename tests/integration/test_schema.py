@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.tables import MIGRATIONS, SCHEMA_MIGRATIONS, SCHEMA_VERSION, TABLES
+from schemas.tables import CONTINUOUSLY_WRITTEN, MIGRATIONS, SCHEMA_MIGRATIONS, SCHEMA_VERSION, TABLES, WIDE_MERGES
 from stream.sinks.clickhouse import migrate, open_client, schema_version
 from tests.integration.dump import schema
 
@@ -61,6 +61,8 @@ def test_migrations_build_a_fresh_store_as_declared_and_apply_once(chdb_dsn):
     store = schema(client, db)
     assert store["version"] == SCHEMA_VERSION
     assert as_stored(store) == declared()
+    for name, t in store["tables"].items():  # the continuously written tables merge wide, the others as ClickHouse does
+        assert (WIDE_MERGES in t["engine_full"]) == (name in CONTINUOUSLY_WRITTEN), name
     assert migrate(client, db) == []  # up to date: nothing to apply
     assert schema_version(client, db) == SCHEMA_VERSION
 
