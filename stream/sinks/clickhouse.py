@@ -200,8 +200,8 @@ class TableBuffer:
     ``max_rows`` rows wait or the oldest has waited ``max_seconds`` (a timer
     thread flushes a buffer no new batch reaches), and at the end of the run.
     The tables named in ``first`` are written first (the ones readers wait for:
-    a flush of five tables at 10,000 live events/s takes ~0.25 s, and the
-    score tables came third and fourth), the others in the order they came.
+    the score tables came third and fourth of five), the others in the order
+    they came.
     ``max_seconds`` 0 writes every batch at once (one insert per table per
     batch, as a run with a recovery store must: a row still buffered when the
     process dies would be lost after its epoch's snapshot).
