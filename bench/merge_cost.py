@@ -12,7 +12,7 @@ turn ``--rounds`` times. Into each it inserts ``--parts`` blocks of
 into each score table), waits 10 s for merges to settle, and prints the CPU
 seconds chDB's merge threads (``MergeMutate``) used meanwhile, the active
 parts left and their deepest merge level (how many times the oldest rows were
-rewritten). Every table gets the same rows (seeded). BENCHMARKS.md 6i.
+rewritten). Every table gets the same rows (seeded). BENCHMARKS.md 6j.
 """
 
 from __future__ import annotations
@@ -31,17 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import clickhouse_connect
 
 from bench.live import thread_cpu
-from schemas.tables import SCORE_HISTORY, WIDE_MERGES
+from schemas.tables import SCORE_HISTORY, WIDE_MERGES, create_table_ddl
 
 SELECTORS = {"ClickHouse's default": "", "propstream's": WIDE_MERGES}
 
 
 def ddl(table: str, settings: str) -> str:
     """``score_history``'s declared columns, engine and key under another name, with MergeTree ``settings``."""
-    cols = ", ".join(f"{c.name} {c.type}{f' DEFAULT {c.default}' if c.default else ''}" for c in SCORE_HISTORY.columns)
-    tail = f" SETTINGS {settings}" if settings else ""
-    order = ", ".join(SCORE_HISTORY.order_by)
-    return f"CREATE TABLE bench.{table} ({cols}) ENGINE = {SCORE_HISTORY.engine} ORDER BY ({order}){tail}"
+    return create_table_ddl(SCORE_HISTORY, "bench", name=table, settings=settings)
 
 
 def blocks(parts: int, rows: int, seed: int = 0):

@@ -449,11 +449,26 @@ def score_history_ttl(days: int | None) -> str | None:
     return None if days is None else f"toDateTime(as_of) + toIntervalDay({int(days)})"
 
 
+def create_table_ddl(t: Table, database: str = DATABASE, name: str | None = None, settings: str = "") -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for a declared table (optionally under another ``name``, with ``settings``).
+
+    >>> print(create_table_ddl(SCHEMA_MIGRATIONS, "db"))  # doctest: +NORMALIZE_WHITESPACE
+    CREATE TABLE IF NOT EXISTS db.schema_migrations (
+        version UInt32,
+        description String,
+        applied_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree ORDER BY version
+    """
+    cols = ",\n    ".join(f"{c.name} {c.type}{f' DEFAULT {c.default}' if c.default else ''}" for c in t.columns)
+    order = t.order_by[0] if len(t.order_by) == 1 else f"({', '.join(t.order_by)})"
+    tail = f" SETTINGS {settings}" if settings else ""
+    table = f"{database}.{name}" if name else t.at(database)
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n    {cols}\n) ENGINE = {t.engine} ORDER BY {order}{tail}"
+
+
 def schema_migrations_ddl(database: str = DATABASE) -> str:
     """The table that records applied migrations (it exists before any migration runs)."""
-    t = SCHEMA_MIGRATIONS
-    cols = ",\n    ".join(f"{c.name} {c.type}" for c in t.columns)
-    return f"CREATE TABLE IF NOT EXISTS {t.at(database)} (\n    {cols}\n) ENGINE = {t.engine} ORDER BY {t.order_by[0]}"
+    return create_table_ddl(SCHEMA_MIGRATIONS, database)
 
 
 VERSION_SHIFT = 20  # version = as_of_ms << 20 | per-customer seq

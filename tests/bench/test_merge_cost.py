@@ -11,7 +11,8 @@ def test_the_benchmark_table_is_score_history_with_only_the_merge_setting_change
     for c in SCORE_HISTORY.columns:
         assert f"{c.name} {c.type}" in plain
     assert f"ENGINE = {SCORE_HISTORY.engine} ORDER BY ({', '.join(SCORE_HISTORY.order_by)})" in plain
-    assert "SETTINGS" not in plain
+    assert "written_at DateTime64(3, 'UTC') DEFAULT now64(3)" in plain  # filled in by ClickHouse, as in the store
+    assert "SETTINGS" not in plain and "bench.a (" in plain
     assert wide.replace("bench.b", "bench.a") == f"{plain} SETTINGS {WIDE_MERGES}"
 
 

@@ -32,6 +32,7 @@ def declared() -> dict:
             "engine": t.engine,
             "sorting_key": ", ".join(t.order_by),
             "columns": [[c.name, c.type, c.default] for c in t.columns],
+            "wide_merges": t.name in CONTINUOUSLY_WRITTEN,  # migration 7: the tables the stream writes all the time
         }
         for t in (*TABLES.values(), SCHEMA_MIGRATIONS)
     }
@@ -43,6 +44,7 @@ def as_stored(store: dict) -> dict:
             "engine": t["engine_full"].split(" ORDER BY ")[0],
             "sorting_key": t["sorting_key"],
             "columns": t["columns"],
+            "wide_merges": WIDE_MERGES in t["engine_full"],
         }
         for name, t in store["tables"].items()
     }
@@ -61,8 +63,6 @@ def test_migrations_build_a_fresh_store_as_declared_and_apply_once(chdb_dsn):
     store = schema(client, db)
     assert store["version"] == SCHEMA_VERSION
     assert as_stored(store) == declared()
-    for name, t in store["tables"].items():  # the continuously written tables merge wide, the others as ClickHouse does
-        assert (WIDE_MERGES in t["engine_full"]) == (name in CONTINUOUSLY_WRITTEN), name
     assert migrate(client, db) == []  # up to date: nothing to apply
     assert schema_version(client, db) == SCHEMA_VERSION
 
