@@ -102,7 +102,7 @@ def main() -> None:
             for step, s in (("dense", t1 - t0), ("records", t2 - t1), ("next_change", t3 - t2)):
                 seconds.setdefault((name, step), []).append(s)
             made[name] = (batch.rows, recs)
-    if not (np.array_equal(made["old"][0], made["new"][0]) and made["old"][1] == made["new"][1]):
+    if not (np.array_equal(made["old"][0], made["new"][0]) and list(made["old"][1]) == list(made["new"][1])):
         msg = "the two versions' feature rows or records differ"
         raise SystemExit(msg)
     print(f"{len(users)} customers; rows and records identical in both versions")

@@ -1,8 +1,10 @@
-"""Feature rows of a batch's customers: dense numpy vectors for scoring, ``FeatureRow`` records for the sinks.
+"""Feature rows of a batch's customers: dense numpy vectors for scoring, ``customer_features`` rows for the sinks.
 
 All customers of a batch are written into one matrix (one row each), which
-scoring reads; the ``customer_features`` records are built from it for all of
-them at once (only counters that are not zero, plus every recency feature).
+scoring reads; the ``customer_features`` rows are taken from it for all of
+them at once (only counters that are not zero, plus every recency feature),
+as arrays (``FeatureColumns``, ``FeatureMaps``): no Python dict per customer
+is built on the way to ClickHouse, which writes the Map column from Arrow.
 
 >>> from schemas.features import FeatureSpec
 >>> from stream.state import CustomerState, StateConfig
@@ -20,14 +22,122 @@ them at once (only counters that are not zero, plus every recency feature).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import islice
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from schemas.events import FeatureRow
 from schemas.tables import row_version
 from stream.state import CustomerState, StateConfig, write_rows
+
+
+class FeatureMaps:
+    """The ``features`` column of ``customer_features`` rows: each row's (name, value) pairs as arrays.
+
+    A part holds the feature names it indexes, each row's count of pairs, and
+    the pairs of all its rows one after the other (name index, value).
+    Columns of several batches are joined with ``+`` (parts are shared, never
+    changed); ``to_arrow`` makes the Map column ClickHouse reads, with the
+    names as an Arrow dictionary (the column's LowCardinality keys).
+    Iterating gives each row as a dict, in its pairs' order.
+
+    >>> a = FeatureMaps.from_dicts([{"x": 1.0}, {"x": 0.5, "y": 2.0}])
+    >>> b = FeatureMaps.from_dicts([{"y": 3.0}])
+    >>> both = a + b
+    >>> len(both), list(both)
+    (3, [{'x': 1.0}, {'x': 0.5, 'y': 2.0}, {'y': 3.0}])
+    >>> both.to_arrow().to_pylist()[1]
+    [('x', 0.5), ('y', 2.0)]
+    """
+
+    def __init__(self, parts: Sequence[tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]] = ()):
+        self.parts = tuple(parts)  # (names, pairs per row, name index per pair, value per pair)
+
+    @classmethod
+    def from_dicts(cls, rows: Sequence[dict[str, float]]) -> FeatureMaps:
+        """A column of rows given as dicts (tests, small writers)."""
+        names = tuple(dict.fromkeys(name for row in rows for name in row))
+        at = {name: i for i, name in enumerate(names)}
+        counts = np.array([len(row) for row in rows], dtype=np.int64)
+        index = np.array([at[name] for row in rows for name in row], dtype=np.int32)
+        values = np.array([v for row in rows for v in row.values()], dtype=np.float64)
+        return cls([(names, counts, index, values)])
+
+    def __len__(self) -> int:
+        return sum(len(counts) for _, counts, _, _ in self.parts)
+
+    def __add__(self, other: FeatureMaps) -> FeatureMaps:
+        return FeatureMaps(self.parts + other.parts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureMaps) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def copy(self) -> FeatureMaps:
+        """Itself (parts are never changed); for writers that copy a column before adding to it."""
+        return FeatureMaps(self.parts)
+
+    def __iter__(self) -> Iterator[dict[str, float]]:
+        for names, counts, index, values in self.parts:
+            keys = [names[i] for i in index.tolist()]
+            vals = values.tolist()
+            start = 0
+            for n in counts.tolist():
+                yield dict(zip(keys[start : start + n], vals[start : start + n], strict=True))
+                start += n
+
+    def to_arrow(self) -> pa.MapArray:
+        """One Arrow ``map<dictionary<int32, string>, double>`` array of every row."""
+        names: dict[str, int] = {}
+        index = [np.zeros(0, dtype=np.int32)]
+        values = [np.zeros(0, dtype=np.float64)]
+        counts = [np.zeros(1, dtype=np.int64)]
+        for part_names, part_counts, part_index, part_values in self.parts:
+            remap = np.array([names.setdefault(n, len(names)) for n in part_names], dtype=np.int32)
+            index.append(remap[part_index] if len(remap) else part_index.astype(np.int32))
+            values.append(part_values)
+            counts.append(part_counts)
+        offsets = np.cumsum(np.concatenate(counts), dtype=np.int64)
+        if offsets[-1] >= 2**31:
+            msg = f"{offsets[-1]} feature values in one insert: more than an Arrow map holds (2**31 - 1)"
+            raise ValueError(msg)
+        keys = pa.DictionaryArray.from_arrays(pa.array(np.concatenate(index)), pa.array(list(names), pa.string()))
+        return pa.MapArray.from_arrays(pa.array(offsets.astype(np.int32)), keys, pa.array(np.concatenate(values)))
+
+
+@dataclass
+class FeatureColumns:
+    """``customer_features`` rows of one shard output, column-oriented (one as-of, like ``ScoreColumns``).
+
+    Iterating gives ``FeatureRow`` records (each with its dict of features).
+    """
+
+    as_of: int = 0
+    user_id: list[str] = field(default_factory=list)
+    features: FeatureMaps = field(default_factory=FeatureMaps)
+    version: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[FeatureRow]) -> FeatureColumns:
+        """Columns of records that share one as-of (tests, small writers)."""
+        if len({r.as_of for r in rows}) > 1:
+            msg = "feature rows of one output share one as-of"
+            raise ValueError(msg)
+        maps = FeatureMaps.from_dicts([r.features for r in rows])
+        return cls(rows[0].as_of if rows else 0, [r.user_id for r in rows], maps, [r.version for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def __iter__(self) -> Iterator[FeatureRow]:
+        for user, feats, version in zip(self.user_id, self.features, self.version, strict=True):
+            yield FeatureRow(user, self.as_of, feats, version)
+
+    def __getitem__(self, i: int) -> FeatureRow:
+        return list(self)[i]
 
 
 @dataclass
@@ -48,7 +158,6 @@ class FeatureRows:
         self.cfg = cfg
         self.n_groups = cfg.n_keys // cfg.n_types  # product groups and ``all``
         self.names = cfg.spec.names
-        self.name_array = np.array(cfg.spec.names, dtype=object)
 
     def dense(
         self,
@@ -81,21 +190,20 @@ class FeatureRows:
         changed[at_row, at_group] = True
         return BatchRows(users, rows, seqs, changed, with_features)
 
-    def records(self, batch: BatchRows, clock: int) -> list[FeatureRow]:
-        """``customer_features`` records of the rows ``batch.with_features``, as of ``clock``."""
+    def records(self, batch: BatchRows, clock: int) -> FeatureColumns:
+        """``customer_features`` rows of the rows ``batch.with_features``, as of ``clock``."""
         rec_off = self.cfg.recency_offset
         with_features, users, seqs = batch.with_features, batch.users, batch.seqs
         # Usually every row is written: then no copy of the matrix.
         sub = batch.rows if len(with_features) == len(batch.rows) else batch.rows[with_features]
-        counters = sub[:, :rec_off]
-        r, c = np.nonzero(counters)  # counters: only those that are not zero, row by row
-        pairs = zip(self.name_array[c].tolist(), counters[r, c].tolist(), strict=True)
-        per_row = np.bincount(r, minlength=len(with_features)).tolist()
-        recency_names = self.names[rec_off:]
-        out = []
-        for k, recency in enumerate(sub[:, rec_off:].tolist()):
-            i = with_features[k]
-            feats = dict(islice(pairs, per_row[k]))  # this row's counters, taken off the one iterator
-            feats.update(zip(recency_names, recency, strict=True))
-            out.append(FeatureRow(users[i], clock, feats, row_version(clock, seqs[i])))
-        return out
+        written = sub != 0  # counters: only those that are not zero; every recency feature
+        written[:, rec_off:] = True
+        r, c = np.nonzero(written)  # row by row, each row's names in layout order
+        counts = np.bincount(r, minlength=len(with_features))
+        maps = FeatureMaps([(self.names, counts, c.astype(np.int32), sub[r, c])])
+        return FeatureColumns(
+            clock,
+            [users[i] for i in with_features],
+            maps,
+            [row_version(clock, seqs[i]) for i in with_features],
+        )

@@ -33,13 +33,13 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from schemas.events import DeadLetter, EventRecord, FeatureRow, ItemActivityRow
+from schemas.events import DeadLetter, EventRecord, ItemActivityRow
 from schemas.groups import GroupCatalog, ProductGroup
 from stream.apply import ItemKey, apply_events, first_kept_hour, forget_items, item_rows
 from stream.clock import ShardClock
 from stream.errors import StreamError
 from stream.roster import CustomerRoster
-from stream.rows import FeatureRows
+from stream.rows import FeatureColumns, FeatureRows
 from stream.scoring import ScoreColumns, ShardScoring
 from stream.snapshots import ShardMarker, ShardSnapshots
 from stream.state import CustomerState, StateConfig
@@ -153,7 +153,7 @@ class ShardOutput:
     shard: int
     applied: list[EventRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    features: list[FeatureRow] = field(default_factory=list)
+    features: FeatureColumns = field(default_factory=FeatureColumns)
     scores: ScoreColumns = field(default_factory=ScoreColumns)
     item_activity: list[ItemActivityRow] = field(default_factory=list)
     horizon: int | None = None  # the shard's retention horizon after the batch: trending closes windows by it
@@ -164,7 +164,7 @@ class ShardOutput:
         return not (
             self.applied
             or self.dead_letters
-            or self.features
+            or len(self.features)
             or len(self.scores)
             or self.item_activity
             or self.horizon_moved

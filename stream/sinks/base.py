@@ -6,23 +6,26 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from schemas.events import DeadLetter, FeatureRow, ItemActivityRow
 from schemas.tables import CUSTOMER_FEATURES, DEAD_LETTERS, EVENTS, ITEM_ACTIVITY, SCORE_TABLES, SCORES, TRENDING
 from stream.gcpolicy import Pauses
+from stream.rows import FeatureMaps
 from stream.shard import ShardOutput
 from stream.trending import TrendRow
 
-TableRows = dict[str, dict[str, list]]  # table -> column -> values
+ColumnValues = list | FeatureMaps  # FeatureMaps: customer_features' Map column, kept as arrays
+TableRows = dict[str, dict[str, Any]]  # table -> column -> values (ColumnValues: each joins its kind with +=)
 
 
 class TableWriter(ABC):
     """Inserts column-oriented rows into named tables."""
 
     @abstractmethod
-    def insert(self, table: str, columns: dict[str, list]) -> None:
+    def insert(self, table: str, columns: dict[str, ColumnValues]) -> None:
         """Insert one batch of rows given as columns of equal length."""
 
 
@@ -57,13 +60,15 @@ def table_rows(outputs: list[ShardOutput], type_names: tuple[str, ...]) -> Table
             q += quantities
             v += [c / 100 for c in cents]
             src += sources
-        if out.features:
-            u, asof, feats, ver = cols(CUSTOMER_FEATURES.name, *FeatureRow._fields)
-            for user, as_of, f, version in out.features:
-                u.append(user)
-                asof.append(as_of)
-                feats.append(f)
-                ver.append(version)
+        fc = out.features
+        if len(fc):
+            d = t.setdefault(
+                CUSTOMER_FEATURES.name, {n: FeatureMaps() if n == "features" else [] for n in FeatureRow._fields}
+            )
+            d["user_id"] += fc.user_id
+            d["as_of"] += [fc.as_of] * len(fc)
+            d["features"] += fc.features
+            d["version"] += fc.version
         sc = out.scores
         if len(sc):
             for table in SCORE_TABLES:

@@ -35,4 +35,4 @@ def test_the_older_code_runs_on_its_own_modules_and_this_checkouts_stay_in_place
         processor = module.ShardProcessor(cfg, catalog, None, 1_000)
         inp = stream.shard.ShardInput(0, list(events), T + 10, "p0", 1, False, T + 5)
         outs.append(processor.process(module.CustomerShard(0), inp))
-    assert outs[0].features == outs[1].features and len(outs[1].features) == 2
+    assert list(outs[0].features) == list(outs[1].features) and len(outs[1].features) == 2

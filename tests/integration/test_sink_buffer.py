@@ -7,7 +7,14 @@ import uuid
 
 import pytest
 
+from schemas.events import TYPE_NAMES, FeatureRow
+from schemas.tables import CUSTOMER_FEATURES, create_table_ddl
+from stream.rows import FeatureColumns
+from stream.shard import ShardOutput
+from stream.sinks.base import table_rows
 from stream.sinks.clickhouse import ClickHouseWriter, TableBuffer, open_client
+
+T = 1_500_000_000_000
 
 
 @pytest.fixture
@@ -132,3 +139,25 @@ def test_the_embedded_engine_reads_its_memory_statistics_every_5_s_not_every_100
     # ClickHouse's default (0: every 100 ms) was a quarter of an idle stream's CPU (BENCHMARKS.md, idle cost)
     rows = writer.client.query("SELECT value FROM system.server_settings WHERE name = 'memory_worker_period_ms'")
     assert rows.result_rows == [("5000",)]
+
+
+def test_feature_rows_of_batches_with_different_names_leave_as_one_arrow_insert_and_read_back_as_written(
+    writer: ClickHouseWriter,
+):
+    """customer_features as declared (Map(LowCardinality(String), Float64)); the Map column goes as Arrow."""
+    writer.client.command(create_table_ddl(CUSTOMER_FEATURES, writer.database))
+    first = FeatureColumns.from_rows(
+        [FeatureRow("u1", T, {"a": 1.0, "b": 0.25}, 7), FeatureRow("u2", T, {"rec": 30.0}, 8)]
+    )
+    second = FeatureColumns.from_rows([FeatureRow("u3", T + 1, {"b": -2.5, "new": 1e-300, "a": 0.0}, 9)])
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=3_600)
+    for fc in (first, second):  # the sink's own path: shard outputs -> columns per table -> buffer
+        buf.add(table_rows([ShardOutput(0, features=fc)], TYPE_NAMES), lambda: None)
+    buf.flush()
+    assert buf.flushes == 1
+    got = writer.client.query(
+        f"SELECT user_id, toUnixTimestamp64Milli(as_of), features, version FROM {writer.database}.customer_features"
+        " ORDER BY user_id"
+    ).result_rows
+    assert [FeatureRow(*r) for r in got] == [*first, *second]
+    assert [list(r[2]) for r in got] == [["a", "b"], ["rec"], ["b", "new", "a"]]  # each row's own order

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.features import FeatureSpec
 from schemas.tables import row_version
-from stream.rows import FeatureRows
+from stream.rows import FeatureMaps, FeatureRows
 from stream.state import CustomerState, StateConfig
 
 CFG = StateConfig.build(FeatureSpec(groups=("coffee", "tea")))
@@ -57,7 +59,7 @@ def test_records_are_written_for_changed_customers_only_unless_everything_is_rew
 def test_a_record_holds_the_counters_that_are_not_zero_and_every_recency_feature():
     states = customers()
     rows = FeatureRows(CFG)
-    records = rows.records(rows.dense(states, list(states), {u: {2} for u in states}), T)
+    records = list(rows.records(rows.dense(states, list(states), {u: {2} for u in states}), T))
     names = CFG.spec.names
     first_recency = CFG.recency_offset
     for rec in records:
@@ -74,4 +76,30 @@ def test_no_customers_no_records():
     rows = FeatureRows(CFG)
     batch = rows.dense({}, [], {})
     assert batch.rows.shape == (0, CFG.n_features)
-    assert rows.records(batch, T) == []
+    assert list(rows.records(batch, T)) == []
+
+
+rows_of_pairs = st.lists(
+    st.dictionaries(st.sampled_from("abcdef"), st.floats(allow_nan=False, width=64), max_size=6), max_size=5
+)
+
+
+@given(st.lists(rows_of_pairs, max_size=4))
+def test_feature_maps_joined_from_parts_with_their_own_names_keep_every_row_and_its_pairs_in_order(
+    parts: list[list[dict[str, float]]],
+):
+    joined = sum((FeatureMaps.from_dicts(p) for p in parts), FeatureMaps())
+    everything = [row for p in parts for row in p]
+    assert len(joined) == len(everything) and list(joined) == everything
+    assert joined.to_arrow().to_pylist() == [list(row.items()) for row in everything]
+    assert joined.copy() == joined and joined != FeatureMaps.from_dicts([*everything, {}])
+
+
+def test_a_batchs_feature_maps_are_the_records_counters_and_recency_in_layout_order():
+    states = customers()
+    rows = FeatureRows(CFG)
+    records = rows.records(rows.dense(states, list(states), {u: {2} for u in states}), T)
+    names = CFG.spec.names
+    for rec, pairs in zip(records, records.features.to_arrow().to_pylist(), strict=True):
+        assert [n for n, _ in pairs] == [n for n in names if n in rec.features]  # the vector's order
+        assert dict(pairs) == rec.features

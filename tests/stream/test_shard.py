@@ -165,7 +165,7 @@ def test_only_moved_scores_are_written_and_a_promoted_model_rescores_every_custo
     models.promote(1)
     promoted = batch(at=T + 2 * HOUR)
     assert written(promoted) == {("u1", "tea", 0, 2), ("u2", "tea", 1, 2)}
-    assert promoted.features == []  # no feature changed
+    assert list(promoted.features) == []  # no feature changed
 
 
 def test_a_customer_without_new_events_is_refreshed_when_the_clock_reaches_its_next_change():
@@ -219,7 +219,7 @@ def test_events_wait_for_the_clock_before_their_customers_are_refreshed():
     proc = ShardProcessor(CFG, CATALOG, None, L)
     sh = CustomerShard(0)
     early = proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], None, "p0", 2, watermark=T))
-    assert len(early.applied) == 1 and early.features == []  # p1 has not reported: no clock yet
+    assert len(early.applied) == 1 and list(early.features) == []  # p1 has not reported: no clock yet
     out = proc.process(sh, ShardInput(0, [], None, "p1", 2, watermark=T + HOUR))
     assert [f.user_id for f in out.features] == ["u1"] and out.features[0].as_of == T
 
@@ -236,7 +236,7 @@ def test_live_a_refresh_is_stamped_at_least_at_the_time_of_the_events_it_applied
     sh = CustomerShard(0)
     out = proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], T + 5, "p1", 2, watermark=T))
     late = proc.process(sh, ShardInput(0, [], T - 100, "p0", 2, idle=True))  # p0 went idle before p1's batch
-    stamped = [f.as_of for f in out.features + late.features if f.user_id == "u1"]
+    stamped = [f.as_of for f in [*out.features, *late.features] if f.user_id == "u1"]
     assert stamped and min(stamped) >= T
 
 
