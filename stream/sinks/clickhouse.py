@@ -191,8 +191,14 @@ class ClickHouseWriter(TableWriter):
         self._lock = threading.Lock()
 
     def insert(self, table: str, columns: dict[str, ColumnValues]) -> None:
-        """Insert rows given as columns; a table with a ``FeatureMaps`` column goes as Arrow (``arrow_table``)."""
+        """Insert rows given as columns; a table with a ``FeatureMaps`` column goes as Arrow (``arrow_table``).
+
+        A table of ``schemas.tables`` is written with its declared column
+        types: clickhouse-connect otherwise asks the store for them (a
+        DESCRIBE) before every insert, ~1 ms of CPU each (BENCHMARKS.md 6k).
+        """
         names = list(columns)
+        declared = DECLARED_TYPES.get(table)
         with self._lock:
             if any(isinstance(v, FeatureMaps) for v in columns.values()):
                 self.client.insert_arrow(f"{self.database}.{table}", arrow_table(TABLES[table], columns))
@@ -201,9 +207,13 @@ class ClickHouseWriter(TableWriter):
                 f"{self.database}.{table}",
                 [columns[n] for n in names],
                 column_names=names,
+                column_type_names=None if declared is None else [declared[n] for n in names],
                 column_oriented=True,
             )
 
+
+# Each declared table's column types by name (migrations keep a store's columns as declared: test_schema).
+DECLARED_TYPES = {name: {c.name: c.type for c in t.columns} for name, t in TABLES.items()}
 
 # Arrow types of the declared column types an Arrow insert carries (only customer_features' so far).
 _ARROW_TYPES = {
@@ -220,7 +230,7 @@ def arrow_table(table: Table, columns: dict[str, ColumnValues]) -> pa.Table:
     (~45 µs a ``customer_features`` row of ~180 pairs); from Arrow, chDB reads
     the same row in ~20 µs and no dict is built (bench/replay.py --timers).
     """
-    types = {c.name: c.type for c in table.columns}
+    types = DECLARED_TYPES[table.name]
     arrays = {}
     for name, values in columns.items():
         if isinstance(values, FeatureMaps):

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from schemas.events import TYPE_NAMES, FeatureRow
-from schemas.tables import CUSTOMER_FEATURES, create_table_ddl
+from schemas.tables import CUSTOMER_FEATURES, SCORES, create_table_ddl
 from stream.rows import FeatureColumns
 from stream.shard import ShardOutput
 from stream.sinks.base import table_rows
@@ -161,3 +161,24 @@ def test_feature_rows_of_batches_with_different_names_leave_as_one_arrow_insert_
     ).result_rows
     assert [FeatureRow(*r) for r in got] == [*first, *second]
     assert [list(r[2]) for r in got] == [["a", "b"], ["rec"], ["b", "new", "a"]]  # each row's own order
+
+
+def queries_run(w: ClickHouseWriter) -> int:
+    """The engine's count of queries so far (this one included)."""
+    return int(w.client.command("SELECT value FROM system.events WHERE event = 'Query'"))
+
+
+def test_a_declared_table_is_written_with_its_declared_types_in_one_query_per_insert(writer: ClickHouseWriter):
+    writer.client.command(create_table_ddl(SCORES, writer.database))
+    before = queries_run(writer)
+    for i in range(5):
+        row = {"user_id": [f"u{i}"], "group_id": ["coffee"], "score": [0.5], "model_version": [1], "as_of": [T]}
+        writer.insert(SCORES.name, row | {"version": [i]})
+    declared = queries_run(writer) - before - 1
+    before = queries_run(writer)
+    for _ in range(5):
+        writer.insert("a", {"n": [1]})
+    undeclared = queries_run(writer) - before - 1
+    assert (declared, undeclared) == (5, 10)  # a table of its own asks the store for its types first
+    sql = f"SELECT user_id, toUnixTimestamp64Milli(as_of), version FROM {writer.database}.scores ORDER BY user_id"
+    assert writer.client.query(sql).result_rows == [(f"u{i}", T, i) for i in range(5)]
