@@ -84,7 +84,8 @@ class StreamSettings(BaseModel):
     sink_flush_rows: int = Field(
         default=200_000,
         ge=1,
-        description="buffered rows (all tables) that make the sink write at once (stream/sinks/clickhouse.py)",
+        description="buffered rows (all tables) that make the sink hand them to its writer thread at once "
+        "(stream/sinks/clickhouse.py)",
     )
     sink_flush_seconds: float = Field(
         default=0.2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -70,12 +71,39 @@ def test_the_tables_readers_wait_for_are_written_first(writer: ClickHouseWriter)
     assert ordered.order[3:] == ["a"]
 
 
-def test_a_full_buffer_is_written_at_once(writer: ClickHouseWriter):
-    buf = TableBuffer(writer, max_rows=4, max_seconds=3_600)
+class GatedWriter(ClickHouseWriter):
+    """Inserts as usual once its gate is open; counts the inserts begun."""
+
+    def __init__(self, writer: ClickHouseWriter):
+        super().__init__(writer.client, writer.database)
+        self.gate = threading.Event()
+        self.begun = 0
+
+    def insert(self, table: str, columns: dict[str, list]) -> None:
+        self.begun += 1
+        self.gate.wait(30)
+        super().insert(table, columns)
+
+
+def test_a_full_buffer_is_written_behind_the_dataflow_and_the_next_full_one_waits_for_that_write(
+    writer: ClickHouseWriter,
+):
+    gated = GatedWriter(writer)
+    buf = TableBuffer(gated, max_rows=4, max_seconds=3_600)
     buf.add({"a": {"n": [1, 2]}}, lambda: None)
-    assert stored(writer, "a") == []
-    buf.add({"a": {"n": [3]}, "b": {"n": [4]}}, lambda: None)  # 4 rows across tables
-    assert stored(writer, "a") == [1, 2, 3] and stored(writer, "b") == [4]
+    buf.add({"a": {"n": [3]}, "b": {"n": [4]}}, lambda: None)  # 4 rows across tables: full, returns at once
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    while gated.begun == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gated.begun == 1 and stored(writer, "a") == []  # its write has begun, held at the gate
+    second = threading.Thread(target=buf.add, args=({"a": {"n": [5, 6, 7, 8]}}, lambda: None))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # a second full buffer waits for the write before it: one buffer behind at most
+    gated.gate.set()
+    second.join(30)
+    buf.flush()
+    assert stored(writer, "a") == [1, 2, 3, 5, 6, 7, 8] and stored(writer, "b") == [4]
 
 
 def test_rows_no_batch_follows_are_written_when_they_are_old_enough(writer: ClickHouseWriter):
