@@ -266,7 +266,7 @@ class TableBuffer:
     being written and one filling); an old one is written while its timer
     holds the buffer, so a batch arriving meanwhile waits for it (a live
     stream's flushes are all timed: letting its batches through cost 6-13 %
-    more CPU per event for a 13-17 % lower p99, BENCHMARKS.md 6k); ``flush``
+    more CPU per event for a 14-17 % lower p99, BENCHMARKS.md 6k); ``flush``
     waits for everything before it, and ``max_seconds`` 0 for each batch.
 
     Counters (``RunStats``) move when the rows are written, not when buffered,
@@ -363,16 +363,15 @@ class TableBuffer:
         try:
             for table in sorted(tables, key=lambda t: t not in self.first):  # stable: the rest keep their order
                 self.writer.insert(table, tables[table])
+            if tables:
+                self.flushes += 1
+            for written in counts:
+                written()
+            if counts and self.after_flush is not None:
+                self.after_flush()
         except BaseException as exc:  # handed to the dataflow's thread by the next add or flush
             log.error("buffered insert failed: %s", exc)
             self._error = exc
-            return
-        if tables:
-            self.flushes += 1
-        for written in counts:
-            written()
-        if counts and self.after_flush is not None:
-            self.after_flush()
 
     def _raise(self) -> None:
         if self._error is not None:

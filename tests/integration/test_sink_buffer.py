@@ -140,6 +140,19 @@ def test_a_failed_timed_insert_is_raised_by_the_next_call(writer: ClickHouseWrit
         buf.add({"a": {"n": [2]}}, lambda: None)
 
 
+def test_a_failed_write_behind_the_dataflow_is_raised_on_its_thread_by_the_next_full_buffer_at_the_latest(
+    writer: ClickHouseWriter,
+):
+    counted: list[int] = []
+    buf = TableBuffer(writer, max_rows=1, max_seconds=3_600)
+    with pytest.raises(Exception, match="missing_table"):
+        buf.add({"missing_table": {"n": [1]}}, lambda: counted.append(1))  # full: written behind (raises if done)
+        buf.add({"a": {"n": [2]}}, lambda: None)  # waits for the write before it: raises by now at the latest
+    buf.add({"a": {"n": [3]}}, lambda: counted.append(3))
+    buf.flush()
+    assert counted == [3] and 3 in stored(writer, "a")  # the failed rows were never counted
+
+
 def test_progress_reports_the_last_write_of_a_burst_even_if_nothing_follows(writer: ClickHouseWriter):
     # Two writes within the report interval: the first is reported at once, the second when the
     # line is due, though no write follows it (CI: a test waited forever for "3,000 applied").
