@@ -59,6 +59,11 @@ class Table:
         return tuple(c.name for c in self.columns)
 
     @property
+    def types(self) -> dict[str, str]:
+        """Each column's ClickHouse type by name (writers pass them: no type query before an insert)."""
+        return {c.name: c.type for c in self.columns}
+
+    @property
     def inserted(self) -> tuple[str, ...]:
         """The columns a writer supplies (all but those the server fills in)."""
         return tuple(c.name for c in self.columns if c.default is None)

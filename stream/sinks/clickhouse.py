@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -199,7 +199,7 @@ class ClickHouseWriter(TableWriter):
         DESCRIBE) before every insert, ~1 ms of CPU each (BENCHMARKS.md 6k).
         """
         names = list(columns)
-        declared = DECLARED_TYPES.get(table)
+        declared = TABLES.get(table)  # migrations keep a store's columns as declared (test_schema)
         with self._lock:
             if any(isinstance(v, FeatureMaps) for v in columns.values()):
                 self.client.insert_arrow(f"{self.database}.{table}", arrow_table(TABLES[table], columns))
@@ -208,13 +208,10 @@ class ClickHouseWriter(TableWriter):
                 f"{self.database}.{table}",
                 [columns[n] for n in names],
                 column_names=names,
-                column_type_names=None if declared is None else [declared[n] for n in names],
+                column_type_names=None if declared is None else [declared.types[n] for n in names],
                 column_oriented=True,
             )
 
-
-# Each declared table's column types by name (migrations keep a store's columns as declared: test_schema).
-DECLARED_TYPES = {name: {c.name: c.type for c in t.columns} for name, t in TABLES.items()}
 
 # Arrow types of the declared column types an Arrow insert carries (only customer_features' so far).
 _ARROW_TYPES = {
@@ -231,7 +228,7 @@ def arrow_table(table: Table, columns: dict[str, ColumnValues]) -> pa.Table:
     (~45 µs a ``customer_features`` row of ~180 pairs); from Arrow, chDB reads
     the same row in ~20 µs and no dict is built (bench/replay.py --timers).
     """
-    types = DECLARED_TYPES[table.name]
+    types = table.types
     arrays = {}
     for name, values in columns.items():
         if isinstance(values, FeatureMaps):
@@ -295,7 +292,7 @@ class TableBuffer:
         self._lock = threading.RLock()  # the rows buffered; writes are queued under it, so in the order taken
         self._timer: threading.Timer | None = None
         self._writes: ThreadPoolExecutor | None = None  # the writer thread, started by the first write
-        self._last: Future[None] | None = None  # the write queued last
+        self._last: Future[Any] | None = None  # the write queued last
         self._error: BaseException | None = None
         self.flushes = 0
 
@@ -319,10 +316,11 @@ class TableBuffer:
                     self._timer.start()
                 return
             before, this = self._last, self._queue_rows()
+        # wait, not result: a write of rows keeps its error for _raise; a ``locked`` job's was its caller's
         if self.max_seconds <= 0:
-            this.result()
+            wait((this,))
         elif before is not None:
-            before.result()  # the write before this one: at most one buffer waits for the writer
+            wait((before,))  # the write before this one: at most one buffer waits for the writer
         self._raise()
 
     def locked(self, write: Callable[[], object]) -> None:
@@ -344,13 +342,13 @@ class TableBuffer:
             if self._tables:
                 self._queue_rows().result()
 
-    def _queue(self, job: Callable[[], object]) -> Future[None]:
+    def _queue(self, job: Callable[[], object]) -> Future[Any]:
         if self._writes is None:
             self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propstream-sink")
-        self._last = self._writes.submit(job)  # type: ignore[arg-type]
+        self._last = self._writes.submit(job)
         return self._last
 
-    def _queue_rows(self) -> Future[None]:
+    def _queue_rows(self) -> Future[Any]:
         """Take what is buffered and queue its write (call with ``_lock`` held)."""
         if self._timer is not None:
             self._timer.cancel()

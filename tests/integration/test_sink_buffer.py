@@ -153,6 +153,21 @@ def test_a_failed_write_behind_the_dataflow_is_raised_on_its_thread_by_the_next_
     assert counted == [3] and 3 in stored(writer, "a")  # the failed rows were never counted
 
 
+def test_another_use_of_the_client_that_fails_raises_for_its_caller_only_not_for_the_next_full_buffer(
+    writer: ClickHouseWriter,
+):
+    buf = TableBuffer(writer, max_rows=1, max_seconds=3_600)
+
+    def failing_sync() -> None:  # e.g. the models table synced between flushes, whose failure is only logged
+        raise RuntimeError("models table")
+
+    with pytest.raises(RuntimeError, match="models table"):
+        buf.locked(failing_sync)
+    buf.add({"a": {"n": [1]}}, lambda: None)  # full: waits for the job before it, which failed for its caller
+    buf.flush()
+    assert stored(writer, "a") == [1]
+
+
 def test_progress_reports_the_last_write_of_a_burst_even_if_nothing_follows(writer: ClickHouseWriter):
     # Two writes within the report interval: the first is reported at once, the second when the
     # line is due, though no write follows it (CI: a test waited forever for "3,000 applied").
