@@ -41,7 +41,11 @@ class ModelArtifact:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for rows laid out as ``card.feature_names``."""
-        return apply_calibration(self.card.calibration, self.raw_scores(x))
+        return self.calibrate(self.raw_scores(x))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of this model's raw scores (``raw_scores``, or its output of a ``GroupForest``)."""
+        return apply_calibration(self.card.calibration, raw)
 
     def input_positions(self, names: tuple[str, ...] | dict[str, int]) -> np.ndarray:
         """Positions of this model's inputs in a feature vector; refuses a mismatch."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.artifact import ModelArtifact, ModelError
+from models.forest import GroupForest
 from models.registry import ModelRegistry
 from schemas.features import FeatureSpec
 
@@ -76,6 +77,7 @@ class ProductionModels:
         self._clock = clock
         self._next_poll = float("-inf")
         self.scorers: dict[int, GroupScorer] = {}
+        self.forest: GroupForest | None = None  # the scorers joined into one booster (None: cannot be)
         self.on_swap: Callable[[], None] | None = None
 
     @classmethod
@@ -122,8 +124,10 @@ class ProductionModels:
             self.scorers[gi] = scorer
             swapped = True
             log.info("model %s v%d is now serving", group, version)
-        if swapped and self.on_swap is not None:
-            self.on_swap()
+        if swapped:
+            self.forest = GroupForest.build(list(self.scorers.values()), len(self.spec.names), self.threads)
+            if self.on_swap is not None:
+                self.on_swap()
         return swapped
 
     def versions(self) -> dict[int, int]:

@@ -2,9 +2,11 @@
 
 Per batch: the groups whose production model differs from the one the shard
 last used are found (``swapped``: the registry is polled); each group scores
-the rows whose model inputs changed, or every row after a swap, in one
-``inplace_predict`` call (``start``, in a scoring thread: XGBoost releases the
-GIL, so the caller builds feature records meanwhile); ``finish`` keeps only the
+the rows whose model inputs changed, or every row after a swap (``plan``), all
+groups in one ``inplace_predict`` call of the models joined into one booster
+(``models.forest.GroupForest``; one call per group when they cannot be joined),
+in a scoring thread (``start``: XGBoost releases the GIL, so the caller builds
+feature records meanwhile); ``finish`` keeps only the
 scores that moved (all of them after a swap) and remembers them per customer,
 in the shard's score matrix (``stream.roster.CustomerRoster``: one float64 row
 per customer, not an array object each).
@@ -14,7 +16,7 @@ per customer, not an array object each).
 ...     group_index, version, input_groups = 0, 1, np.array([0])
 ...     def score(self, rows, which): return rows[which, 0]
 >>> class Models:  # stands in for models.scorer.ProductionModels
-...     scorers = {0: Scorer()}
+...     scorers, forest = {0: Scorer()}, None
 ...     def refresh(self): pass
 ...     def versions(self): return {0: 1}
 >>> from stream.roster import CustomerRoster
@@ -45,9 +47,8 @@ import numpy as np
 from schemas.tables import row_version
 
 if TYPE_CHECKING:
-    from models.scorer import GroupScorer, ProductionModels
-
-ScorePlan = list[tuple["GroupScorer", np.ndarray, bool]]  # (group's scorer, rows it scores, forced by a swap)
+    from models.forest import GroupForest, ScorePlan
+    from models.scorer import ProductionModels
 
 
 class LastScores(Protocol):
@@ -125,15 +126,17 @@ class ShardScoring:
     def start(self, rows: np.ndarray, changed: np.ndarray, swapped: set[int]) -> PendingScores:
         """Plan the batch and start its predictions in the scoring thread (``rows`` must not change meanwhile)."""
         plan = self.plan(changed, swapped)
-        return PendingScores(plan, self._thread().submit(self.predict, rows, plan))
+        return PendingScores(plan, self._thread().submit(self.predict, rows, plan, self.models.forest))
 
     def _thread(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propstream-scoring")
         return self._pool
 
-    def predict(self, rows: np.ndarray, plan: ScorePlan) -> list[np.ndarray]:
-        """One ``inplace_predict`` per affected group."""
+    def predict(self, rows: np.ndarray, plan: ScorePlan, forest: GroupForest | None = None) -> list[np.ndarray]:
+        """One ``inplace_predict`` for every affected group (``forest``), else one per group: the same scores."""
+        if forest is not None and forest.serves(plan):
+            return forest.score(rows, plan)
         return [scorer.score(rows, idx) for scorer, idx, _ in plan]
 
     def finish(

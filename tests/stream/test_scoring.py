@@ -39,6 +39,7 @@ class FakeModels:
             1: FakeScorer(1, 1, np.array([1, 2]), column=columns[1]),
         }
         self.polls = 0
+        self.forest = None  # scored group by group (the forest is tests/models/test_forest.py's)
 
     def refresh(self) -> None:
         self.polls += 1
