@@ -159,6 +159,7 @@ def build_source(
         exit_when_idle=exit_when_idle,
         idle_seconds=k.idle_seconds,
         poll_max_seconds=k.poll_max_seconds,
+        batch_wait_seconds=k.batch_wait_seconds,
     )
 
 

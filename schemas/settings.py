@@ -340,12 +340,20 @@ class KafkaSettings(BaseModel):
         description="a quiet live stream ticks only when a customer's window is due to expire or a model was "
         "swapped (one-process runs); false: every tick_seconds",
     )
+    batch_wait_seconds: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=10.0,
+        description="a busy stream waits this long after a poll that brought messages before the next one ends "
+        "(sooner with batch_size messages of a partition; at most poll_max_seconds): fewer, larger refreshes "
+        "for the CPU, at most this much more event-to-visible lag (0: the next poll takes whatever has arrived)",
+    )
     poll_max_seconds: float = Field(
         default=0.5,
         ge=0.0,
         description="longest a quiet process waits for messages in its one poll of all its partitions (a message "
-        "on any of them ends the wait; the wait doubles from 1 ms after each empty poll, none after a poll that "
-        "brought messages)",
+        "on any of them ends the wait; the wait doubles from 1 ms after each empty poll; after a poll that brought "
+        "messages it is batch_wait_seconds)",
     )
     idle_seconds: float = Field(
         default=10.0,

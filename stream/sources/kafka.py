@@ -71,14 +71,21 @@ class _TopicReader:
     arriving then is read at once, whichever its partition.
 
     The wait doubles from 1 ms after each empty poll, up to the most allowed;
-    after a poll that brought messages the next one does not wait. No poll is
+    after a poll that brought messages the next one waits ``batch_wait``
+    (``kafka.batch_wait_seconds``), ended sooner by a full batch: under
+    traffic, polls (and so the dataflow's batches and refreshes) come that
+    often, each with what arrived meanwhile. A refresh has fixed costs (the
+    models' trees for its rows are walked once per call, ~2 ms for 25 groups
+    whatever the rows; the shard's step, the sink's rows): 10,000 events/s
+    read without waiting came in ~60 polls a second (BENCHMARKS.md 6l). No poll is
     made while an inbox holds a full batch (a partition held back by Bytewax's
     backpressure), so the inboxes stay bounded.
     """
 
-    def __init__(self, config: dict[str, Any], batch_size: int):
+    def __init__(self, config: dict[str, Any], batch_size: int, batch_wait: float):
         self._consumer = Consumer(config)
         self._batch_size = batch_size
+        self._batch_wait = batch_wait
         self.inbox: dict[int, list[Any]] = {}
         self.polls = 0  # polls made so far: a partition polls only when nobody did since its last turn
         self._wait = 0.001
@@ -111,7 +118,7 @@ class _TopicReader:
         for m in msgs:
             inbox.get(m.partition(), mine).append(m)  # type: ignore[arg-type]
             got = got or m.error() is None
-        self._wait = 0.0 if got else min(max_wait, max(0.001, 2 * self._wait))
+        self._wait = self._batch_wait if got else min(max_wait, max(0.001, 2 * self._wait))
 
     def high_watermark(self, topic: str, partition: int) -> int | None:
         """The end of ``partition``'s log as of the consumer's last fetch of it (no round trip); None: not known.
@@ -298,9 +305,11 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         idle_seconds: float = 10.0,
         poll_max_seconds: float = 0.5,
         ticks: TickBoard | None = None,
+        batch_wait_seconds: float = 0.1,
     ):
         self.config = consumer_config(bootstrap, extra_config or {})
         self.poll_max_seconds = poll_max_seconds
+        self.batch_wait_seconds = batch_wait_seconds
         self.idle_seconds = idle_seconds
         self.topic = topic
         self.batch_size = batch_size
@@ -339,7 +348,9 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         with self._readers_lock:
             reader = self._readers.get(worker)
             if reader is None:
-                reader = self._readers[worker] = _TopicReader(dict(self.config), self.batch_size)
+                reader = self._readers[worker] = _TopicReader(
+                    dict(self.config), self.batch_size, self.batch_wait_seconds
+                )
         partition = int(for_part)
 
         def close() -> None:

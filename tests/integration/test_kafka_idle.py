@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 
 import pytest
@@ -213,3 +214,46 @@ def test_a_partition_whose_messages_wait_behind_the_others_is_neither_idle_nor_e
     finally:
         for p in parts:
             p.close()
+
+
+def _batches_of_a_trickle(bootstrap: str, batch_wait: float) -> list[list]:
+    """The record batches a busy source gives for 5 messages produced 0.1 s apart, after a first one."""
+    topic = new_topic(bootstrap, 1)
+    src = KafkaSource(
+        bootstrap, topic, tick_seconds=5, idle_seconds=1_000, poll_max_seconds=5, batch_wait_seconds=batch_wait
+    )
+    src.list_parts()
+    part = src.build_part("read", "0", None)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    try:
+        producer.produce(topic, b"first")
+        producer.flush(10)
+        end = time.monotonic() + 30
+        while not [b for b in part.next_batch() if b.records] and time.monotonic() < end:
+            pass  # the stream is busy from here: the poll that brought "first" sets the next poll's wait
+
+        def trickle() -> None:
+            for i in range(5):
+                time.sleep(0.1)
+                producer.produce(topic, f"m{i}".encode())
+                producer.flush(10)
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        batches: list[list] = []
+        end = time.monotonic() + 30
+        while sum(map(len, batches)) < 5 and time.monotonic() < end:
+            batches += [b.records for b in part.next_batch() if b.records]
+        thread.join()
+        return batches
+    finally:
+        part.close()
+
+
+def test_a_busy_source_waits_batch_wait_seconds_for_more_messages_before_its_next_batch(bootstrap):
+    # kafka.batch_wait_seconds: what arrives within the wait after a batch comes as one batch (one refresh)
+    waited = _batches_of_a_trickle(bootstrap, batch_wait=2.0)
+    assert [len(b) for b in waited] == [5]
+    assert [v for _, v in waited[0]] == [f"m{i}".encode() for i in range(5)]
+    # without the wait each message is read as it comes: 0.1 s apart, they leave in several batches
+    assert len(_batches_of_a_trickle(bootstrap, batch_wait=0.0)) > 1
