@@ -69,7 +69,7 @@ class StreamSettings(BaseModel):
         default=1,
         ge=1,
         le=4096,
-        description="customer shards (one per process is fastest: one predict call per group and batch; "
+        description="customer shards (one per process is fastest: one predict call per batch; "
         "scale-out wants >= 8 per process)",
     )
     batch_size: int = Field(

@@ -133,7 +133,8 @@ class ShardScoring:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propstream-scoring")
         return self._pool
 
-    def predict(self, rows: np.ndarray, plan: ScorePlan, forest: GroupForest | None = None) -> list[np.ndarray]:
+    @staticmethod
+    def predict(rows: np.ndarray, plan: ScorePlan, forest: GroupForest | None = None) -> list[np.ndarray]:
         """One ``inplace_predict`` for every affected group (``forest``), else one per group: the same scores."""
         if forest is not None and forest.serves(plan):
             return forest.score(rows, plan)

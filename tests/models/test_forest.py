@@ -89,7 +89,7 @@ def test_models_that_cannot_be_one_booster_are_scored_group_by_group_with_the_re
             assert GroupForest.build([logistic, other], WIDTH) is None
         assert why in caplog.text and "g1 v1" in caplog.text
         plan = [(logistic, np.arange(20), False), (other, np.array([1, 5]), False)]
-        scores = ShardScoring.predict(None, rows, plan, forest=None)  # type: ignore[arg-type]
+        scores = ShardScoring.predict(rows, plan, forest=None)
         assert np.array_equal(scores[1], other.score(rows, np.array([1, 5])))
 
 
@@ -118,7 +118,7 @@ def test_a_swapped_in_model_is_never_scored_by_the_forest_built_before_it(tmp_pa
     rows = np.random.default_rng(3).random((30, len(spec.names)))
     plan = [(s, np.arange(30), False) for s in models.scorers.values()]
     assert not before.serves(plan)  # a batch planned with the new model but handed the old forest
-    stale = ShardScoring.predict(None, rows, plan, before)  # type: ignore[arg-type]
-    fresh = ShardScoring.predict(None, rows, plan, models.forest)  # type: ignore[arg-type]
+    stale = ShardScoring.predict(rows, plan, before)
+    fresh = ShardScoring.predict(rows, plan, models.forest)
     for got, also, (s, idx, _) in zip(stale, fresh, plan, strict=True):
         assert np.array_equal(got, s.score(rows, idx)) and np.array_equal(also, got)
