@@ -54,7 +54,7 @@ class GroupForest:
         if not scorers:
             return None
         models = [json.loads(bytes(s.artifact.booster.save_raw("json"))) for s in scorers]
-        why = _cannot_join(models, scorers)
+        why = _cannot_join(models, scorers, width)
         if why is not None:
             log.info("scoring group by group, one predict call each: %s", why)
             return None
@@ -82,7 +82,11 @@ class GroupForest:
         gbtree["trees"], gbtree["tree_info"], gbtree["iteration_indptr"] = order, info, indptr
         gbtree["gbtree_model_param"]["num_trees"] = str(len(order))
         booster = xgb.Booster()
-        booster.load_model(bytearray(json.dumps(joined).encode()))
+        try:
+            booster.load_model(bytearray(json.dumps(joined).encode()))
+        except xgb.core.XGBoostError as exc:  # a model layout this XGBoost does not take as one: keep serving
+            log.warning("scoring group by group, one predict call each: XGBoost refused the joined model: %s", exc)
+            return None
         booster.set_param({"nthread": threads})
         members = {s.group_index: s for s in scorers}
         return cls(booster, members, {gi: k for k, gi in enumerate(members)})
@@ -113,7 +117,7 @@ class GroupForest:
         return out
 
 
-def _cannot_join(models: list[dict[str, Any]], scorers: Sequence[GroupScorer]) -> str | None:
+def _cannot_join(models: list[dict[str, Any]], scorers: Sequence[GroupScorer], width: int) -> str | None:
     """Why these boosters (as XGBoost JSON) cannot be one model, or None."""
     objective = models[0]["learner"]["objective"]
     for m, s in zip(models, scorers, strict=True):
@@ -134,6 +138,8 @@ def _cannot_join(models: list[dict[str, Any]], scorers: Sequence[GroupScorer]) -
                 return f"{name} has categorical splits or vector leaves"
         if int(params["num_feature"]) != len(s.positions):
             return f"{name} reads {params['num_feature']} features, its card {len(s.positions)}"
+        if s.positions.size and int(s.positions.max()) >= width:  # XGBoost would read past the row
+            return f"{name} reads position {int(s.positions.max())} of a {width}-feature row"
     return None
 
 

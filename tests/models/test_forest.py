@@ -91,6 +91,10 @@ def test_models_that_cannot_be_one_booster_are_scored_group_by_group_with_the_re
         plan = [(logistic, np.arange(20), False), (other, np.array([1, 5]), False)]
         scores = ShardScoring.predict(rows, plan, forest=None)
         assert np.array_equal(scores[1], other.score(rows, np.array([1, 5])))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="models.forest"):
+        assert GroupForest.build([logistic], 2) is None  # its inputs lie past a 2-feature row
+    assert "g0 v1 reads position 2 of a 2-feature row" in caplog.text
 
 
 def artifact(spec: FeatureSpec, group: str, version: int) -> ModelArtifact:
