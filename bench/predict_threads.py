@@ -48,7 +48,6 @@ def main() -> None:
     scorers = list(models.scorers.values())
     threads = {"1": 1, "0 (one per CPU)": os.cpu_count() or 1}
     forests = {name: GroupForest.build(scorers, x_all.shape[1], n) for name, n in threads.items()}
-    scoring = ShardScoring(models, models.spec.groups)
     for rows in args.rows:
         x = np.ascontiguousarray(x_all[:rows])
         plan = [(s, np.arange(rows), False) for s in scorers]
@@ -59,7 +58,7 @@ def main() -> None:
                     s.artifact.booster.set_param({"nthread": n})
                 for way, forest in (("group by group", None), ("joined", forests[name])):
                     t0, c0 = time.perf_counter(), time.process_time()
-                    scores = scoring.predict(x, plan, forest)
+                    scores = ShardScoring.predict(x, plan, forest)
                     times.setdefault((way, name), []).append((time.perf_counter() - t0, time.process_time() - c0))
                     if forest is None:
                         expected = scores
