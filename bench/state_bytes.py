@@ -55,8 +55,16 @@ def deep_size(obj: object, counted: set[int]) -> int:
         size += sum(deep_size(v, counted) for v in obj)
     elif not isinstance(obj, str | bytes | int | float | array) and hasattr(type(obj), "__slots__"):
         for name in slots_of(obj):
-            size += deep_size(getattr(obj, name, None), counted)
+            size += deep_size(slot_value(obj, name), counted)
     return size
+
+
+def slot_value(obj: object, name: str) -> object:
+    """A slot's value, None when unset; never ``__getattr__`` (which unpacks a packed ``CustomerState``)."""
+    try:
+        return object.__getattribute__(obj, name)
+    except AttributeError:
+        return None
 
 
 def slots_of(obj: object) -> list[str]:
@@ -77,7 +85,7 @@ def measure(states: list[CustomerState]) -> dict:
         counted: set[int] = set()
         total += deep_size(s, counted)
         for name in slots_of(s):
-            per_slot[name] = per_slot.get(name, 0) + deep_size(getattr(s, name, None), set())
+            per_slot[name] = per_slot.get(name, 0) + deep_size(slot_value(s, name), set())
     return {
         "customers": n,
         "deep_bytes": round(total / n),

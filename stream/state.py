@@ -11,7 +11,9 @@ on the order events arrive in.
 
 The state of a customer is a handful of flat ``array('q')`` (issue #15: ~1.9 KB
 for a one-basket customer at 25 groups instead of ~9.9 KB of nested dicts and
-lists; BENCHMARKS.md section 6c):
+lists; BENCHMARKS.md section 6c); a customer who waits for its next event or
+due time keeps them packed, as one compressed ``bytes`` (``CustomerState.pack``:
+~0.4 KB; section 6m):
 
 - per resolution, its bucket cells ``(bucket << KEY_BITS | key) -> n, cents``,
   tags ascending, so the oldest bucket comes first;
@@ -48,6 +50,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -189,6 +192,21 @@ def event_digest(event_id: str) -> int:
     return int.from_bytes(raw, "little", signed=True)
 
 
+_ARRAY_SLOTS = frozenset({"_band_sums", "_band_tags", "_cells", "_ids", "_last"})
+
+
+def _packed_bytes(lengths: Sequence[int], blob: bytes) -> bytes:
+    """A packed state (``CustomerState.pack``): the number of arrays, their lengths, their compressed bytes."""
+    return bytes([len(lengths)]) + array("I", lengths).tobytes() + blob
+
+
+def _split_packed(packed: bytes) -> tuple[array, memoryview]:
+    """The array lengths and the compressed bytes of a packed state (``_packed_bytes``)."""
+    n = packed[0]
+    lengths = array("I", packed[1 : 1 + 4 * n])
+    return lengths, memoryview(packed)[1 + 4 * n :]
+
+
 def _pack(a: array) -> bytes:
     """An array's bytes, little-endian (the pickled form)."""
     if sys.byteorder == "big":  # pragma: no cover - every supported machine is little-endian
@@ -197,9 +215,10 @@ def _pack(a: array) -> bytes:
     return a.tobytes()
 
 
-def _unpack(raw: bytes) -> array:
+def _unpack(raw: bytes | memoryview) -> array:
     """The array ``_pack`` wrote."""
-    a = array("q", raw)
+    a = array("q")
+    a.frombytes(raw)
     if sys.byteorder == "big":  # pragma: no cover
         a.byteswap()
     return a
@@ -242,7 +261,7 @@ class CustomerState:
     - ``_ids``: event-id digests, then their event times (two halves).
     """
 
-    __slots__ = ("_band_sums", "_band_tags", "_cells", "_ids", "_last", "clock", "seq")
+    __slots__ = ("_band_sums", "_band_tags", "_cells", "_ids", "_last", "_packed", "clock", "seq")
 
     def __init__(self) -> None:
         self.clock: int | None = None  # ms; features are as of this time
@@ -252,14 +271,46 @@ class CustomerState:
         self._band_sums = array("q")
         self._last = array("q")
         self._ids = array("q")
+        self._packed: bytes | None = None  # the arrays while packed (``pack``), else None
 
-    def __getstate__(self) -> tuple:
+    def pack(self) -> None:
+        """Keep the arrays as their pickled form until one is next read (an idle customer's memory; issue #15).
+
+        The six arrays of a one-basket customer cost ~1.3 KB (headers, spare
+        capacity, int64s that are mostly zero bytes); their bytes compressed
+        ~0.4 KB. The first read of an array (``__getattr__``) unpacks them
+        all, so the rest of the class, and ``write_rows``, never see the
+        packed form; a snapshot of a packed customer copies its bytes as
+        they are, and a restored customer stays packed until it is read.
+        The shard packs the customers that wait (``ShardProcessor._pack_waiting``).
+        """
+        if self._packed is None:
+            self._packed = _packed_bytes(*self._compressed())
+            del self._band_tags, self._band_sums, self._last, self._ids, self._cells
+
+    @property
+    def packed(self) -> bool:
+        """True while the arrays are packed (``pack``), until one is read."""
+        return self._packed is not None
+
+    def _compressed(self) -> tuple[list[int], bytes]:
+        """The arrays' lengths, and their bytes compressed (int64s are mostly zero bytes: zlib takes ~3/4 off)."""
         arrays = (self._band_tags, self._band_sums, self._last, self._ids, *self._cells)
-        raw = b"".join(_pack(a) for a in arrays)  # int64s are mostly zero bytes: zlib takes ~3/4 off
-        return (self.clock, self.seq, tuple(len(a) for a in arrays), zlib.compress(raw, 1))
+        return [len(a) for a in arrays], zlib.compress(b"".join(_pack(a) for a in arrays), 1)
 
-    def __setstate__(self, st: tuple) -> None:
-        self.clock, self.seq, lengths, blob = st
+    if not TYPE_CHECKING:  # (hidden from mypy, which would otherwise accept any attribute name)
+
+        def __getattr__(self, name: str) -> object:
+            """Called only for an unset slot: the arrays of a packed state are unpacked on their first read."""
+            if name in _ARRAY_SLOTS:
+                packed = self._packed
+                if packed is not None:
+                    self._open(*_split_packed(packed))
+                    return object.__getattribute__(self, name)
+            msg = f"{type(self).__name__!r} object has no attribute {name!r}"
+            raise AttributeError(msg)
+
+    def _open(self, lengths: Sequence[int], blob: bytes | memoryview) -> None:
         raw = zlib.decompress(blob)
         arrays, at = [], 0
         for n in lengths:
@@ -267,6 +318,20 @@ class CustomerState:
             at += 8 * n
         self._band_tags, self._band_sums, self._last, self._ids = arrays[:4]
         self._cells = arrays[4:]
+        self._packed = None
+
+    def __getstate__(self) -> tuple:
+        packed = self._packed
+        if packed is None:
+            lengths, blob = self._compressed()
+            return (self.clock, self.seq, tuple(lengths), blob)
+        raw_lengths, view = _split_packed(packed)
+        return (self.clock, self.seq, tuple(raw_lengths), bytes(view))
+
+    def __setstate__(self, st: tuple) -> None:
+        """Restored packed: a customer's arrays are unpacked when first read."""
+        self.clock, self.seq, lengths, blob = st
+        self._packed = _packed_bytes(lengths, blob)
 
     @property
     def seen(self) -> SeenIds:

@@ -168,6 +168,31 @@ def test_only_moved_scores_are_written_and_a_promoted_model_rescores_every_custo
     assert list(promoted.features) == []  # no feature changed
 
 
+def test_a_customer_is_packed_once_it_waited_a_generation_of_refreshes(monkeypatch):
+    """Waiting customers are packed (an idle customer's memory, issue #15); one refreshed again soon is not."""
+    monkeypatch.setattr("stream.shard.PACK_AFTER_REFRESHES", 2)  # generations of 2 refreshes (16 by default)
+    models = purchases_models()
+    proc = ShardProcessor(CFG, CATALOG, models, L)
+    sh = CustomerShard(0)
+
+    def unpacked_after(*events, at):
+        proc.process(sh, ShardInput(0, list(events), None, watermark=at))
+        return {u for u, s in sh.customers.items() if not s.packed}
+
+    assert unpacked_after(ev("u1", "c1", T, "e1"), ev("u2", "t1", T, "e2"), at=T) == {"u1", "u2"}
+    assert unpacked_after(ev("u1", "c1", T + 1, "e3"), at=T + 1) == {"u1", "u2"}  # generation 1 ends
+    assert unpacked_after(ev("u3", "c1", T + 2, "e4"), at=T + 2) == {"u1", "u2", "u3"}
+    assert unpacked_after(ev("u1", "c1", T + 3, "e5"), at=T + 3) == {"u1", "u3"}  # u2 waited all of generation 2
+    assert unpacked_after(at=T + 4) == {"u1", "u3"}
+    assert unpacked_after(at=T + 5) == set()  # nobody refreshed in generation 3
+    models.promote(1)  # every customer rescored for the new model: read, then packed a generation later
+    assert unpacked_after(at=T + 6) == {"u1", "u2", "u3"}
+    unpacked_after(at=T + 7)
+    unpacked_after(at=T + 8)
+    assert unpacked_after(at=T + 9) == set()
+    assert sorted(sh.customers) == ["u1", "u2", "u3"]
+
+
 def test_a_customer_without_new_events_is_refreshed_when_the_clock_reaches_its_next_change():
     proc = ShardProcessor(CFG, CATALOG, None, L)
     sh = CustomerShard(0)

@@ -465,6 +465,33 @@ def test_pickle_round_trip_preserves_state_and_behaviour(data):
         assert np.array_equal(vec(r), oracle(events, T))
 
 
+@FEW
+@given(st.data())
+def test_packing_between_any_operations_changes_nothing(data):
+    """A packed state (an idle customer's memory, issue #15) behaves and pickles as if it had never been packed."""
+    events, T = data.draw(scenario())
+    ops = data.draw(shuffled_ops(events, T, with_ids=True))
+    plain, packed = CustomerState(), CustomerState()
+    for op in ops:
+        if data.draw(st.booleans()):
+            packed.pack()
+            assert packed.packed
+            if data.draw(st.booleans()):  # a snapshot of a packed customer: the same bytes, still packed
+                assert pickle.dumps(packed) == pickle.dumps(plain)
+                assert packed.packed
+        assert run(packed, CFG, op) == run(plain, CFG, op)
+        assert packed.seq == plain.seq and packed.clock == plain.clock
+    packed.pack()
+    restored = pickle.loads(pickle.dumps(packed))
+    assert restored.packed  # restored packed: unpacked on the first read
+    for s in (packed, restored):
+        assert s.next_change(CFG) == plain.next_change(CFG)
+        assert np.array_equal(vec(s), vec(plain))
+        assert sorted(s.seen) == sorted(plain.seen)
+        assert not s.packed
+    assert np.array_equal(vec(plain), oracle(events, T))
+
+
 # --------------------------------------------------------------------------- config
 
 

@@ -106,13 +106,22 @@ def test_cells_grow_in_order_with_late_events_and_shrink_as_buckets_expire():
 def test_one_basket_customer_at_25_groups_is_small_in_memory_and_pickled():
     """The budget of issue #15 (<= 2 KB of RSS per live customer): the state's own share of it."""
     n = 2_000
+    rows, again = np.tile(CFG25.new_row(), (n, 1)), np.tile(CFG25.new_row(), (n, 1))
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     states = [CustomerState() for _ in range(n)]
     for u, s in enumerate(states):
         basket(CFG25, s, BASE + u * 1000, [u % 25, (u + 7) % 25, (u + 13) % 25], f"u{u}-")
     heap = (tracemalloc.get_traced_memory()[0] - before) / n
+    write_rows(CFG25, states, rows)
+    for s in states:
+        s.pack()  # as the shard leaves them once refreshed
+    packed_heap = (tracemalloc.get_traced_memory()[0] - before) / n
     tracemalloc.stop()
     assert heap < 1_400, heap
+    assert packed_heap < 500, packed_heap  # ~1,350 open, ~350 packed
     pickled = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states) / n
     assert pickled < 700, pickled
+    assert all(s.packed for s in states)  # a snapshot does not unpack them
+    write_rows(CFG25, states, again)
+    assert np.array_equal(rows, again)
