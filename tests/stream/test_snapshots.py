@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import sqlite3
 import subprocess
@@ -122,6 +123,43 @@ def test_a_shard_resumed_from_any_generation_continues_exactly_as_the_uninterrup
         gens = gen_rows(root)  # the abandoned generations' numbers are not reused
         assert ShardMarker.from_bytes(markers[cut]).generation in gens  # type: ignore[union-attr]
         assert not set(gens) & {ShardMarker.from_bytes(m).generation for m in markers[cut + 1 :]}  # type: ignore[union-attr]
+
+
+def outputs(out) -> tuple:
+    return (out.features, list(out.scores.user_id), list(out.scores.score))
+
+
+def test_packed_customers_snapshot_and_resume_exactly_as_a_run_that_never_packs(tmp_path: Path, monkeypatch):
+    """Waiting customers are packed (``CustomerState.pack``); neither outputs, snapshots nor resumes can tell."""
+    inputs = batches()
+    monkeypatch.setattr("stream.shard.PACK_AFTER_REFRESHES", 10**9)  # the reference never packs
+    never = ShardProcessor(CFG, CATALOG, purchases_models(), L)
+    ref = CustomerShard(0, "layout")
+    ref_outs = [never.process(ref, inp) for inp in inputs]
+    ref_print = fingerprint(ref)
+
+    monkeypatch.setattr("stream.shard.PACK_AFTER_REFRESHES", 1)  # customers packed after one refresh's wait
+    proc = ShardProcessor(CFG, CATALOG, purchases_models(), L)
+    side = ShardSnapshots(tmp_path, STEP)
+    sh = CustomerShard(0, "layout")
+    sh.changed = set()
+    markers, pickles, packed = [], [], 0
+    for inp, ref_out in zip(inputs, ref_outs, strict=True):
+        assert outputs(proc.process(sh, inp)) == outputs(ref_out)
+        packed += sum(s.packed for s in sh.customers.values())
+        pickles.append(pickle.dumps(sh))  # Bytewax's own snapshot, without a recovery directory
+        markers.append(side.save(sh))
+    side.close()
+    assert packed > 0  # the premise: customers were packed when snapshotted
+    assert fingerprint(sh) == ref_print
+    cut = 5
+    side = ShardSnapshots(tmp_path, STEP)
+    for resumed in (restore_shard(markers[cut], "layout", None, side), restore_shard(pickles[cut], "layout")):
+        again = ShardProcessor(CFG, CATALOG, purchases_models(), L)  # a new process
+        for inp, ref_out in zip(inputs[cut + 1 :], ref_outs[cut + 1 :], strict=True):
+            assert outputs(again.process(resumed, inp)) == outputs(ref_out)
+        assert fingerprint(resumed) == ref_print
+    side.close()
 
 
 def test_a_snapshot_writes_the_changed_customers_not_the_shard(tmp_path: Path):
