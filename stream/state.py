@@ -329,8 +329,20 @@ class CustomerState:
         return (self.clock, self.seq, tuple(raw_lengths), bytes(view))
 
     def __setstate__(self, st: tuple) -> None:
-        """Restored packed: a customer's arrays are unpacked when first read."""
+        """Restored packed (its arrays are unpacked when first read), once its bytes are known to unpack.
+
+        A damaged snapshot is refused here, where the restore reports it in
+        one line, not at the customer's next event in the middle of a run.
+        """
         self.clock, self.seq, lengths, blob = st
+        try:
+            size = len(zlib.decompress(blob))
+        except zlib.error as exc:
+            msg = f"customer state bytes do not decompress ({exc})"
+            raise ValueError(msg) from exc
+        if size != 8 * sum(lengths):
+            msg = f"customer state holds {size} bytes for arrays of {8 * sum(lengths)}"
+            raise ValueError(msg)
         self._packed = _packed_bytes(lengths, blob)
 
     @property

@@ -256,6 +256,29 @@ def test_a_run_leaves_its_side_stores_closed_and_whole_in_their_files(tmp_path: 
     close_side_stores()
 
 
+def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_resume(tmp_path: Path):
+    """A restored customer stays packed until read: its bytes are checked at the resume, not mid-run."""
+    proc = ShardProcessor(CFG, CATALOG, None, L)
+    sh = CustomerShard(0, "layout")
+    sh.changed = set()
+    side = ShardSnapshots(tmp_path, STEP)
+    proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1"), ev("u2", "t1", T + 1, "e2")], None, watermark=T + 1))
+    marker = side.save(sh)
+    side.close()
+    con = sqlite3.connect(side_path(tmp_path, 0))
+    (value,) = con.execute("SELECT value FROM customers WHERE user_id = 'u1'").fetchone()
+    blob = sh.customers["u1"].__getstate__()[3]
+    assert value.count(blob) == 1
+    damaged = value.replace(blob, blob[:4] + bytes(b ^ 0xFF for b in blob[4:]))  # same length, pickle intact
+    con.execute("UPDATE customers SET value = ? WHERE user_id = 'u1'", (damaged,))
+    con.commit()
+    con.close()
+    with pytest.raises(SideStoreError) as err:
+        restore_shard(marker, "layout", None, ShardSnapshots(tmp_path, STEP))
+    assert str(side_path(tmp_path, 0)) in str(err.value) and "\n" not in str(err.value)
+    close_side_stores()
+
+
 def test_the_store_check_refuses_a_damaged_side_store_before_a_run(tmp_path: Path):
     store = tmp_path / "recovery"
     create_store(store, 2, "propstream")
