@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.events import EVENT_TYPES
@@ -295,6 +297,45 @@ def test_group_catalog_groups_of():
     assert len(cat) == 3
     for item in ("1", "2", "3", "4", "999"):
         assert cat.groups_of(item)[-1] == cat.all_index
+
+
+_VALUES = st.sampled_from(["A", "B", 1, 1.0, " 1", None])  # few values: catalog rows share column combinations
+_RULE = st.lists(st.sampled_from(["A", "B", "1"]), max_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rules=st.lists(
+        st.fixed_dictionaries(
+            {
+                "departments": _RULE,
+                "categories": _RULE,
+                "product_types": _RULE,
+                "items": st.lists(st.integers(0, 9).map(str), max_size=2),
+                "brand": _RULE,
+            }
+        ),
+        max_size=4,
+    ),
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {"item_id": st.integers(0, 9), "department": _VALUES, "product_category": _VALUES},
+            optional={"product_type": _VALUES, "brand": _VALUES},
+        ),
+        max_size=30,
+    ),
+)
+def test_catalog_build_equals_every_row_matched_on_its_own(rules, rows):
+    """Rows agreeing on the matched columns share one evaluation; items listed by a rule are never shared."""
+    groups = tuple(ProductGroup(name=f"g{i}", **r) for i, r in enumerate(rules))
+    cat = GroupCatalog.build(groups, rows)
+    expected: dict[str, tuple[int, ...]] = {}
+    for row in rows:  # the last row of an item decides, as in build
+        member = tuple(i for i, g in enumerate(groups) if g.matches(row))
+        if member:
+            expected[str(row["item_id"])] = (*member, len(groups))
+    for item in map(str, range(10)):
+        assert cat.groups_of(item) == expected.get(item, (len(groups),))
 
 
 def test_empty_catalog():
