@@ -203,7 +203,7 @@ def _packed_bytes(lengths: Sequence[int], raw: bytes) -> bytes:
     next one...: the mostly-zero high bytes become runs) and LZ4-compressed.
     A pack and unpack cost ~10 µs against ~45 µs for zlib's level 1 (the
     pickled form), whose start-up alone costs more than LZ4's whole work on a
-    customer's ~1.3 KB; the bytes come out ~1/6 larger (BENCHMARKS.md 6o).
+    customer's ~1.3 KB; the bytes come out ~1/10 to 1/6 larger (BENCHMARKS.md 6o).
     """
     grouped = np.frombuffer(raw, np.uint8).reshape(-1, 8).T.tobytes()
     return bytes([len(lengths)]) + array("I", lengths).tobytes() + lz4.block.compress(grouped, store_size=False)
