@@ -201,7 +201,7 @@ def _packed_bytes(lengths: Sequence[int], raw: bytes) -> bytes:
 
     Squeezed: the int64s' bytes grouped by place (every lowest byte, then every
     next one...: the mostly-zero high bytes become runs) and LZ4-compressed.
-    A pack and unpack cost ~10 µs against ~45 µs for zlib's level 1 (the
+    A pack and unpack cost ~10 µs against ~40 µs for zlib's level 1 (the
     pickled form), whose start-up alone costs more than LZ4's whole work on a
     customer's ~1.3 KB; the bytes come out ~1/10 to 1/6 larger (BENCHMARKS.md 6o).
     """
@@ -285,14 +285,14 @@ class CustomerState:
         self._packed: bytes | None = None  # the arrays while packed (``pack``), else None
 
     def pack(self) -> None:
-        """Keep the arrays as their pickled form until one is next read (an idle customer's memory; issue #15).
+        """Keep the arrays as one ``bytes`` until one is next read (an idle customer's memory; issue #15).
 
         The six arrays of a one-basket customer cost ~1.3 KB (headers, spare
         capacity, int64s that are mostly zero bytes); packed ~0.45 KB
         (``_packed_bytes``). The first read of an array (``__getattr__``) unpacks them
         all, so the rest of the class, and ``write_rows``, never see the
-        packed form; a snapshot of a packed customer copies its bytes as
-        they are, and a restored customer stays packed until it is read.
+        packed form; a snapshot of a packed customer is pickled as an open
+        one would be, and a restored customer stays packed until it is read.
         The shard packs the customers that wait (``ShardProcessor._pack_waiting``).
         """
         if self._packed is None:
