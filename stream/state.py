@@ -197,24 +197,39 @@ _ARRAY_SLOTS = frozenset({"_band_sums", "_band_tags", "_cells", "_ids", "_last"}
 
 
 def _packed_bytes(lengths: Sequence[int], raw: bytes) -> bytes:
-    """A packed state (``CustomerState.pack``): the number of arrays, their lengths, their bytes squeezed.
+    """A packed state (``CustomerState.pack``, and its pickled form): array count, lengths, CRC-32, bytes squeezed.
 
     Squeezed: the int64s' bytes grouped by place (every lowest byte, then every
     next one...: the mostly-zero high bytes become runs) and LZ4-compressed.
     A pack and unpack cost ~10 µs against ~40 µs for zlib's level 1 (the
-    pickled form), whose start-up alone costs more than LZ4's whole work on a
-    customer's ~1.3 KB; the bytes come out ~1/10 to 1/6 larger (BENCHMARKS.md 6o).
+    pickled form until 2026-12-03), whose start-up alone costs more than LZ4's
+    whole work on a customer's ~1.3 KB; the bytes come out ~1/10 to 1/6
+    larger (BENCHMARKS.md 6o). LZ4 blocks carry no checksum: the CRC-32 of
+    the grouped bytes lets a restore refuse damaged ones.
     """
     grouped = np.frombuffer(raw, np.uint8).reshape(-1, 8).T.tobytes()
-    return bytes([len(lengths)]) + array("I", lengths).tobytes() + lz4.block.compress(grouped, store_size=False)
+    head = bytes([len(lengths)]) + array("I", lengths).tobytes() + zlib.crc32(grouped).to_bytes(4, "little")
+    return head + lz4.block.compress(grouped, store_size=False)
 
 
-def _unpacked_bytes(packed: bytes) -> tuple[array, bytes]:
-    """The array lengths and the arrays' bytes of a packed state (``_packed_bytes``)."""
+def _unpacked_bytes(packed: bytes, check: bool = False) -> tuple[array, bytes]:
+    """The array lengths and the arrays' bytes of a packed state (``_packed_bytes``); ``check``: its CRC-32 too.
+
+    Raises ValueError for bytes that are not a packed state (checked or not).
+    """
     n = packed[0]
     lengths = array("I", packed[1 : 1 + 4 * n])
     size = 8 * sum(lengths)
-    grouped = lz4.block.decompress(memoryview(packed)[1 + 4 * n :], uncompressed_size=size)
+    try:
+        grouped = lz4.block.decompress(memoryview(packed)[5 + 4 * n :], uncompressed_size=size)
+    except lz4.block.LZ4BlockError as exc:
+        msg = f"customer state bytes do not decompress ({exc})"
+        raise ValueError(msg) from exc
+    if len(grouped) != size or (
+        check and zlib.crc32(grouped) != int.from_bytes(packed[1 + 4 * n : 5 + 4 * n], "little")
+    ):
+        msg = "customer state bytes do not match their checksum"
+        raise ValueError(msg)
     return lengths, np.frombuffer(grouped, np.uint8).reshape(8, -1).T.tobytes()
 
 
@@ -291,8 +306,8 @@ class CustomerState:
         capacity, int64s that are mostly zero bytes); packed ~0.45 KB
         (``_packed_bytes``). The first read of an array (``__getattr__``) unpacks them
         all, so the rest of the class, and ``write_rows``, never see the
-        packed form; a snapshot of a packed customer is pickled as an open
-        one would be, and a restored customer stays packed until it is read.
+        packed form; the packed bytes are the pickled form (a snapshot copies
+        them), and a restored customer stays packed until it is read.
         The shard packs the customers that wait (``ShardProcessor._pack_waiting``).
         """
         if self._packed is None:
@@ -331,16 +346,22 @@ class CustomerState:
         self._packed = None
 
     def __getstate__(self) -> tuple:
-        """Clock, sequence, the arrays' lengths and their bytes compressed with zlib (int64s: ~3/4 off)."""
-        lengths, raw = self._raw() if self._packed is None else _unpacked_bytes(self._packed)
-        return (self.clock, self.seq, tuple(lengths), zlib.compress(raw, 1))
+        """Clock, sequence and the packed arrays (``_packed_bytes``): a packed customer's bytes as they are."""
+        return (self.clock, self.seq, self._packed if self._packed is not None else _packed_bytes(*self._raw()))
 
     def __setstate__(self, st: tuple) -> None:
         """Restored packed (its arrays are unpacked when first read), once its bytes are known to unpack.
 
         A damaged snapshot is refused here, where the restore reports it in
         one line, not at the customer's next event in the middle of a run.
+        Snapshots written before 2026-12-03 hold the arrays' lengths and
+        their bytes zlib-compressed: read as well, and packed.
         """
+        if len(st) == 3:
+            self.clock, self.seq, packed = st
+            _unpacked_bytes(packed, check=True)
+            self._packed = packed
+            return
         self.clock, self.seq, lengths, blob = st
         try:
             raw = zlib.decompress(blob)

@@ -256,7 +256,8 @@ def test_a_run_leaves_its_side_stores_closed_and_whole_in_their_files(tmp_path: 
     close_side_stores()
 
 
-def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_resume(tmp_path: Path):
+@pytest.mark.parametrize("damage", ["every compressed byte", "the last byte"])  # the last: an LZ4 literal
+def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_resume(tmp_path: Path, damage: str):
     """A restored customer stays packed until read: its bytes are checked at the resume, not mid-run."""
     proc = ShardProcessor(CFG, CATALOG, None, L)
     sh = CustomerShard(0, "layout")
@@ -267,9 +268,15 @@ def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_res
     side.close()
     con = sqlite3.connect(side_path(tmp_path, 0))
     (value,) = con.execute("SELECT value FROM customers WHERE user_id = 'u1'").fetchone()
-    blob = sh.customers["u1"].__getstate__()[3]
+    blob = sh.customers["u1"].__getstate__()[2]
     assert value.count(blob) == 1
-    damaged = value.replace(blob, blob[:4] + bytes(b ^ 0xFF for b in blob[4:]))  # same length, pickle intact
+    head = 5 + 4 * blob[0]  # array count, lengths, CRC-32: the compressed bytes follow
+    flipped = (
+        blob[:head] + bytes(b ^ 0xFF for b in blob[head:])
+        if damage == "every compressed byte"
+        else blob[:-1] + bytes([blob[-1] ^ 1])
+    )
+    damaged = value.replace(blob, flipped)  # same length, pickle intact
     con.execute("UPDATE customers SET value = ? WHERE user_id = 'u1'", (damaged,))
     con.commit()
     con.close()
