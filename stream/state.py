@@ -220,8 +220,12 @@ def _unpacked_bytes(packed: bytes, check: bool = False) -> tuple[array, bytes]:
     n = packed[0]
     lengths = array("I", packed[1 : 1 + 4 * n])
     size = 8 * sum(lengths)
+    blob = memoryview(packed)[5 + 4 * n :]
+    if size > 255 * len(blob) + 16:  # LZ4 expands at most ~255-fold: damaged lengths, not a buffer of gigabytes
+        msg = f"customer state holds {len(blob)} compressed bytes for arrays of {size}"
+        raise ValueError(msg)
     try:
-        grouped = lz4.block.decompress(memoryview(packed)[5 + 4 * n :], uncompressed_size=size)
+        grouped = lz4.block.decompress(blob, uncompressed_size=size)
     except lz4.block.LZ4BlockError as exc:
         msg = f"customer state bytes do not decompress ({exc})"
         raise ValueError(msg) from exc

@@ -256,7 +256,7 @@ def test_a_run_leaves_its_side_stores_closed_and_whole_in_their_files(tmp_path: 
     close_side_stores()
 
 
-@pytest.mark.parametrize("damage", ["every compressed byte", "the last byte"])  # the last: an LZ4 literal
+@pytest.mark.parametrize("damage", ["every compressed byte", "the last byte", "a length"])  # last byte: a literal
 def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_resume(tmp_path: Path, damage: str):
     """A restored customer stays packed until read: its bytes are checked at the resume, not mid-run."""
     proc = ShardProcessor(CFG, CATALOG, None, L)
@@ -271,11 +271,11 @@ def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_res
     blob = sh.customers["u1"].__getstate__()[2]
     assert value.count(blob) == 1
     head = 5 + 4 * blob[0]  # array count, lengths, CRC-32: the compressed bytes follow
-    flipped = (
-        blob[:head] + bytes(b ^ 0xFF for b in blob[head:])
-        if damage == "every compressed byte"
-        else blob[:-1] + bytes([blob[-1] ^ 1])
-    )
+    flipped = {
+        "every compressed byte": blob[:head] + bytes(b ^ 0xFF for b in blob[head:]),
+        "the last byte": blob[:-1] + bytes([blob[-1] ^ 1]),
+        "a length": blob[:1] + (2**32 - 1).to_bytes(4, "little") + blob[5:],  # 32 GiB of arrays claimed
+    }[damage]
     damaged = value.replace(blob, flipped)  # same length, pickle intact
     con.execute("UPDATE customers SET value = ? WHERE user_id = 'u1'", (damaged,))
     con.commit()
