@@ -204,12 +204,16 @@ def _packed_bytes(lengths: Sequence[int], raw: bytes) -> bytes:
     A pack and unpack cost ~10 µs against ~40 µs for zlib's level 1 (the
     pickled form until 2026-12-03), whose start-up alone costs more than LZ4's
     whole work on a customer's ~1.3 KB; the bytes come out ~1/10 to 1/6
-    larger (BENCHMARKS.md 6o). LZ4 blocks carry no checksum: the CRC-32 of
-    the grouped bytes lets a restore refuse damaged ones.
+    larger (BENCHMARKS.md 6o). LZ4 blocks carry no checksum: a CRC-32 of
+    the count, the lengths and the grouped bytes lets a restore refuse damaged ones.
     """
     grouped = np.frombuffer(raw, np.uint8).reshape(-1, 8).T.tobytes()
-    head = bytes([len(lengths)]) + array("I", lengths).tobytes() + zlib.crc32(grouped).to_bytes(4, "little")
-    return head + lz4.block.compress(grouped, store_size=False)
+    counts = bytes([len(lengths)]) + array("I", lengths).tobytes()
+    return (
+        counts
+        + zlib.crc32(grouped, zlib.crc32(counts)).to_bytes(4, "little")
+        + lz4.block.compress(grouped, store_size=False)
+    )
 
 
 def _unpacked_bytes(packed: bytes, check: bool = False) -> tuple[array, bytes]:
@@ -219,6 +223,9 @@ def _unpacked_bytes(packed: bytes, check: bool = False) -> tuple[array, bytes]:
     """
     n = packed[0]
     lengths = array("I", packed[1 : 1 + 4 * n])
+    if len(lengths) != n:
+        msg = f"customer state bytes end inside the lengths of its {n} arrays"
+        raise ValueError(msg)
     size = 8 * sum(lengths)
     blob = memoryview(packed)[5 + 4 * n :]
     if size > 255 * len(blob) + 16:  # LZ4 expands at most ~255-fold: damaged lengths, not a buffer of gigabytes
@@ -230,7 +237,9 @@ def _unpacked_bytes(packed: bytes, check: bool = False) -> tuple[array, bytes]:
         msg = f"customer state bytes do not decompress ({exc})"
         raise ValueError(msg) from exc
     if len(grouped) != size or (
-        check and zlib.crc32(grouped) != int.from_bytes(packed[1 + 4 * n : 5 + 4 * n], "little")
+        check
+        and zlib.crc32(grouped, zlib.crc32(packed[: 1 + 4 * n]))
+        != int.from_bytes(packed[1 + 4 * n : 5 + 4 * n], "little")
     ):
         msg = "customer state bytes do not match their checksum"
         raise ValueError(msg)

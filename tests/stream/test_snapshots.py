@@ -256,7 +256,7 @@ def test_a_run_leaves_its_side_stores_closed_and_whole_in_their_files(tmp_path: 
     close_side_stores()
 
 
-@pytest.mark.parametrize("damage", ["every compressed byte", "the last byte", "a length"])  # last byte: a literal
+@pytest.mark.parametrize("damage", ["every compressed byte", "the last byte", "a length", "two lengths swapped"])
 def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_resume(tmp_path: Path, damage: str):
     """A restored customer stays packed until read: its bytes are checked at the resume, not mid-run."""
     proc = ShardProcessor(CFG, CATALOG, None, L)
@@ -275,7 +275,10 @@ def test_a_customer_whose_state_bytes_are_damaged_is_a_one_line_error_at_the_res
         "every compressed byte": blob[:head] + bytes(b ^ 0xFF for b in blob[head:]),
         "the last byte": blob[:-1] + bytes([blob[-1] ^ 1]),
         "a length": blob[:1] + (2**32 - 1).to_bytes(4, "little") + blob[5:],  # 32 GiB of arrays claimed
+        # the band tags' and sums' lengths: the same total, the arrays cut elsewhere (the CRC covers the lengths)
+        "two lengths swapped": blob[:1] + blob[5:9] + blob[1:5] + blob[9:],
     }[damage]
+    assert flipped != blob  # (the last byte is an LZ4 literal: it decompresses, only the CRC can tell)
     damaged = value.replace(blob, flipped)  # same length, pickle intact
     con.execute("UPDATE customers SET value = ? WHERE user_id = 'u1'", (damaged,))
     con.commit()
