@@ -252,12 +252,22 @@ def finish(streams: list[Stream], timeout: float) -> list[dict]:
     return out
 
 
-def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: int, n: int, idle: float) -> dict:
-    """Offer ``rate`` events/s to ``n`` processes for ``--seconds``: freshness, CPU, whether it was sustained."""
+def load_phase(
+    args, bootstrap: str, work: Path, workload: CloneWorkload, rate: int, n: int, idle: float, broker_pid: int | None
+) -> dict:
+    """Offer ``rate`` events/s to ``n`` processes for ``--seconds``: freshness, CPU, whether it was sustained.
+
+    Beside the streams' CPU, the same window's CPU of the generator (this
+    process: the producer and its librdkafka threads) and of the local broker
+    (``broker_pid``; None: a broker elsewhere): all share the machine.
+    """
     topic = new_topic(bootstrap, args.partitions)
     streams = start_streams(args, bootstrap, work, topic, n, args.idle_exit + idle + 10)
     time.sleep(10)  # the dataflow builds after the start line; partitions go idle after kafka.idle_seconds
     trace = CpuTrace([s.proc.pid for s in streams])
+    beside = {"generator": CpuTrace([os.getpid()])}
+    if broker_pid is not None:
+        beside["broker"] = CpuTrace([broker_pid])
     result: dict = {"phase": "load", "processes": n, "rate": rate}
     if idle > 0:
         c0, t0 = trace.at(time.time()), time.time()
@@ -265,8 +275,11 @@ def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: 
         result["idle_cpu_s_per_s"] = round((trace.at(time.time()) - c0) / (time.time() - t0), 4)
     start = time.time()
     sent = offer(bootstrap, topic, workload.events(), rate, args.seconds, uuid.uuid4().hex[:6])
+    offered = time.time()
     summaries = finish(streams, args.seconds * 2 + 70 + args.idle_exit + idle)
     trace.stop()
+    for t in beside.values():
+        t.stop()
     seen = refreshes([s.dsn for s in streams])
     pairs, unseen, last_write = freshness(sent["produced"], seen)
     unmoved = applied_unmoved(sent["produced"], seen, features_as_of([s.dsn for s in streams]))
@@ -283,6 +296,11 @@ def load_phase(args, bootstrap: str, work: Path, workload: CloneWorkload, rate: 
             **lag_summary(pairs, unseen),
             "stream_cpu_s": round(cpu, 1),
             "stream_cpu_per_event_us": round(cpu / max(sent["events"], 1) * 1e6, 1),
+            # while the events were offered (the streams' window runs on to their last write)
+            **{
+                f"{name}_cpu_per_event_us": round((t.at(offered) - t.at(start)) / max(sent["events"], 1) * 1e6, 1)
+                for name, t in beside.items()
+            },
             "stopped": any(s.get("stopped") for s in summaries),
             # the longest timed garbage collection of any stream (the stream stands still meanwhile)
             "gc_pause_max_s": max((s.get("gc_pauses", {}).get("max_s", 0.0) for s in summaries), default=None),
@@ -633,11 +651,12 @@ def run(args) -> dict:
             res["ratios"] = cost_ratios(res["batch"], loads, saved[0]["customers"])
         return res
     with contextlib.ExitStack() as stack:
-        bootstrap = args.bootstrap
+        bootstrap, broker_pid = args.bootstrap, None
         if not bootstrap:
             from tools.kafka.broker import LocalBroker
 
-            bootstrap = stack.enter_context(LocalBroker()).bootstrap
+            broker = stack.enter_context(LocalBroker())
+            bootstrap, broker_pid = broker.bootstrap, broker.proc.pid if broker.proc else None
         work = Path(tempfile.mkdtemp(prefix="propstream-suite-"))
         if not args.keep:
             stack.callback(shutil.rmtree, work, True)
@@ -650,7 +669,7 @@ def run(args) -> dict:
             rates = list(args.rates)
             k = 0
             while k < len(rates):
-                r = load_phase(args, bootstrap, work, workload, rates[k], n, args.idle if not loads else 0)
+                r = load_phase(args, bootstrap, work, workload, rates[k], n, args.idle if not loads else 0, broker_pid)
                 loads.append(r)
                 say("suite:", json.dumps(r))
                 save(args, {**res, "loads": loads})

@@ -52,11 +52,13 @@ def report(res: dict) -> str:
         "Never visible: events with no score row and no feature row at or after them; events applied whose "
         "refresh moved no score (a score that does not move is not written again) are counted apart, their lag "
         "unknown. Not applied: events the streams' own counts leave unaccounted for (neither applied nor a dead "
-        "letter): lost to the run.",
+        "letter): lost to the run. The generator (the producer, in the suite's own process) and the local broker "
+        "share the machine with the streams; their CPU is that of the offer's window.",
         "",
         "| processes | offered events/s | achieved | events | customers | p50 s | p99 s | max s | never visible "
-        "| applied, no score moved | not applied | lag head → tail (median s) | stream CPU µs/event | sustained |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| applied, no score moved | not applied | lag head → tail (median s) | stream CPU µs/event "
+        "| generator / broker CPU µs/event | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["loads"]:
         lines.append(
@@ -64,7 +66,9 @@ def report(res: dict) -> str:
             f"| {_f(r['p50_s'], 3)} | {_f(r['p99_s'], 3)} | {_f(r['max_s'], 3)} | {r['never_visible']:,} "
             f"| {r.get('applied_no_score_moved', '')} | {_f(r.get('not_applied'))} "
             f"| {_f(r.get('head_median_s'), 2)} → {_f(r.get('tail_median_s'), 2)} "
-            f"| {_f(r['stream_cpu_per_event_us'], 1)} | {'yes' if r['sustained'] else 'no'} |"
+            f"| {_f(r['stream_cpu_per_event_us'], 1)} "
+            f"| {_f(r.get('generator_cpu_per_event_us'), 1)} / {_f(r.get('broker_cpu_per_event_us'), 1)} "
+            f"| {'yes' if r['sustained'] else 'no'} |"
         )
     lines += [
         "",

@@ -94,6 +94,45 @@ def payload(user: str, rec, now_ms: int, event_id: str) -> bytes:
     return json.dumps(value).encode()
 
 
+class Wire:
+    """``payload``'s bytes for event ids ``<run>-<n>``, from fragments of each record and customer made once.
+
+    The generator shares the machine with the broker and the streams it
+    measures: ``json.dumps`` of every event was a third of its ~15 µs an event.
+    A record's fragments are kept with the record itself, so its ``id`` cannot
+    be reused while they are.
+
+    >>> from schemas.events import EventRecord
+    >>> rec = EventRecord("1", 'it"em', 0, 5, "x", 2.5, 199, "")
+    >>> Wire("r")("h1~0", rec, 1700000000000, 7) == payload("h1~0", rec, 1700000000000, "r-7")
+    True
+    """
+
+    def __init__(self, run: str) -> None:
+        self._run = json.dumps(run)[:-1] + "-"  # the event id's opening quote and prefix
+        self._records: dict[int, tuple[object, str, str]] = {}
+        self._users: dict[str, str] = {}
+
+    def __call__(self, user: str, rec, now_ms: int, n: int) -> bytes:
+        """The wire bytes of ``rec`` as customer ``user``'s event number ``n``, produced at ``now_ms``."""
+        parts = self._records.get(id(rec))
+        if parts is None:
+            parts = self._records[id(rec)] = (rec, *self._record_parts(rec))
+        head = self._users.get(user)
+        if head is None:
+            head = self._users[user] = '{"user_id": ' + json.dumps(user)
+        return f'{head}{parts[1]}{now_ms}, "event_id": {self._run}{n}"{parts[2]}'.encode()
+
+    @staticmethod
+    def _record_parts(rec) -> tuple[str, str]:
+        """The text between the customer's id and the timestamp, and after the event id (``payload``'s order)."""
+        from schemas.events import TYPE_NAMES
+
+        d = json.dumps
+        mid = f', "item_id": {d(rec.item_id)}, "type": {d(TYPE_NAMES[rec.type_index])}, "timestamp": '
+        return mid, f', "quantity": {d(rec.quantity)}, "value": {d(rec.value_cents / 100)}}}'
+
+
 def producer(bootstrap: str):
     """A confluent-kafka Producer that batches (linger 5 ms, up to 10,000 messages, lz4)."""
     from confluent_kafka import Producer
@@ -116,6 +155,7 @@ def offer(bootstrap: str, topic: str, events: Iterator, rate: float, seconds: fl
     seconds the offer took (the producer's flush excluded) and the achieved rate.
     """
     prod = producer(bootstrap)
+    wire = Wire(run)
     produced: dict[str, list[int]] = defaultdict(list)
     total = int(rate * seconds) if rate else None
     t0 = time.time()
@@ -132,7 +172,7 @@ def offer(bootstrap: str, topic: str, events: Iterator, rate: float, seconds: fl
                 total = i
                 break
             user, rec = nxt
-            data = payload(user, rec, now_ms, f"{run}-{i}")
+            data = wire(user, rec, now_ms, i)
             while True:
                 try:
                     prod.produce(topic, data, key=user.encode())

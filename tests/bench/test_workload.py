@@ -9,9 +9,11 @@ import time
 from collections import defaultdict
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.suite import applied_unmoved, freshness, lag_summary
-from bench.workload import CloneWorkload, offer
+from bench.workload import CloneWorkload, Wire, offer, payload
 from schemas.events import EventRecord
 
 
@@ -66,6 +68,39 @@ def test_the_doctests_of_the_workload_and_the_rate_search_pass():
 
     assert doctest.testmod(bench.workload).failed == 0
     assert doctest.testmod(bench.suite).failed == 0
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["h1~0", "h2~7", 'h"3\\~1', "h\u00e94~2"]),
+            st.integers(0, 5),  # which of a few records (a record comes back, as clones share them)
+            st.integers(0, 2**45),
+            st.integers(0, 10**9),
+        ),
+        max_size=30,
+    ),
+    records=st.lists(
+        st.builds(
+            EventRecord,
+            user_id=st.text(max_size=3),
+            item_id=st.text(max_size=8),
+            type_index=st.integers(0, 2),
+            ts_ms=st.integers(0, 2**45),
+            event_id=st.text(max_size=3),
+            quantity=st.floats(allow_nan=False, allow_infinity=False),
+            value_cents=st.integers(-(10**9), 10**9),
+            source=st.just(""),
+        ),
+        min_size=6,
+        max_size=6,
+    ),
+    run=st.text(min_size=1, max_size=6),
+)
+def test_the_generators_wire_bytes_are_json_dumps_of_each_event(events, records, run):
+    wire = Wire(run)
+    for user, k, now_ms, n in events:
+        assert wire(user, records[k], now_ms, n) == payload(user, records[k], now_ms, f"{run}-{n}")
 
 
 def test_a_range_of_customers_and_a_seed_choose_who_and_in_which_order():
@@ -144,7 +179,8 @@ def test_the_report_shows_the_events_the_streams_own_counts_leave_unaccounted_fo
     load = {
         "processes": 2, "rate": 10, "achieved_rate": 10, "events": 10, "customers": 4, "p50_s": 0.5, "p99_s": 0.9,
         "max_s": 1.0, "never_visible": 0, "applied_no_score_moved": 0, "not_applied": 2, "head_median_s": 0.5,
-        "tail_median_s": 0.5, "stream_cpu_per_event_us": 100.0, "sustained": False,
+        "tail_median_s": 0.5, "stream_cpu_per_event_us": 100.0, "generator_cpu_per_event_us": 12.5,
+        "broker_cpu_per_event_us": 15.0, "sustained": False,
     }  # fmt: skip
     res = {
         "started": "s", "ended": "e", "load_before": 0.1, "load_after": 0.2, "command": "c", "customers": 4,
@@ -153,3 +189,7 @@ def test_the_report_shows_the_events_the_streams_own_counts_leave_unaccounted_fo
     }  # fmt: skip
     row = next(line for line in report(res).splitlines() if line.startswith("| 2 | 10 |"))
     assert row.split(" | ")[10] == "2"  # the not-applied column
+    assert row.split(" | ")[13] == "12.5 / 15.0"  # the CPU beside the streams'
+    del load["broker_cpu_per_event_us"]  # a broker elsewhere
+    row = next(line for line in report(res).splitlines() if line.startswith("| 2 | 10 |"))
+    assert row.split(" | ")[13] == "12.5 / —"
