@@ -290,6 +290,7 @@ def _run_flow(
         # With a recovery store a buffered row could be lost after its epoch's snapshot: write per batch.
         flush_rows=settings.stream.sink_flush_rows,
         flush_seconds=0.0 if execution.recovery_dir is not None else settings.stream.sink_flush_seconds,
+        archive_flush_seconds=settings.stream.sink_archive_flush_seconds,
     )
     if models is not None:
         models.on_swap = _models_table_sync(settings, client, sink)

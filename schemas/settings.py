@@ -93,6 +93,13 @@ class StreamSettings(BaseModel):
         description="the longest a row waits in the sink's buffer: one insert per table for many batches; "
         "0, and any run with a recovery store: one insert per table per batch",
     )
+    sink_archive_flush_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="the longest a row of the tables no reader waits for (events, customer_features, "
+        "item_activity) waits in the sink's buffer (at least sink_flush_seconds): fewer inserts and parts to merge; "
+        "the score tables still leave every sink_flush_seconds",
+    )
     allowed_lateness_hours: float = Field(
         default=24.0,
         ge=0.0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +22,10 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.events import DeadLetter
 from schemas.tables import (
+    CUSTOMER_FEATURES,
     DATABASE,
+    EVENTS,
+    ITEM_ACTIVITY,
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
     SCORE_HISTORY,
@@ -257,6 +260,15 @@ class TableBuffer:
     batch, as a run with a recovery store must: a row still buffered when the
     process dies would be lost after its epoch's snapshot).
 
+    The tables named in ``later`` (no reader waits for them: the archive of
+    events, feature rows, item activity) stay behind a timed flush until
+    their oldest row has waited ``later_seconds``; a flush by size, ``flush``
+    and a buffer with ``max_seconds`` 0 write them with the rest. Every insert
+    has a fixed cost (~7.5 ms of CPU in chDB, and a part to merge): a live
+    stream flushing five times a second wrote ~25 inserts a second, most of
+    them for these tables (BENCHMARKS.md 6q). A batch counts as written
+    (``written``) once the tables read for freshness are.
+
     Inserts run on one writer thread, in the order the rows were taken: a
     full buffer is written while the dataflow goes on (it waits only when the
     next buffer is full before that write is done, so at most one buffer is
@@ -280,17 +292,23 @@ class TableBuffer:
         max_seconds: float = 0.0,
         after_flush: Callable[[], None] | None = None,
         first: tuple[str, ...] = (),
+        later: tuple[str, ...] = (),
+        later_seconds: float = 0.0,
     ):
         self.writer = writer
         self.max_rows = max_rows
         self.max_seconds = max_seconds
         self.after_flush = after_flush
         self.first = first
+        self.later = frozenset(later)
+        self.later_seconds = max(later_seconds, max_seconds)
         self._tables: TableRows = {}
         self._counts: list[Callable[[], None]] = []
         self._rows = 0
+        self._later_since: float | None = None  # monotonic time the oldest row of a ``later`` table came
         self._lock = threading.RLock()  # the rows buffered; writes are queued under it, so in the order taken
         self._timer: threading.Timer | None = None
+        self._timer_at = 0.0  # when the timer fires (monotonic)
         self._writes: ThreadPoolExecutor | None = None  # the writer thread, started by the first write
         self._last: Future[Any] | None = None  # the write queued last
         self._error: BaseException | None = None
@@ -300,6 +318,7 @@ class TableBuffer:
         """Buffer ``rows``; ``written`` is called once they are in ClickHouse."""
         self._raise()
         with self._lock:
+            now = time.monotonic()
             for table, columns in rows.items():
                 held = self._tables.get(table)
                 if held is None:
@@ -308,12 +327,11 @@ class TableBuffer:
                     for name, values in columns.items():
                         held[name] += values
                 self._rows += len(next(iter(columns.values()), []))
+                if table in self.later and self._later_since is None:
+                    self._later_since = now
             self._counts.append(written)
             if self.max_seconds > 0 and self._rows < self.max_rows:
-                if self._timer is None:
-                    self._timer = threading.Timer(self.max_seconds, self._on_timer)
-                    self._timer.daemon = True
-                    self._timer.start()
+                self._arm(now + self.max_seconds)
                 return
             before, this = self._last, self._queue_rows()
         # wait, not result: a write of rows keeps its error for _raise; a ``locked`` job's was its caller's
@@ -339,8 +357,23 @@ class TableBuffer:
     def _on_timer(self) -> None:
         with self._lock:  # held until written: a batch arriving meanwhile waits (live: fewer, larger steps)
             self._timer = None
-            if self._tables:
-                self._queue_rows().result()
+            if self._tables or self._counts:
+                since = self._later_since
+                late = since is not None and time.monotonic() >= since + self.later_seconds - 1e-3
+                self._queue_rows(keep=() if late else self.later).result()
+            if self._later_since is not None:  # rows of ``later`` tables wait on
+                self._arm(self._later_since + self.later_seconds)
+
+    def _arm(self, at: float) -> None:
+        """Have the timer fire at ``at`` (monotonic) at the latest (call with ``_lock`` held)."""
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._on_timer)
+        self._timer.daemon = True
+        self._timer_at = at
+        self._timer.start()
 
     def _queue(self, job: Callable[[], object]) -> Future[Any]:
         if self._writes is None:
@@ -348,13 +381,17 @@ class TableBuffer:
         self._last = self._writes.submit(job)
         return self._last
 
-    def _queue_rows(self) -> Future[Any]:
-        """Take what is buffered and queue its write (call with ``_lock`` held)."""
+    def _queue_rows(self, keep: Iterable[str] = ()) -> Future[Any]:
+        """Take what is buffered, but the tables in ``keep``, and queue its write (call with ``_lock`` held)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         tables, counts = self._tables, self._counts
-        self._tables, self._counts, self._rows = {}, [], 0
+        held = {t: tables.pop(t) for t in keep if t in tables}
+        self._tables, self._counts = held, []
+        self._rows = sum(len(next(iter(c.values()), [])) for c in held.values())
+        if not held:
+            self._later_since = None
         return self._queue(lambda: self._write(tables, counts))
 
     def _write(self, tables: TableRows, counts: list[Callable[[], None]]) -> None:
@@ -393,13 +430,20 @@ class _Partition(StatelessSinkPartition[Any]):
         self.buffer.flush()
 
 
+# Tables no reader waits for (the events' archive, feature rows for retraining, hourly item counts): written
+# less often by a live stream (``stream.sink_archive_flush_seconds``).
+ARCHIVE_TABLES = (EVENTS.name, CUSTOMER_FEATURES.name, ITEM_ACTIVITY.name)
+
+
 class ClickHouseSink(DynamicSink[ShardOutput]):
     """Writes every table of ShardOutput batches through a ``TableBuffer`` (by default, one insert per table per batch).
 
     ``dead_letter_sink()`` and ``trending_sink()`` are its companions for the
     dataflow's dead-letter and trending streams: the same buffer and counters,
-    the ``dead_letters`` and ``trending`` tables. ``flush_rows``/``flush_seconds``:
-    see ``TableBuffer``.
+    the ``dead_letters`` and ``trending`` tables. ``flush_rows``/``flush_seconds``
+    and ``archive_flush_seconds`` (``later_seconds`` of the tables no reader
+    waits for: ``events``, ``customer_features``, ``item_activity``): see
+    ``TableBuffer``.
     """
 
     def __init__(
@@ -412,10 +456,19 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         type_names: tuple[str, ...],
         flush_rows: int = 0,
         flush_seconds: float = 0.0,
+        archive_flush_seconds: float = 0.0,
     ):
         self.writer = writer
         first = tuple(t.name for t in SCORE_TABLES)  # what freshness means to a reader of ClickHouse
-        self.buffer = TableBuffer(writer, flush_rows, flush_seconds, after_flush=self._progress, first=first)
+        self.buffer = TableBuffer(
+            writer,
+            flush_rows,
+            flush_seconds,
+            after_flush=self._progress,
+            first=first,
+            later=ARCHIVE_TABLES,
+            later_seconds=archive_flush_seconds,
+        )
         self.type_names = type_names  # the vocabulary's names: the events table stores a type by name
         self.stats = stats or RunStats()
         self.report = report

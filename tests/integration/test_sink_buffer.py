@@ -122,6 +122,55 @@ def test_rows_no_batch_follows_are_written_when_they_are_old_enough(writer: Clic
     assert seen == [([7], [1])]
 
 
+def test_rows_of_the_tables_no_reader_waits_for_stay_behind_the_timed_flushes_until_their_own_age(
+    writer: ClickHouseWriter,
+):
+    ordered = OrderedWriter(writer)
+    at_flush: list[tuple[list, list, list]] = []  # (a, b, counted) as each write ends
+    counted: list[int] = []
+    buf = TableBuffer(
+        ordered,
+        max_rows=1_000,
+        max_seconds=0.05,
+        after_flush=lambda: at_flush.append((stored(writer, "a"), stored(writer, "b"), list(counted))),
+        later=("b",),
+        later_seconds=3_600,
+    )
+    buf.add({"a": {"n": [1]}, "b": {"n": [10]}}, lambda: counted.append(1))
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    while not at_flush and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert at_flush == [([1], [], [1])]  # the batch counts once what readers wait for is written
+    buf.add({"a": {"n": [2]}, "b": {"n": [11]}}, lambda: counted.append(2))
+    while len(at_flush) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert at_flush[1] == ([1, 2], [], [1, 2]) and ordered.order == ["a", "a"]
+    buf.flush()  # the end of a run writes them all, in one insert
+    assert stored(writer, "b") == [10, 11] and ordered.order == ["a", "a", "b"]
+    buf.add({"b": {"n": [12]}, "a": {"n": [3]}}, lambda: None)
+    buf.add({"a": {"n": list(range(4, 1_004))}}, lambda: None)  # full: a flush by size takes every table
+    buf.flush()
+    assert stored(writer, "b") == [10, 11, 12] and ordered.order[3:] == ["b", "a"]
+
+
+def test_rows_of_a_table_no_reader_waits_for_that_no_batch_follows_are_written_at_their_age(
+    writer: ClickHouseWriter,
+):
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=0.05, later=("b",), later_seconds=0.3)
+    buf.add({"a": {"n": [1]}, "b": {"n": [10]}}, lambda: None)
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    while stored(writer, "b") == [] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored(writer, "a") == [1] and stored(writer, "b") == [10]
+    assert buf.flushes == 2  # the timed flush of "a", then "b" at its own age
+
+
+def test_without_an_age_the_tables_no_reader_waits_for_are_written_with_every_batch(writer: ClickHouseWriter):
+    buf = TableBuffer(writer, max_rows=1_000, max_seconds=0, later=("b",), later_seconds=3_600)
+    buf.add({"a": {"n": [1]}, "b": {"n": [10]}}, lambda: None)
+    assert stored(writer, "a") == [1] and stored(writer, "b") == [10] and buf.flushes == 1
+
+
 def test_without_an_age_every_batch_is_written_at_once(writer: ClickHouseWriter):
     buf = TableBuffer(writer, max_rows=1_000, max_seconds=0)
     buf.add({"a": {"n": [1]}}, lambda: None)
