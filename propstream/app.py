@@ -160,6 +160,7 @@ def build_source(
         idle_seconds=k.idle_seconds,
         poll_max_seconds=k.poll_max_seconds,
         batch_wait_seconds=k.batch_wait_seconds,
+        fetch_wait_seconds=k.fetch_wait_seconds,
     )
 
 

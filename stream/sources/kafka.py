@@ -45,10 +45,19 @@ from stream.ticks import TickBoard
 Clock = Callable[[], float]
 
 
-def consumer_config(bootstrap: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """Librdkafka settings of a partition reader; ``extra`` (security, tuning) wins."""
+def consumer_config(bootstrap: str, extra: dict[str, Any], fetch_wait_seconds: float = 0.025) -> dict[str, Any]:
+    """Librdkafka settings of a partition reader; ``extra`` (security, tuning) wins.
+
+    The broker holds each fetch until it has 1 MB for the reader or
+    ``fetch_wait_seconds`` passed (``kafka.fetch_wait_seconds``). librdkafka's
+    defaults (1 byte, 500 ms) answered a fetch as soon as any message came: a
+    busy stream fetched after every producer's batch, and the broker's fetch
+    work was a quarter of its CPU (BENCHMARKS.md 6q).
+    """
     return {
         "bootstrap.servers": bootstrap,
+        "fetch.min.bytes": 1_048_576,
+        "fetch.wait.max.ms": max(1, round(fetch_wait_seconds * 1000)),
         "group.id": "propstream-stream",  # required by librdkafka; no group is joined (assign)
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -68,7 +77,8 @@ class _TopicReader:
     for all of them and wakes on a message for any; what it brings goes to
     each partition's inbox, which its ``next_batch`` takes from. So a quiet
     worker blocks in one place, for up to ``poll_max_seconds``, and a message
-    arriving then is read at once, whichever its partition.
+    arriving then is read as soon as the broker hands it over (within
+    ``kafka.fetch_wait_seconds``), whichever its partition.
 
     The wait doubles from 1 ms after each empty poll, up to the most allowed;
     after a poll that brought messages the next one waits ``batch_wait``
@@ -306,8 +316,9 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         poll_max_seconds: float = 0.5,
         ticks: TickBoard | None = None,
         batch_wait_seconds: float = 0.1,
+        fetch_wait_seconds: float = 0.025,
     ):
-        self.config = consumer_config(bootstrap, extra_config or {})
+        self.config = consumer_config(bootstrap, extra_config or {}, fetch_wait_seconds)
         self.poll_max_seconds = poll_max_seconds
         self.batch_wait_seconds = batch_wait_seconds
         self.idle_seconds = idle_seconds

@@ -257,3 +257,36 @@ def test_a_busy_source_waits_batch_wait_seconds_for_more_messages_before_its_nex
     assert [v for _, v in waited[0]] == [f"m{i}".encode() for i in range(5)]
     # without the wait each message is read as it comes: 0.1 s apart, they leave in several batches
     assert len(_batches_of_a_trickle(bootstrap, batch_wait=0.0)) > 1
+
+
+def test_a_stream_asks_the_broker_to_hold_its_fetches_for_fetch_wait_seconds_and_kafka_config_wins(tmp_path):
+    from schemas.settings import KafkaSettings, Settings
+
+    def source(**kafka: object) -> KafkaSource:
+        settings = Settings(data_dir=tmp_path, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", **kafka))
+        built = app.build_source(settings, None)
+        assert isinstance(built, KafkaSource)
+        return built
+
+    assert source().config["fetch.wait.max.ms"] == 25 and source().config["fetch.min.bytes"] == 1_048_576
+    assert source(fetch_wait_seconds=0.2).config["fetch.wait.max.ms"] == 200
+    assert source(fetch_wait_seconds=0.2, config={"fetch.wait.max.ms": 7}).config["fetch.wait.max.ms"] == 7
+
+
+def test_a_lone_message_on_a_quiet_stream_is_read_though_far_below_the_fetch_size(bootstrap):
+    topic = new_topic(bootstrap, 1)
+    src = KafkaSource(bootstrap, topic, wall_clock=True, idle_seconds=1_000, fetch_wait_seconds=0.05)
+    src.list_parts()
+    part = src.build_part("read", "0", None)
+    try:
+        _until_stopped(part, 1.0)  # quiet: the broker answers the held fetches empty
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, b"alone", partition=0)
+        producer.flush(10)
+        got: list = []
+        end = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+        while not got and time.monotonic() < end:
+            got = [r for b in part.next_batch() for r in b.records]
+        assert got == [(f"kafka:{topic}/0/0", b"alone")]
+    finally:
+        part.close()
