@@ -348,12 +348,13 @@ class KafkaSettings(BaseModel):
         "swapped (one-process runs); false: every tick_seconds",
     )
     fetch_wait_seconds: float = Field(
-        default=0.025,
+        default=0.1,
         gt=0.0,
         le=10.0,
         description="the broker holds a stream's fetch until it has 1 MB for it or this long (librdkafka "
         "fetch.wait.max.ms; kafka.config wins): fewer fetches for the broker and the stream under traffic, at most "
-        "this much more event-to-visible lag; a quiet stream's empty fetches come this often",
+        "this much more event-to-visible lag; a quiet stream's empty fetches come this often (librdkafka's "
+        "default: every 0.5 s)",
     )
     batch_wait_seconds: float = Field(
         default=0.1,

@@ -45,7 +45,7 @@ from stream.ticks import TickBoard
 Clock = Callable[[], float]
 
 
-def consumer_config(bootstrap: str, extra: dict[str, Any], fetch_wait_seconds: float = 0.025) -> dict[str, Any]:
+def consumer_config(bootstrap: str, extra: dict[str, Any], fetch_wait_seconds: float = 0.1) -> dict[str, Any]:
     """Librdkafka settings of a partition reader; ``extra`` (security, tuning) wins.
 
     The broker holds each fetch until it has 1 MB for the reader or
@@ -316,7 +316,7 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         poll_max_seconds: float = 0.5,
         ticks: TickBoard | None = None,
         batch_wait_seconds: float = 0.1,
-        fetch_wait_seconds: float = 0.025,
+        fetch_wait_seconds: float = 0.1,
     ):
         self.config = consumer_config(bootstrap, extra_config or {}, fetch_wait_seconds)
         self.poll_max_seconds = poll_max_seconds

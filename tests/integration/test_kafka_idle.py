@@ -268,7 +268,7 @@ def test_a_stream_asks_the_broker_to_hold_its_fetches_for_fetch_wait_seconds_and
         assert isinstance(built, KafkaSource)
         return built
 
-    assert source().config["fetch.wait.max.ms"] == 25 and source().config["fetch.min.bytes"] == 1_048_576
+    assert source().config["fetch.wait.max.ms"] == 100 and source().config["fetch.min.bytes"] == 1_048_576
     assert source(fetch_wait_seconds=0.2).config["fetch.wait.max.ms"] == 200
     assert source(fetch_wait_seconds=0.2, config={"fetch.wait.max.ms": 7}).config["fetch.wait.max.ms"] == 7
 
