@@ -114,7 +114,7 @@ class Wire:
         self._users: dict[str, str] = {}
 
     def __call__(self, user: str, rec, now_ms: int, n: int) -> bytes:
-        """The wire bytes of ``rec`` as customer ``user``'s event number ``n``, produced at ``now_ms``."""
+        """The wire bytes of ``rec`` as customer ``user``'s, the offer's event number ``n``, produced at ``now_ms``."""
         parts = self._records.get(id(rec))
         if parts is None:
             parts = self._records[id(rec)] = (rec, *self._record_parts(rec))
