@@ -716,7 +716,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured before the first phase")
     ap.add_argument("--idle-exit", type=float, default=20.0, help="a stream exits this long after its topic drains")
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--shards-per-process", type=int, default=8, help="customer shards per process with 2+ processes")
+    ap.add_argument(
+        "--shards-per-process",
+        type=int,
+        default=1,
+        help="customer shards per process with 2+ processes (stream.placement puts shard i on process i %% n)",
+    )
     ap.add_argument("--naive-events", type=int, default=3000)
     ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip naive and batch scoring")
     ap.add_argument("--batch-households", type=int, default=0, help="households of the batch recompute (0: all)")

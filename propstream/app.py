@@ -32,6 +32,7 @@ from schemas.tables import EVENTS, SCORES, TRENDING, Migration
 from stream.dataflow import FLOW_ID, FlowConfig, build_dataflow
 from stream.gcpolicy import collected_every
 from stream.parse import EventParser
+from stream.placement import Placement
 from stream.recovery import MARKER, ProgressWatch, check_store, create_store
 from stream.sinks import ClickHouseSink, ClickHouseWriter, RunStats, open_client
 from stream.sinks.clickhouse import apply_retention, migrate
@@ -307,14 +308,19 @@ def _run_flow(
         )
     recovery = None
     watch: contextlib.AbstractContextManager = contextlib.nullcontext()
-    resumed = False
+    resumed, balanced = False, True
     if execution.recovery_dir is not None:
         root = execution.recovery_dir
         if execution.fresh:
             create_store(root, settings.stream.recovery_partitions, FLOW_ID)
-        resumed = check_store(root, FLOW_ID).starts > 0  # an earlier run may have written rows
+        store = check_store(root, FLOW_ID)
+        resumed = store.starts > 0  # an earlier run may have written rows
+        balanced = store.balanced_keys  # a store of an earlier version keeps its keys' names
         recovery = RecoveryConfig(root)
         watch = ProgressWatch(root, FLOW_ID, max(1.0, 2 * execution.snapshot_seconds))
+    placement = Placement(balanced, execution.process_id or 0, max(1, len(execution.addresses)))
+    if hasattr(source, "placement"):  # Kafka: each process reads the partitions whose state it holds
+        source.placement = placement
     flow = build_dataflow(
         source,
         parser,
@@ -332,6 +338,7 @@ def _run_flow(
             resumed=resumed,
             trending=trend_config(settings),
             max_batch_event_ms=int(settings.stream.max_batch_event_hours * 3_600_000),
+            placement=placement,
         ),
         stats,
         trending_sinks={"clickhouse_trending": sink.trending_sink()},

@@ -69,8 +69,9 @@ class StreamSettings(BaseModel):
         default=1,
         ge=1,
         le=4096,
-        description="customer shards (one per process is fastest: one predict call per batch; "
-        "scale-out wants >= 8 per process)",
+        description="customer shards, fixed for a recovery store; shard i runs on process i % processes: one per "
+        "process is fastest (one predict call per batch), a multiple of every process count you will run "
+        "keeps them even",
     )
     batch_size: int = Field(
         default=50_000, ge=1, le=1_000_000, description="file replay batch: one refresh per customer per batch"

@@ -22,13 +22,16 @@
     dead letters of parse, watermark and customers (a typed stream of DeadLetter)
       -> clickhouse_dead_letters: the dead_letters table
       -> dead_letter_topic (optional): a Kafka topic as well
+
+The keyed steps' state is named by FlowConfig.placement (stream/placement.py):
+shard i on worker i % w, a partition's state on the worker that reads it.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bytewax.operators as op
@@ -41,6 +44,7 @@ from schemas.events import DeadLetter, EventRecord
 from schemas.groups import GroupCatalog
 from stream.eventcut import EventTimeCut
 from stream.parse import EventParser, ParsedBatch
+from stream.placement import Placement
 from stream.regroup import GroupArchive, ShardMigration
 from stream.shard import (
     CustomerShard,
@@ -144,6 +148,7 @@ class FlowConfig:
     resumed: bool = False  # an earlier run used the recovery store: shards rewrite their rows once
     trending: TrendConfig | None = None  # None: no trending steps
     max_batch_event_ms: int = 0  # > 0: replay batches span at most one such event-time window (stream/eventcut.py)
+    placement: Placement = field(default_factory=Placement)  # the names of the keyed steps' state (stream/placement.py)
 
 
 class TrendLogic(StatefulLogic[TrendInput, TrendClosed, bytes]):
@@ -188,14 +193,18 @@ def _restore(snapshot: bytes, cls: type):
     return state
 
 
-def route(n_shards: int, batch: ParsedBatch) -> list[tuple[str, ShardInput]]:
-    """Split a batch by shard; every shard hears where the partition stands, so expiry reaches all customers."""
+def route(n_shards: int, batch: ParsedBatch, keys: Sequence[str] | None = None) -> list[tuple[str, ShardInput]]:
+    """Split a batch by shard; every shard hears where the partition stands, so expiry reaches all customers.
+
+    ``keys`` names each shard's state (``Placement.shard_key``; None: its number).
+    """
     parts: list[list[EventRecord]] = [[] for _ in range(n_shards)]
     for rec in batch.records:
         parts[shard_of(rec.user_id, n_shards)].append(rec)
     broadcast = batch.tick_ms is not None or batch.idle or batch.watermark is not None
+    names = keys if keys is not None else [str(s) for s in range(n_shards)]
     return [
-        (str(s), ShardInput(s, p, batch.tick_ms, batch.part, batch.n_parts, batch.idle, batch.watermark))
+        (names[s], ShardInput(s, p, batch.tick_ms, batch.part, batch.n_parts, batch.idle, batch.watermark))
         for s, p in enumerate(parts)
         if p or broadcast
     ]
@@ -239,8 +248,11 @@ def build_dataflow(
     layout = state_layout(cfg, catalog.groups, n_shards)
     base, groups = base_layout(cfg, n_shards), group_keys(catalog.groups)
     migration = ShardMigration(cfg, layout, base, groups, archive)
+    placement = flow_cfg.placement
+    shard_keys = [placement.shard_key(s) for s in range(n_shards)]
     side = (
-        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers.stateful_batch")  # _customer_shards' inner step
+        # _customer_shards' inner step
+        ShardSnapshots(flow_cfg.recovery_dir, f"{flow_id}.customers.stateful_batch", shard_keys)
         if flow_cfg.recovery and flow_cfg.recovery_dir is not None
         else None
     )
@@ -258,15 +270,19 @@ def build_dataflow(
     flow = Dataflow(flow_id)
     raw = op.input("read", flow, source)
     parsed = op.map("parse", raw, parse)
-    by_partition = op.key_on("by_partition", parsed, lambda pb: pb.part)
+
+    def partition_key(pb: ParsedBatch) -> str:
+        return placement.partition_key(pb.part, pb.index)
+
+    by_partition = op.key_on("by_partition", parsed, partition_key)
     judged = op.map("unkey_partition", op.stateful_map("watermark", by_partition, judge), lambda kv: kv[1])
     rejected = op.flat_map("parse_errors", judged, lambda pb: pb.dead)
     if flow_cfg.max_batch_event_ms > 0:
-        by_part = op.key_on("cut_by_partition", judged, lambda pb: pb.part)
+        by_part = op.key_on("cut_by_partition", judged, partition_key)
         cut = op.stateful_map("event_time_cut", by_part, EventTimeCut(flow_cfg.max_batch_event_ms))
-        routed = op.flat_map("route", cut, lambda kv: [r for pb in kv[1] for r in route(n_shards, pb)])
+        routed = op.flat_map("route", cut, lambda kv: [r for pb in kv[1] for r in route(n_shards, pb, shard_keys)])
     else:
-        routed = op.flat_map("route", judged, lambda pb: route(n_shards, pb))
+        routed = op.flat_map("route", judged, lambda pb: route(n_shards, pb, shard_keys))
 
     def builder(resume: bytes | None) -> ShardLogic:
         # Bytewax does not pass the key; the shard number arrives with each ShardInput.
@@ -288,7 +304,7 @@ def build_dataflow(
         snapshots = flow_cfg.recovery
 
         def trend_route(o: ShardOutput) -> list[tuple[str, TrendInput]]:
-            return tcfg.route(catalog, o.shard, o.applied, o.horizon, o.horizon_moved)
+            return tcfg.route(catalog, o.shard, o.applied, o.horizon, o.horizon_moved, placement.shard_key)
 
         def trend_builder(resume: bytes | None) -> TrendLogic:
             shard = _restore(resume, TrendShard) if resume is not None else TrendShard()

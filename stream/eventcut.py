@@ -81,7 +81,11 @@ class EventTimeCut:
             held.records.append(rec)
             held.watermark = wm
         if batch.idle:  # ended or quiet: the open window leaves now, marked idle; its watermark stays
-            out.append(ParsedBatch(part=batch.part, n_parts=batch.n_parts, idle=True, watermark=batch.watermark))
+            out.append(
+                ParsedBatch(
+                    part=batch.part, n_parts=batch.n_parts, idle=True, watermark=batch.watermark, index=batch.index
+                )
+            )
             if held is not None:
                 out[-1].records, held = held.records, OpenSpan(held.window, held.watermark)
         return held, out
@@ -89,5 +93,10 @@ class EventTimeCut:
     @staticmethod
     def _leave(held: OpenSpan, batch: ParsedBatch, idle: bool) -> ParsedBatch:
         return ParsedBatch(
-            records=held.records, part=batch.part, n_parts=batch.n_parts, idle=idle, watermark=held.watermark
+            records=held.records,
+            part=batch.part,
+            n_parts=batch.n_parts,
+            idle=idle,
+            watermark=held.watermark,
+            index=batch.index,
         )

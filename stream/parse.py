@@ -42,6 +42,7 @@ class ParsedBatch:
     n_parts: int = 1
     idle: bool = False
     watermark: int | None = None
+    index: int | None = None  # the partition's position among its source's (SourceBatch.index)
 
 
 def payload_text(payload: Any) -> str:
@@ -180,6 +181,7 @@ class EventParser:
             part=batch.part,
             n_parts=batch.n_parts,
             idle=batch.idle or batch.final,
+            index=batch.index,
         )
         limit = self.future_limit_ms()
         records, dead = out.records, out.dead

@@ -28,6 +28,11 @@ not depend on how many processes run. Every process of a run opens the same
 directory (shared storage on a cluster), and Bytewax assigns the partitions
 to whichever workers there are, so a flow stopped with N processes resumes
 with M.
+
+State keys: a store whose shards hold state under the plain names of earlier
+versions (``"3"``; their partitions under ``"topic/0"``) is resumed with
+those names; any other gets ``stream.placement``'s balanced ones
+(``StoreState.balanced_keys``).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class StoreState:
     partitions: int
     executions: int  # runs Bytewax has recorded in the store
     starts: int = 0  # runs started on the store before this one (a run may write rows before Bytewax records it)
+    # its shards' and partitions' state under stream.placement's balanced names (an empty store: yes)
+    balanced_keys: bool = True
 
 
 def _files(root: Path) -> list[Path]:
@@ -108,8 +115,8 @@ def _write_marker(root: Path, marker: dict) -> None:
     tmp.replace(root / MARKER)
 
 
-def _read_partition(path: Path, thorough: bool) -> tuple[list[tuple[int, int]], int, set[str]]:
-    """(index, count) rows, executions recorded and snapshot step ids of one partition file."""
+def _read_partition(path: Path, thorough: bool) -> tuple[list[tuple[int, int]], int, set[tuple[str, str]]]:
+    """(index, count) rows, executions recorded and the (step id, state key) pairs of the snapshots of one file."""
     con = sqlite3.connect(path)
     try:
         check = con.execute("PRAGMA quick_check").fetchone() if thorough else ("ok",)
@@ -122,10 +129,10 @@ def _read_partition(path: Path, thorough: bool) -> tuple[list[tuple[int, int]], 
             raise sqlite3.DatabaseError(msg)
         parts = [(int(i), int(n)) for i, n in con.execute("SELECT part_index, part_count FROM parts")]
         (max_ex,) = con.execute("SELECT MAX(ex_num) FROM exs").fetchone()
-        steps = {s for (s,) in con.execute("SELECT DISTINCT step_id FROM snaps")}
+        keys = set(con.execute("SELECT DISTINCT step_id, state_key FROM snaps"))
     finally:
         con.close()
-    return parts, (0 if max_ex is None else int(max_ex) + 1), steps
+    return parts, (0 if max_ex is None else int(max_ex) + 1), keys
 
 
 def _scan(root: Path, flow_id: str, thorough: bool = True) -> StoreState:
@@ -133,16 +140,23 @@ def _scan(root: Path, flow_id: str, thorough: bool = True) -> StoreState:
     where: dict[int, Path] = {}
     counts: set[int] = set()
     executions = 0
+    # the shard steps, whose keys Placement names (inner steps' ids start so: "<flow>.customers.stateful_batch")
+    named = (f"{flow_id}.customers.", f"{flow_id}.trending.")
+    balanced = True
     for path in _files(root):
         try:
-            parts, ex, steps = _read_partition(path, thorough)
+            parts, ex, keys = _read_partition(path, thorough)
         except sqlite3.DatabaseError as exc:
             msg = (
                 f"recovery store file {path} is damaged ({exc}): restore the whole directory from one backup, "
                 "or remove it and start afresh with --fresh"
             )
             raise RecoveryStoreError(msg) from exc
-        foreign = sorted(s for s in steps if not s.startswith(f"{flow_id}."))
+        if thorough:  # not in ProgressWatch's child, which has no numpy (-S) and records executions only
+            from stream.placement import is_balanced_key
+
+            balanced = balanced and all(is_balanced_key(k) for s, k in keys if s.startswith(named))
+        foreign = sorted({s for s, _ in keys if not s.startswith(f"{flow_id}.")})
         if foreign:
             msg = f"recovery store {root} holds state of another dataflow (steps {foreign[:3]}): use its own directory"
             raise RecoveryStoreError(msg)
@@ -164,7 +178,7 @@ def _scan(root: Path, flow_id: str, thorough: bool = True) -> StoreState:
     if missing:
         msg = f"recovery store {root} is incomplete: partitions {missing} of {n} are missing; restore the directory"
         raise RecoveryStoreError(msg)
-    return StoreState(n, executions)
+    return StoreState(n, executions, balanced_keys=balanced)
 
 
 def check_store(root: Path, flow_id: str, starting: bool = True) -> StoreState:
@@ -198,7 +212,7 @@ def check_store(root: Path, flow_id: str, starting: bool = True) -> StoreState:
         raise RecoveryStoreError(msg)
     starts = int((marker or {}).get("starts", state.executions))
     record_progress(root, flow_id, state, starts + starting)
-    return StoreState(state.partitions, state.executions, starts)
+    return StoreState(state.partitions, state.executions, starts, state.balanced_keys)
 
 
 def record_progress(root: Path, flow_id: str, state: StoreState, starts: int | None = None) -> None:

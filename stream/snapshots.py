@@ -83,7 +83,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -417,12 +417,16 @@ class ShardSnapshots:
 
     ``step_id`` is the stateful step's id in Bytewax's store (``<flow>.customers``):
     its markers there bound compaction. One instance per process; it keeps one
-    open ``ShardStore`` per shard that process holds.
+    open ``ShardStore`` per shard that process holds. ``keys``: each shard's state
+    key in that step (``Placement.shard_key``; None: its number).
     """
 
-    def __init__(self, root: Path, step_id: str, floors_every_s: float = FLOORS_EVERY_S):
+    def __init__(
+        self, root: Path, step_id: str, keys: Sequence[str] | None = None, floors_every_s: float = FLOORS_EVERY_S
+    ):
         self.root = root
         self.step_id = step_id
+        self.keys = keys
         self.floors_every_s = floors_every_s
         self._stores: dict[int, ShardStore] = {}
         self._floors: dict[str, int] = {}
@@ -436,7 +440,7 @@ class ShardSnapshots:
             got = marker_floors(self.root, self.step_id)
             if got is not None:
                 self._floors, self._floors_at = got, now
-        return self._floors.get(str(shard))
+        return self._floors.get(self.keys[shard] if self.keys is not None else str(shard))
 
     def _store(self, shard: int) -> ShardStore:
         store = self._stores.get(shard)

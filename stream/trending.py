@@ -43,7 +43,7 @@ import math
 import re
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -284,11 +284,18 @@ class TrendConfig:
     # -- step 0: from a customer shard's output to trend shards --------------------------------------------
 
     def route(
-        self, catalog: GroupCatalog, source: int, applied: Iterable[EventRecord], horizon: int | None, moved: bool
+        self,
+        catalog: GroupCatalog,
+        source: int,
+        applied: Iterable[EventRecord],
+        horizon: int | None,
+        moved: bool,
+        name: Callable[[int], str] = str,
     ) -> list[tuple[str, TrendInput]]:
         """Count ``applied`` per trend shard, bucket and series (items, their groups but ``all``, their category).
 
-        Every trend shard hears a moved horizon, so windows close everywhere.
+        Every trend shard hears a moved horizon, so windows close everywhere. ``name``
+        names a trend shard's state (``stream.placement.Placement.shard_key``).
         """
         n, b = self.shards, self.bucket_ms
         names, all_index, categories = catalog.names, catalog.all_index, self.categories
@@ -307,7 +314,7 @@ class TrendConfig:
                     s = shard_of[scope, key] = zlib.crc32(f"{scope}|{key}".encode()) % n
                 k = (bucket, scope, key, rec.type_index)
                 parts[s][k] = parts[s].get(k, 0) + 1
-        return [(str(s), TrendInput(s, source, counts, horizon)) for s, counts in enumerate(parts) if counts or moved]
+        return [(name(s), TrendInput(s, source, counts, horizon)) for s, counts in enumerate(parts) if counts or moved]
 
     # -- step 1: a trend shard ----------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class SourceBatch:
     # its rows are `{part}:row{first_row + i}`.
     columns: Any = None
     first_row: int = 1
+    # the partition's position among its source's, by which ``stream.placement`` names its state (None: by ``part``)
+    index: int | None = None
 
     def __len__(self) -> int:
         return len(self.records) if self.columns is None else self.columns.num_rows

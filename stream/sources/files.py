@@ -94,7 +94,12 @@ def _parquet_batches(path: Path, batch_size: int, skip: int) -> Iterator[tuple[i
 
 
 def read_batches(
-    path: Path, batch_size: int, skip: int = 0, n_parts: int = 1, mapping: ColumnMapping | None = None
+    path: Path,
+    batch_size: int,
+    skip: int = 0,
+    n_parts: int = 1,
+    mapping: ColumnMapping | None = None,
+    index: int = 0,
 ) -> Iterator[SourceBatch]:
     """Batches of one file after its first ``skip`` records; the last one is marked final.
 
@@ -106,14 +111,14 @@ def read_batches(
     if file_format(path) == "parquet":
         _require_columns(path, _parquet_columns(path), mapping)
         batches = (
-            SourceBatch([], None, part, n_parts, columns=b, first_row=first)
+            SourceBatch([], None, part, n_parts, columns=b, first_row=first, index=index)
             for first, b in _parquet_batches(path, batch_size, skip)
         )
     else:
         records = read_records(path, skip, mapping)
         chunks = iter(lambda: list(itertools.islice(records, batch_size)), [])
-        batches = (SourceBatch(c, None, part, n_parts) for c in chunks)
-    last = SourceBatch([], None, part, n_parts)
+        batches = (SourceBatch(c, None, part, n_parts, index=index) for c in chunks)
+    last = SourceBatch([], None, part, n_parts, index=index)
     for batch in batches:
         if len(last):
             yield last
@@ -123,9 +128,11 @@ def read_batches(
 
 
 class _FilePartition(StatefulSourcePartition[SourceBatch, int]):
-    def __init__(self, path: Path, batch_size: int, resume: int | None, n_parts: int, mapping: ColumnMapping | None):
+    def __init__(
+        self, path: Path, batch_size: int, resume: int | None, n_parts: int, mapping: ColumnMapping | None, index: int
+    ):
         self._emitted = resume or 0
-        self._batches = read_batches(path, batch_size, self._emitted, n_parts, mapping)
+        self._batches = read_batches(path, batch_size, self._emitted, n_parts, mapping, index)
 
     def next_batch(self) -> list[SourceBatch]:
         batch = next(self._batches)  # StopIteration after the final batch ends the partition
@@ -153,4 +160,5 @@ class FileReplaySource(FixedPartitionedSource[SourceBatch, int]):
         return [str(p) for p in self.paths]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(Path(for_part), self.batch_size, resume_state, len(self.paths), self.mapping)
+        index = [str(p) for p in self.paths].index(for_part)
+        return _FilePartition(Path(for_part), self.batch_size, resume_state, len(self.paths), self.mapping, index)

@@ -39,6 +39,7 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream.placement import Placement
 from stream.sources.base import SourceBatch, SourceError
 from stream.ticks import TickBoard
 
@@ -270,7 +271,11 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
             if self._ticks is not None and self._partition == 0:
                 self._ticks.last_tick = now
             part = f"{self._topic}/{self._partition}"
-            return [SourceBatch(records, tick, part, self._n_parts, final=self._ended, idle=self._idle)]
+            return [
+                SourceBatch(
+                    records, tick, part, self._n_parts, final=self._ended, idle=self._idle, index=self._partition
+                )
+            ]
         return []
 
     def _read_to_end(self) -> bool:
@@ -329,6 +334,8 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         self.exit_when_idle = exit_when_idle
         self.clock = clock
         self.ticks = ticks  # None: partition 0 ticks every tick_seconds (a run of several processes)
+        # Set by the run: with balanced keys each process lists only the partitions whose state it holds.
+        self.placement = Placement()
         self._n_parts = 0
         self._readers: dict[int, _TopicReader] = {}  # worker thread -> the consumer of its partitions
         self._readers_lock = threading.Lock()
@@ -350,9 +357,11 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
             why = topic.error.str() if topic is not None and topic.error is not None else "not found"
             msg = f"kafka topic {self.topic!r}: {why} (create it with `propstream init`)"
             raise SourceError(msg)
-        parts = [str(p) for p in sorted(topic.partitions)]
+        parts = sorted(topic.partitions)
         self._n_parts = len(parts)
-        return parts
+        # Bytewax makes a listed partition's reader one of the workers that list it; listed here only on the
+        # worker that holds its watermark state, its batches reach the shards without a hop between processes.
+        return [str(p) for p in parts if self.placement.reads(f"{self.topic}/{p}", p)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
         worker = threading.get_ident()  # Bytewax builds and runs a worker's partitions on its thread

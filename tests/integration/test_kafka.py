@@ -7,6 +7,7 @@ Central once. These tests never skip: no broker is a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,6 +20,9 @@ from confluent_kafka.admin import AdminClient
 
 from propstream import app
 from schemas.mapping import ColumnMapping
+from stream.dataflow import FLOW_ID
+from stream.placement import Placement, worker_of
+from stream.recovery import check_store, create_store
 from stream.sources.base import SourceError
 from tests.integration.conftest import make_settings, write_events
 from tests.integration.dump import merge, values
@@ -112,6 +116,53 @@ def test_poison_messages_go_to_dead_letters_and_the_flow_goes_on(world, trained_
             got.append(json.loads(m.value()))
     c.close()
     assert sorted(g["reason"] for g in got) == sorted(r for r, _ in dead)
+
+
+def test_each_process_reads_the_partitions_whose_watermark_state_it_holds(bootstrap):
+    from stream.sources.kafka import KafkaSource
+
+    topic = new_topic(bootstrap, 8)
+    listed = []
+    for worker in range(2):
+        source = KafkaSource(bootstrap, topic)
+        source.placement = Placement(True, worker, 2)
+        listed.append(source.list_parts())
+    assert sorted(listed[0] + listed[1], key=int) == [str(p) for p in range(8)]  # each read once
+    key = Placement().partition_key  # the watermark step's key: its worker is the reader, no hop between processes
+    assert [[worker_of(key(f"{topic}/{p}", int(p)), 2) for p in parts] for parts in listed] == [[0] * 4, [1] * 4]
+    source = KafkaSource(bootstrap, topic)
+    source.placement = Placement(False, 1, 2)  # a store's plain keys: Bytewax assigns every partition
+    assert source.list_parts() == [str(p) for p in range(8)]
+
+
+def test_a_store_an_earlier_version_wrote_resumes_under_its_plain_state_keys(
+    world, bootstrap, tmp_path, chdb_dsn, monkeypatch
+):
+    """Stores made before stream.placement hold shard "0".."n-1" and partition "topic/p" state: a resume keeps them."""
+    topic = new_topic(bootstrap, 2)
+    half = len(world.events) // 2
+    produce_events(bootstrap, topic, world.events[:half], tmp_path / "a.jsonl")
+    store = tmp_path / "recovery"
+    resumed = kafka_settings(make_settings(tmp_path / "resumed", world, chdb_dsn), bootstrap, topic)
+    real_check = app.check_store
+
+    def as_earlier_versions(*a, **k):  # a run of the earlier version: every store's keys plain
+        return dataclasses.replace(real_check(*a, **k), balanced_keys=False)
+
+    monkeypatch.setattr(app, "check_store", as_earlier_versions)
+    run_kafka(resumed, execution=app.Execution(recovery_dir=store, snapshot_seconds=0.2, fresh=True), with_models=False)
+    monkeypatch.undo()
+    assert not check_store(store, FLOW_ID, starting=False).balanced_keys  # told apart by the keys it holds
+    create_store(tmp_path / "empty", 2, FLOW_ID)
+    assert check_store(tmp_path / "empty", FLOW_ID, starting=False).balanced_keys  # nothing to keep: the new names
+    produce_events(bootstrap, topic, world.events[half:], tmp_path / "b.jsonl")
+    stats = run_kafka(resumed, execution=app.Execution(recovery_dir=store, snapshot_seconds=0.2), with_models=False)
+    assert stats.applied + stats.dead_letters == len(world.events) - half
+
+    one_go = kafka_settings(make_settings(tmp_path / "one_go", world, chdb_dsn), bootstrap, topic)
+    run_kafka(one_go, with_models=False)
+    a, b = stored_features(resumed), stored_features(one_go)
+    assert a.keys() == b.keys() and all((a[u] == b[u]).all() for u in a)
 
 
 def test_resume_after_retention_deleted_the_offsets_fails_loudly(world, trained_dir, bootstrap, tmp_path, chdb_dsn):
