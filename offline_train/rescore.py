@@ -8,9 +8,15 @@ production until the stream next starts.
 A group is rescored when any of its rows in ``scores`` came from another model
 version, or when customers in ``customer_features`` have no score for it (a
 run without models). Rows are written as the stream would write them at its
-last clock: as-of the newest ``customer_features`` row, version from that time
-and the customer's own sequence, so they replace the old rows and a later
-stream update replaces them in turn.
+last clock: as-of the newest ``customer_features`` or ``scores`` row, version
+from that time and the customer's own sequence, so they replace the old rows
+and a later stream update replaces them in turn. Scores can be newer than the
+newest stored features: a live run without a recovery store writes
+``customer_features`` every ``stream.sink_archive_flush_seconds`` and the
+scores every ``stream.sink_flush_seconds``, so a kill -9 can lose the last
+features of scores it wrote. The clock and each customer's sequence are
+therefore the larger of both tables', and such a customer is rescored on the
+features it has.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from models.scorer import ProductionModels
-from schemas.tables import CUSTOMER_FEATURES, SCORE_TABLES, SCORES, row_version
+from schemas.tables import CUSTOMER_FEATURES, SCORE_TABLES, SCORES, VERSION_SHIFT, row_version
 from stream.state import StateConfig
 
 SCORE_COLUMNS = list(SCORES.inserted)
@@ -35,6 +41,11 @@ class RescoreResult:
     groups: list[str] = field(default_factory=list)
     customers: int = 0
     rows: int = 0
+
+
+def _seq(version: int) -> int:
+    """The per-customer sequence bits of a row version (``row_version``'s low bits)."""
+    return int(version) & ((1 << VERSION_SHIFT) - 1)
 
 
 def stale_groups(client: Any, database: str, models: ProductionModels) -> list[int]:
@@ -68,8 +79,11 @@ def bulk_rescore(
         return result
     names = models.spec.groups
     result.groups = [names[gi] for gi in groups]
-    features = CUSTOMER_FEATURES.at(database)
-    clock = client.query(f"SELECT toUnixTimestamp64Milli(max(as_of)) FROM {features}").result_rows[0][0]
+    features, scores = CUSTOMER_FEATURES.at(database), SCORES.at(database)
+    clock = client.query(
+        f"SELECT greatest((SELECT toUnixTimestamp64Milli(max(as_of)) FROM {features}), "
+        f"(SELECT toUnixTimestamp64Milli(max(as_of)) FROM {scores}))"
+    ).result_rows[0][0]
     index = cfg.spec.index
     last = ""
     while True:
@@ -85,7 +99,15 @@ def bulk_rescore(
             for name, value in feats.items():
                 rows[i, index[name]] = value
         users = [u for u, _, _ in batch]
-        versions = [row_version(clock, v) for _, _, v in batch]  # keeps the sequence bits of the features' version
+        scored = dict(
+            client.query(
+                f"SELECT user_id, max(version) FROM {scores} WHERE user_id > {{last:String}} "
+                "AND user_id <= {upto:String} GROUP BY user_id",
+                parameters={"last": last, "upto": users[-1]},
+            ).result_rows
+        )
+        # the sequence bits of the customer's newest row, features or scores
+        versions = [row_version(clock, max(_seq(v), _seq(scored.get(u, 0)))) for u, _, v in batch]
         cols: dict[str, list] = {c: [] for c in SCORE_COLUMNS}
         for gi in groups:
             scorer = models.scorers[gi]

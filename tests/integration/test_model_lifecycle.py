@@ -14,9 +14,10 @@ from offline_train.dataset import build_examples
 from propstream import app
 from propstream.cli import main
 from schemas.events import Event
+from schemas.tables import SCORE_TABLES, row_version
 from stream.state import StateConfig
 from tests.integration.conftest import PLAN, SMALL_DATA_PARAMS, make_settings, write_events
-from tests.integration.helpers import assert_scores_current, query, run
+from tests.integration.helpers import assert_scores_current, query, run, stored_features
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +241,36 @@ def test_a_cli_rollback_while_a_stream_runs_rescores_every_customer_of_the_group
         timeout=300,
     )
     assert got.stdout.splitlines()[1:] == ["1,production,oncall,v2 misfires", "2,archived,oncall,v2 misfires"]
+
+
+def test_a_bulk_rescore_replaces_scores_newer_than_the_newest_stored_features(world, trained_dir, tmp_path, chdb_dsn):
+    """A live run without a recovery store killed -9 loses up to 2 s of ``customer_features`` (written every
+    ``stream.sink_archive_flush_seconds``) while the score rows of that time are written: a rescore still wins."""
+    shutil.copytree(trained_dir / "models", tmp_path / "models")
+    settings = make_settings(tmp_path, world, chdb_dsn)
+    run(settings, [write_events(tmp_path / "ev.jsonl", world.events)])
+    assert assert_scores_current(settings)["coffee"] == 1
+    # What the kill leaves: coffee scores of v1, a second after the newest features row of any customer.
+    ((clock,),) = query(settings, "SELECT toUnixTimestamp64Milli(max(as_of)) FROM {db}.customer_features")
+    users = sorted(stored_features(settings))[:5]
+    later = clock + 1_000
+    cols = {
+        "user_id": users,
+        "group_id": ["coffee"] * len(users),
+        "score": [0.5] * len(users),
+        "model_version": [1] * len(users),
+        "as_of": [later] * len(users),
+        "version": [row_version(later, 0)] * len(users),
+    }
+    client = app.client_for(settings)
+    for table in SCORE_TABLES:
+        names = list(table.inserted)
+        client.insert(
+            table.at(settings.clickhouse.database), [cols[c] for c in names], column_names=names, column_oriented=True
+        )
+
+    records = [Event.model_validate(e).to_record("t") for e in world.events]
+    app.train(
+        settings, records, groups=["coffee"], plan=PLAN, progress=lambda _: None, params=SMALL_DATA_PARAMS, force=True
+    )
+    assert assert_scores_current(settings)["coffee"] == 2  # every customer's, the five with newer scores too
