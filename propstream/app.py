@@ -351,6 +351,11 @@ def _run_flow(
         recovery_note = f"recovery store {execution.recovery_dir}" if execution.recovery_dir else "no recovery"
         board_note = f", dashboard on {board.url}" if board is not None else ""
         progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}{board_note}")
+        if placement.workers > 1 and not placement.shards_held(settings.stream.n_shards):
+            progress(
+                f"process {placement.worker} holds none of the {settings.stream.n_shards} customer shard(s): it reads "
+                f"and routes events only (stream.n_shards >= {placement.workers} spreads them; fixed for a store)"
+            )
     stats.started = time.perf_counter()
     collector = collected_every(settings.stream.gc_seconds, settings.stream.gc_full_seconds, stats.gc_pauses)
     with collector, watch, board or contextlib.nullcontext():

@@ -133,6 +133,10 @@ class Placement:
         """The partition steps' state key of ``part``, its source's ``index``-th partition (None: not known)."""
         return balanced_key(index) if self.balanced and index is not None else part
 
+    def shards_held(self, n_shards: int) -> int:
+        """How many of ``n_shards`` customer shards this worker holds."""
+        return sum(worker_of(self.shard_key(s), self.workers) == self.worker for s in range(n_shards))
+
     def reads(self, part: str, index: int) -> bool:
         """Whether this worker should read partition ``part``: the one that holds its state (always, unbalanced)."""
         return not self.balanced or worker_of(self.partition_key(part, index), self.workers) == self.worker

@@ -78,3 +78,12 @@ def test_a_placement_names_keys_and_reads_the_partitions_it_holds():
     assert mine == [[0, 2, 4, 6], [1, 3, 5, 7]]
     assert Placement().shard_key(3) == balanced_key(3) != "3"
     assert Placement().partition_key("p1", None) == "p1"  # a source that does not number its partitions
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_a_process_knows_how_many_shards_it_holds(workers: int):
+    for n in (1, workers - 1, workers, 2 * workers + 1):
+        held = [Placement(True, w, workers).shards_held(n) for w in range(workers)]
+        assert held == [len(range(w, n, workers)) for w in range(workers)]  # shard i on i % workers
+    plain = [Placement(False, w, 2).shards_held(16) for w in range(2)]
+    assert sorted(plain) == [6, 10]
