@@ -15,7 +15,7 @@ lie over w workers as evenly as n allows, whatever w a run or its resume has,
 and the names never change (a recovery store keeps state by name).
 
 ``Placement`` is how a run names its keys: stores made before these names
-keep the plain ones (``stream.recovery`` records which a store has).
+keep the plain ones (``stream.recovery`` tells them apart by the keys they hold).
 """
 
 from __future__ import annotations
