@@ -1,7 +1,13 @@
-"""Benchmark: replay The Complete Journey through the dataflow into chDB, one worker.
+"""Benchmark: replay The Complete Journey through the dataflow into chDB.
 
     python bench/replay.py [--data-dir DIR] [--batch-size N] [--limit N] [--gc-seconds S]
                            [--max-batch-event-hours H] [--sink-flush-seconds S] [--timers]
+                           [--processes N]
+
+``--processes N`` (> 1) runs N processes of one dataflow (``--process-id/--addresses``,
+one chDB each in a temporary directory, at least N shards: shard i on process i % N);
+the file is one partition, read by one of them. Its events/s is the events over the
+slowest process's time; rows are summed.
 
 Uses the production models already registered under the data dir (run
 `propstream demo` or `propstream train` first; without models it measures
@@ -18,6 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -125,21 +135,31 @@ def main() -> None:
         help="the sink's buffer age (0: one insert per table per batch)",
     )
     ap.add_argument("--timers", action="store_true", help="also print seconds per step")
+    ap.add_argument("--processes", type=int, default=1, help="processes of one dataflow (one chDB each)")
+    ap.add_argument("--process-id", type=int, help=argparse.SUPPRESS)  # a process of --processes
+    ap.add_argument("--addresses", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--chdb-dir", help=argparse.SUPPRESS)
     ap.add_argument(
         "--history-auc",
         metavar="DATE",
         help="also print each group's ROC AUC of score_history as of DATE (e.g. 2017-12-01) next to its model card's",
     )
     args = ap.parse_args()
+    if args.processes > 1 and args.process_id is None:
+        if args.timers or args.history_auc:
+            ap.error("--timers and --history-auc measure one process: leave out --processes")
+        print(json.dumps(run_processes(args)))
+        return
     seconds: Counter = Counter()
     if args.timers:
         add_timers(seconds)
     data_dir = Path(args.data_dir)
     events, catalog = completejourney.prepare(data_dir)
     if args.limit:
-        table = pq.read_table(events)
-        events = data_dir / "completejourney" / f"transactions_{args.limit}.parquet"
-        pq.write_table(table.slice(0, args.limit), events)
+        cut = data_dir / "completejourney" / f"transactions_{args.limit}.parquet"
+        if args.process_id is None:  # the processes of --processes read the parent's
+            pq.write_table(pq.read_table(events).slice(0, args.limit), cut)
+        events = cut
     db = f"bench_{uuid.uuid4().hex[:8]}"
     settings = Settings(
         data_dir=data_dir,
@@ -153,9 +173,14 @@ def main() -> None:
             sink_flush_seconds=args.sink_flush_seconds,
         ),
         clickhouse={"database": db},
+        **({"clickhouse_dsn": f"chdb://{args.chdb_dir}"} if args.chdb_dir else {}),
     )
     source = app.build_source(settings, [events])
-    stats = app.run_stream(settings, source, load_mapping(completejourney.MAPPING_FILE), progress=None)
+    addresses = tuple(a for a in args.addresses.split(",") if a)
+    execution = app.Execution(process_id=args.process_id, addresses=addresses)
+    stats = app.run_stream(
+        settings, source, load_mapping(completejourney.MAPPING_FILE), progress=None, execution=execution
+    )
     client = app.client_for(settings)
     n_models = len([p for p in settings.models_dir.glob("*/PRODUCTION")]) if settings.models_dir.exists() else 0
     result = {
@@ -177,6 +202,69 @@ def main() -> None:
         result["history_auc"] = history_auc(settings, client, db, events, datetime.fromisoformat(args.history_auc))
     client.command(f"DROP DATABASE IF EXISTS {db}")
     print(json.dumps(result))
+
+
+def run_processes(args: argparse.Namespace) -> dict:
+    """Run ``args.processes`` processes of this script as one dataflow; their figures together."""
+    n = args.processes
+    if args.limit:  # written once, before the processes read it
+        data_dir = Path(args.data_dir)
+        events, _ = completejourney.prepare(data_dir)
+        pq.write_table(
+            pq.read_table(events).slice(0, args.limit),
+            data_dir / "completejourney" / f"transactions_{args.limit}.parquet",
+        )
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    addresses = ",".join(f"127.0.0.1:{p}" for p in ports)
+    base = sys.argv[1:]
+    if "--processes" in base:
+        i = base.index("--processes")
+        base = base[:i] + base[i + 2 :]
+    base = [a for a in base if not a.startswith("--processes=")]
+    shards = max(args.shards, n)
+    with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    *base,
+                    "--shards",
+                    str(shards),
+                    "--process-id",
+                    str(k),
+                    "--addresses",
+                    addresses,
+                    "--chdb-dir",
+                    f"{tmp}/p{k}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(n)
+        ]
+        stdouts = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        msg = f"a process of the replay failed: exit codes {[p.returncode for p in procs]}"
+        raise SystemExit(msg)
+    outs = [json.loads(out.strip().splitlines()[-1]) for out in stdouts]
+    events = sum(o["events"] for o in outs)
+    slowest = max(o["seconds"] for o in outs)
+    return {
+        **outs[0],
+        "processes": n,
+        "shards": shards,
+        "events": events,
+        "seconds": slowest,
+        "events_per_s": round(events / slowest),
+        "score_rows": sum(o["score_rows"] for o in outs),
+        "feature_rows": sum(o["feature_rows"] for o in outs),
+        "per_process": [{k: o[k] for k in ("events", "seconds", "score_rows", "feature_rows")} for o in outs],
+    }
 
 
 if __name__ == "__main__":
