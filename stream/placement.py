@@ -26,33 +26,27 @@ from dataclasses import dataclass
 import numpy as np
 
 SPREAD = 840  # lcm(1..8)
-_MASK = (1 << 64) - 1
 _INIT = (0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573)
 
 
-def _rounds(v: list, n: int) -> None:
-    """``n`` SipRounds on v0..v3 (Python ints or uint64 arrays: both wrap at 64 bits here)."""
+def _rotl(x: np.ndarray, b: int) -> np.ndarray:
+    return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
 
-    def rotl(x, b: int):
-        if isinstance(x, int):
-            return ((x << b) | (x >> (64 - b))) & _MASK
-        return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
 
-    def add(a, b):
-        return (a + b) & _MASK if isinstance(a, int) else a + b
-
+def _rounds(v: list[np.ndarray], n: int) -> None:
+    """``n`` SipRounds on v0..v3, uint64 arrays (their sums wrap at 64 bits)."""
     v0, v1, v2, v3 = v
     for _ in range(n):
-        v0 = add(v0, v1)
-        v1 = rotl(v1, 13) ^ v0
-        v0 = rotl(v0, 32)
-        v2 = add(v2, v3)
-        v3 = rotl(v3, 16) ^ v2
-        v0 = add(v0, v3)
-        v3 = rotl(v3, 21) ^ v0
-        v2 = add(v2, v1)
-        v1 = rotl(v1, 17) ^ v2
-        v2 = rotl(v2, 32)
+        v0 = v0 + v1
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 = v2 + v3
+        v3 = _rotl(v3, 16) ^ v2
+        v0 = v0 + v3
+        v3 = _rotl(v3, 21) ^ v0
+        v2 = v2 + v1
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
     v[:] = [v0, v1, v2, v3]
 
 
@@ -137,6 +131,9 @@ class Placement:
         """How many of ``n_shards`` customer shards this worker holds."""
         return sum(worker_of(self.shard_key(s), self.workers) == self.worker for s in range(n_shards))
 
-    def reads(self, part: str, index: int) -> bool:
-        """Whether this worker should read partition ``part``: the one that holds its state (always, unbalanced)."""
-        return not self.balanced or worker_of(self.partition_key(part, index), self.workers) == self.worker
+    def reads(self, index: int) -> bool:
+        """Whether this worker should read its source's ``index``-th partition: the one that holds its state.
+
+        With plain names every worker lists every partition, and Bytewax assigns them.
+        """
+        return not self.balanced or worker_of(balanced_key(index), self.workers) == self.worker

@@ -361,7 +361,7 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         self._n_parts = len(parts)
         # Bytewax makes a listed partition's reader one of the workers that list it; listed here only on the
         # worker that holds its watermark state, its batches reach the shards without a hop between processes.
-        return [str(p) for p in parts if self.placement.reads(f"{self.topic}/{p}", p)]
+        return [str(p) for p in parts if self.placement.reads(p)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
         worker = threading.get_ident()  # Bytewax builds and runs a worker's partitions on its thread
