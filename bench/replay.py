@@ -23,6 +23,7 @@ gives the least CPU time their tree traversal takes).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import socket
 import subprocess
@@ -31,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,11 +51,15 @@ from stream.sinks.clickhouse import ClickHouseWriter
 from stream.state import StateConfig
 
 
-def add_timers(seconds: Counter) -> None:
-    """Wrap the dataflow's steps so each adds its wall time to ``seconds`` (nested: refresh within shard)."""
+def add_timers(seconds: Counter, patch: Callable[[type, str, object], None] = setattr) -> None:
+    """Wrap the dataflow's steps so each adds its wall time to ``seconds`` (nested: refresh within shard).
+
+    ``patch`` sets each wrapper on its class (a test passes ``monkeypatch.setattr``, which undoes them).
+    """
 
     def timed(cls: type, name: str, key) -> None:
         inner = getattr(cls, name)
+        static = isinstance(inspect.getattr_static(cls, name), staticmethod)
 
         def wrapper(*a, **kw):
             t = time.perf_counter()
@@ -62,20 +68,20 @@ def add_timers(seconds: Counter) -> None:
             finally:
                 seconds[key(a)] += time.perf_counter() - t
 
-        setattr(cls, name, wrapper)
+        patch(cls, name, staticmethod(wrapper) if static else wrapper)
 
     timed(EventParser, "parse_batch", lambda a: "parse")
-    timed(ShardProcessor, "process", lambda a: "shard")
+    timed(ShardProcessor, "process_many", lambda a: "shard")
     timed(ShardProcessor, "_refresh", lambda a: "shard: refresh (incl. scoring)")
     timed(ShardScoring, "predict", lambda a: "shard: scoring (own thread, overlaps refresh)")
     timed(ClickHouseWriter, "insert", lambda a: f"insert {a[1]}")
     predict = ShardScoring.predict
 
-    def counted(self, rows, plan):  # rows each group's model predicts: the tree traversal's share of the work
+    def counted(rows, plan, *rest):  # rows each group's model predicts: the tree traversal's share of the work
         seconds["rows predicted (all groups)"] += sum(len(idx) for _, idx, _ in plan)
-        return predict(self, rows, plan)
+        return predict(rows, plan, *rest)
 
-    ShardScoring.predict = counted  # type: ignore[method-assign]
+    patch(ShardScoring, "predict", staticmethod(counted))
 
 
 def history_auc(settings: Settings, client, db: str, events: Path, at: datetime) -> dict[str, list[float]]:
