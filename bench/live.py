@@ -20,7 +20,8 @@ chDB; production models copied from the data dir; `propstream demo` or
   script reads its chDB (a subprocess: one chDB path per process) and, for
   each event, finds the first `score_history` row of its customer refreshed at
   or after the event (``as_of`` >= produce time): freshness is that row's
-  ``written_at`` (stamped by ClickHouse on insert) minus the produce time.
+  ``written_at`` (when the refresh's scores became visible in ``scores``)
+  minus the produce time.
   Printed: p50, p99, max, the first event's (produced after the stream sat
   quiet for 10 s), events whose score never became visible, and the stream's
   CPU per second of load.

@@ -19,7 +19,7 @@ Prints a Markdown table (machine, command, figure) and writes it to
 2. **Freshness.** Per rate and process count, a fresh topic and fresh
    `propstream run --clock wall` processes; freshness of an event = the first
    `score_history` row of its customer refreshed at or after it
-   (``written_at``, stamped by ClickHouse) minus its produce time, read from
+   (``written_at``: when its scores became visible in ``scores``) minus its produce time, read from
    the processes' chDB after they exit (as bench/live.py). A rate is
    *sustained* when the producer kept it (>= 95 %), every event's score
    became visible, and the lag did not grow: the median freshness of the last

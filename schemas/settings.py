@@ -98,8 +98,8 @@ class StreamSettings(BaseModel):
         default=2.0,
         ge=0.0,
         description="the longest a row of the tables no reader waits for (events, customer_features, "
-        "item_activity) waits in the sink's buffer (at least sink_flush_seconds): fewer inserts and parts to merge; "
-        "the score tables still leave every sink_flush_seconds",
+        "item_activity, score_history) waits in the sink's buffer (at least sink_flush_seconds): fewer inserts and "
+        "parts to merge; scores still leave every sink_flush_seconds, and score_history's written_at is when they did",
     )
     allowed_lateness_hours: float = Field(
         default=24.0,

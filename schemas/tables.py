@@ -123,7 +123,8 @@ SCORE_HISTORY = Table(
     _SCORE_COLUMNS,
     "ReplacingMergeTree(version)",
     ("group_id", "user_id", "as_of", "model_version"),
-    "every change of a score",
+    "every change of a score; written_at: when the score became visible in scores (the sink writes this table "
+    "behind, and stamps each row with the time its scores' insert into scores returned)",
 )
 MODELS = Table(
     "models",

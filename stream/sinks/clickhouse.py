@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from schemas.tables import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
     SCORE_HISTORY,
-    SCORE_TABLES,
+    SCORES,
     TABLES,
     Migration,
     Table,
@@ -269,6 +270,16 @@ class TableBuffer:
     them for these tables (BENCHMARKS.md 6q). A batch counts as written
     (``written``) once the tables read for freshness are.
 
+    ``stamps`` (table -> (leader, column)): the rows of such a table carry in
+    ``column`` the wall-clock time (epoch ms, after the insert returned) at
+    which its leader's rows of the same batches were written, whenever they
+    are written themselves. ``score_history`` is written behind, every 2 s,
+    yet each of its rows says when its score became visible in ``scores``:
+    the freshness a reader sees (BENCHMARKS.md 6t). The two tables' rows come
+    in the same order from the same batches (``table_rows``), so the leader's
+    writes, counted in rows, stamp the follower's rows in order; a flush that
+    takes both writes the leader first.
+
     Inserts run on one writer thread, in the order the rows were taken: a
     full buffer is written while the dataflow goes on (it waits only when the
     next buffer is full before that write is done, so at most one buffer is
@@ -294,6 +305,7 @@ class TableBuffer:
         first: tuple[str, ...] = (),
         later: tuple[str, ...] = (),
         later_seconds: float = 0.0,
+        stamps: Mapping[str, tuple[str, str]] | None = None,
     ):
         self.writer = writer
         self.max_rows = max_rows
@@ -302,6 +314,9 @@ class TableBuffer:
         self.first = first
         self.later = frozenset(later)
         self.later_seconds = max(later_seconds, max_seconds)
+        self.stamps = dict(stamps or {})
+        # leader -> [rows, epoch ms] of its writes whose follower rows are not written yet (on the writer thread)
+        self._stamped: dict[str, deque[list[int]]] = {leader: deque() for leader, _ in self.stamps.values()}
         self._tables: TableRows = {}
         self._counts: list[Callable[[], None]] = []
         self._rows = 0
@@ -326,7 +341,7 @@ class TableBuffer:
                 else:
                     for name, values in columns.items():
                         held[name] += values
-                self._rows += len(next(iter(columns.values()), []))
+                self._rows += _n_rows(columns)
                 if table in self.later and self._later_since is None:
                     self._later_since = now
             self._counts.append(written)
@@ -389,15 +404,24 @@ class TableBuffer:
         tables, counts = self._tables, self._counts
         held = {t: tables.pop(t) for t in keep if t in tables}
         self._tables, self._counts = held, []
-        self._rows = sum(len(next(iter(c.values()), [])) for c in held.values())
+        self._rows = sum(_n_rows(c) for c in held.values())
         if not held:
             self._later_since = None
         return self._queue(lambda: self._write(tables, counts))
 
     def _write(self, tables: TableRows, counts: list[Callable[[], None]]) -> None:
         try:
-            for table in sorted(tables, key=lambda t: t not in self.first):  # stable: the rest keep their order
-                self.writer.insert(table, tables[table])
+            # stable: the rest keep their order; a follower (``stamps``) after its leader
+            for table in sorted(tables, key=lambda t: (t not in self.first, t in self.stamps)):
+                columns = tables[table]
+                stamp = self.stamps.get(table)
+                if stamp is not None:
+                    leader, column = stamp
+                    columns = {**columns, column: self._take_stamps(leader, _n_rows(columns))}
+                self.writer.insert(table, columns)
+                writes = self._stamped.get(table)
+                if writes is not None:
+                    writes.append([_n_rows(columns), int(time.time() * 1000)])
             if tables:
                 self.flushes += 1
             for written in counts:
@@ -408,10 +432,31 @@ class TableBuffer:
             log.error("buffered insert failed: %s", exc)
             self._error = exc
 
+    def _take_stamps(self, leader: str, n: int) -> list[int]:
+        """When ``leader``'s rows were written, for the next ``n`` rows of its follower (writer thread).
+
+        A row whose leader's write is not on record (none was buffered with
+        it) gets the time of its own write: it is visible by then.
+        """
+        writes = self._stamped[leader]
+        out: list[int] = []
+        while len(out) < n and writes:
+            write = writes[0]
+            take = min(write[0], n - len(out))
+            out += [write[1]] * take
+            write[0] -= take
+            if not write[0]:
+                writes.popleft()
+        return out + [int(time.time() * 1000)] * (n - len(out))
+
     def _raise(self) -> None:
         if self._error is not None:
             exc, self._error = self._error, None
             raise exc
+
+
+def _n_rows(columns: dict[str, ColumnValues]) -> int:
+    return len(next(iter(columns.values()), []))
 
 
 class _Partition(StatelessSinkPartition[Any]):
@@ -430,9 +475,10 @@ class _Partition(StatelessSinkPartition[Any]):
         self.buffer.flush()
 
 
-# Tables no reader waits for (the events' archive, feature rows for retraining, hourly item counts): written
-# less often by a live stream (``stream.sink_archive_flush_seconds``).
-ARCHIVE_TABLES = (EVENTS.name, CUSTOMER_FEATURES.name, ITEM_ACTIVITY.name)
+# Tables no reader waits for (the events' archive, feature rows for retraining, hourly item counts, the history of
+# scores, whose rows say when their score reached ``scores``): written less often by a live stream
+# (``stream.sink_archive_flush_seconds``).
+ARCHIVE_TABLES = (EVENTS.name, CUSTOMER_FEATURES.name, ITEM_ACTIVITY.name, SCORE_HISTORY.name)
 
 
 class ClickHouseSink(DynamicSink[ShardOutput]):
@@ -442,8 +488,9 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
     dataflow's dead-letter and trending streams: the same buffer and counters,
     the ``dead_letters`` and ``trending`` tables. ``flush_rows``/``flush_seconds``
     and ``archive_flush_seconds`` (``later_seconds`` of the tables no reader
-    waits for: ``events``, ``customer_features``, ``item_activity``): see
-    ``TableBuffer``.
+    waits for: ``events``, ``customer_features``, ``item_activity``,
+    ``score_history``, whose ``written_at`` is stamped with the time the same
+    scores reached ``scores``): see ``TableBuffer``.
     """
 
     def __init__(
@@ -459,7 +506,7 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
         archive_flush_seconds: float = 0.0,
     ):
         self.writer = writer
-        first = tuple(t.name for t in SCORE_TABLES)  # what freshness means to a reader of ClickHouse
+        first = (SCORES.name,)  # what freshness means to a reader of ClickHouse
         self.buffer = TableBuffer(
             writer,
             flush_rows,
@@ -468,6 +515,7 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
             first=first,
             later=ARCHIVE_TABLES,
             later_seconds=archive_flush_seconds,
+            stamps={SCORE_HISTORY.name: (SCORES.name, "written_at")},
         )
         self.type_names = type_names  # the vocabulary's names: the events table stores a type by name
         self.stats = stats or RunStats()

@@ -9,11 +9,12 @@ import uuid
 import pytest
 
 from schemas.events import TYPE_NAMES, FeatureRow
-from schemas.tables import CUSTOMER_FEATURES, SCORES, create_table_ddl
+from schemas.tables import CUSTOMER_FEATURES, SCORE_HISTORY, SCORES, create_table_ddl
 from stream.rows import FeatureColumns
+from stream.scoring import ScoreColumns
 from stream.shard import ShardOutput
 from stream.sinks.base import table_rows
-from stream.sinks.clickhouse import ClickHouseWriter, TableBuffer, open_client
+from stream.sinks.clickhouse import ClickHouseSink, ClickHouseWriter, TableBuffer, open_client
 
 T = 1_500_000_000_000
 
@@ -163,6 +164,74 @@ def test_rows_of_a_table_no_reader_waits_for_that_no_batch_follows_are_written_a
         time.sleep(0.05)
     assert stored(writer, "a") == [1] and stored(writer, "b") == [10]
     assert buf.flushes == 2  # the timed flush of "a", then "b" at its own age
+
+
+class TimedWriter(ClickHouseWriter):
+    """Inserts as usual; remembers each insert's table and its start and end (epoch ms, end taken after it returned)."""
+
+    def __init__(self, writer: ClickHouseWriter):
+        super().__init__(writer.client, writer.database)
+        self.spans: list[tuple[str, int, int]] = []
+
+    def insert(self, table: str, columns: dict[str, list]) -> None:
+        start = int(time.time() * 1000)
+        super().insert(table, columns)
+        self.spans.append((table, start, int(time.time() * 1000)))
+
+
+def test_rows_written_behind_carry_the_time_their_leaders_rows_were_written(writer: ClickHouseWriter):
+    """A follower table (``stamps``) written behind, at its own age or at the end, says in its column when the
+    rows of its leader from the same batches became visible, not when it was written itself."""
+    writer.client.command(f"CREATE TABLE {writer.database}.f (n Int64, t Int64) ENGINE = MergeTree ORDER BY n")
+    timed = TimedWriter(writer)
+    buf = TableBuffer(
+        timed, max_rows=1_000, max_seconds=0.05, later=("f",), later_seconds=3_600, stamps={"f": ("a", "t")}
+    )
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    for i, batch in enumerate(([1], [2, 3], [4])):
+        buf.add({"f": {"n": [10 * n for n in batch]}, "a": {"n": batch}}, lambda: None)
+        while len(timed.spans) <= i and time.monotonic() < deadline:  # the timed flush of "a" alone
+            time.sleep(0.01)
+        time.sleep(0.05)  # the leader's writes at distinct times
+    assert [t for t, _, _ in timed.spans] == ["a", "a", "a"] and stored(writer, "f") == []
+    buf.add({"a": {"n": [5]}, "f": {"n": [50]}}, lambda: None)
+    buf.add({"a": {"n": list(range(6, 1_006))}}, lambda: None)  # full: takes every table, the leader first
+    buf.flush()
+    assert [t for t, _, _ in timed.spans] == ["a", "a", "a", "a", "f"]
+    (_, f_start, _) = timed.spans[-1]
+    got = writer.client.query(f"SELECT n, t FROM {writer.database}.f ORDER BY n").result_rows
+    assert [n for n, _ in got] == [10, 20, 30, 40, 50]
+    leader_ends = [end for _, _, end in timed.spans[:4]]
+    ((_, t1), (_, t2), (_, t3), (_, t4), (_, t5)) = got
+    for stamp, end in zip((t1, t2, t4, t5), leader_ends, strict=True):  # 20 and 30 came in one batch
+        assert end <= stamp <= f_start
+    assert t2 == t3 and t1 < t2 < t4 < t5  # each row the time of its own leader's write, in order
+
+
+def test_the_sinks_score_history_says_when_each_score_became_visible_in_scores(writer: ClickHouseWriter):
+    for table in (SCORES, SCORE_HISTORY):
+        writer.client.command(create_table_ddl(table, writer.database))
+    sink = ClickHouseSink(
+        writer, type_names=TYPE_NAMES, flush_rows=10_000, flush_seconds=0.05, archive_flush_seconds=3_600
+    )
+    part = sink.build("s", 0, 1)
+    scores = ScoreColumns(T, ["u1", "u2"], ["coffee", "coffee"], [0.25, 0.75], [1, 1], [7, 8])
+    part.write_batch([ShardOutput(0, scores=scores)])
+    sql = "SELECT user_id, toUnixTimestamp64Milli(written_at) FROM {db}.{t} ORDER BY user_id"
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    while not writer.client.query(sql.format(db=writer.database, t="scores")).result_rows:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    visible = dict(writer.client.query(sql.format(db=writer.database, t="scores")).result_rows)
+    time.sleep(0.5)
+    assert writer.client.query(sql.format(db=writer.database, t="score_history")).result_rows == []  # behind
+    time.sleep(0.5)  # score_history is written a second after the scores, at the end of the run
+    before_history = int(time.time() * 1000)
+    part.close()
+    history = dict(writer.client.query(sql.format(db=writer.database, t="score_history")).result_rows)
+    assert history.keys() == visible.keys() == {"u1", "u2"}
+    for user, at in history.items():
+        assert visible[user] <= at < before_history - 500  # when the score was visible, not when history was written
 
 
 def test_without_an_age_the_tables_no_reader_waits_for_are_written_with_every_batch(writer: ClickHouseWriter):
