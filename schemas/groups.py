@@ -225,6 +225,10 @@ class GroupCatalog:
         """Group indices of an item, always ending with the ``all`` index."""
         return self._item_groups.get(item_id, self._only_all)
 
+    def groups_lookup(self) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+        """``groups_of`` as its mapping and default, for a loop that looks up every event (``.get(item, default)``)."""
+        return self._item_groups, self._only_all
+
     def items_of(self, group: str) -> list[str]:
         """Catalog items of one group (by name), sorted."""
         gi = self.names.index(group)

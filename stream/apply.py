@@ -34,6 +34,7 @@ basket or two each per batch; BENCHMARKS.md section 1d).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import DeadLetter, EventRecord, ItemActivityRow
@@ -74,13 +75,13 @@ def apply_events(
     dead = out.dead_letters
     applied = out.applied
     touched_items = out.items
-    groups_of = catalog.groups_of
+    item_groups, only_all = catalog.groups_lookup()  # catalog.groups_of, without a call per event
     type_names = cfg.type_names
     # Consecutive events of one customer, time and type (a basket's lines) are counted as one run.
-    run_key = ("", 0, 0)  # (user, ts, type); run_n == 0 means no run yet
+    run_key = ("", 0, 0)  # (user, ts, type); no ids: no run yet
     run_state = CustomerState()
     run_counts: dict[int, list[int]] = {}
-    run_n = 0
+    run_ids: list[int] = []  # digests of the run's event ids, kept by its customer once the run is applied
     # customer -> digests of the ids it has seen: one set per customer and batch, not a scan of its ids per event
     seen: dict[str, set[int]] = {}
     for rec in events:
@@ -102,20 +103,19 @@ def apply_events(
             dead.append(DeadLetter(reason, rec.to_json(type_names), rec.source))
             continue
         ids.add(digest)
-        state.remember(digest, ts)
         key = (user, ts, type_index)
         if key != run_key:
-            if run_n:
-                _apply_run(cfg, dirty, run_key, run_state, run_counts, run_n)
-            run_key, run_state, run_counts, run_n = key, state, {}, 0
-        for g in groups_of(item):
+            if run_ids:
+                _apply_run(cfg, dirty, run_key, run_state, run_counts, run_ids)
+            run_key, run_state, run_counts, run_ids = key, state, {}, []
+        run_ids.append(digest)
+        for g in item_groups.get(item, only_all):
             c = run_counts.get(g)
             if c is None:
                 run_counts[g] = [1, cents]
             else:
                 c[0] += 1
                 c[1] += cents
-        run_n += 1
         applied.append(rec)
         item_key = (ts - ts % 3_600_000, item, type_index)  # the hour (HOUR_MS) it falls in
         touched_items.add(item_key)
@@ -126,8 +126,8 @@ def apply_events(
             cell[0] += 1
             cell[1] += quantity
             cell[2] += cents
-    if run_n:
-        _apply_run(cfg, dirty, run_key, run_state, run_counts, run_n)
+    if run_ids:
+        _apply_run(cfg, dirty, run_key, run_state, run_counts, run_ids)
     return out
 
 
@@ -137,11 +137,15 @@ def _apply_run(
     key: tuple[str, int, int],
     state: CustomerState,
     counts: dict[int, list[int]],
-    n_events: int,
+    ids: list[int],
 ) -> None:
-    """One basket (events of one customer, time and type) as one state update; marks its changed groups."""
+    """One basket (events of one customer, time and type) as one state update; marks its changed groups.
+
+    ``ids``: the digests of its events' ids, one per event, kept by the customer.
+    """
     user, ts, type_index = key
-    changed = state.apply_run(cfg, ts, type_index, counts, n_events)
+    state.remember(ids, ts)
+    changed = state.apply_run(cfg, ts, type_index, counts, len(ids))
     marked = dirty.get(user)
     if marked is None:
         dirty[user] = set(changed)
@@ -149,19 +153,62 @@ def _apply_run(
         marked.update(changed)
 
 
+@dataclass
+class ItemColumns:
+    """``item_activity`` rows of one shard output, column-oriented (like ``ScoreColumns``); one shard.
+
+    Iterating gives ``ItemActivityRow`` records.
+    """
+
+    shard: int = 0
+    hour: list[int] = field(default_factory=list)  # ms, start of the hour
+    item_id: list[str] = field(default_factory=list)
+    type: list[str] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    quantity: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[ItemActivityRow]) -> ItemColumns:
+        """Columns of records of one shard (tests, small writers)."""
+        if len({r.shard for r in rows}) > 1:
+            msg = "item rows of one output come from one shard"
+            raise ValueError(msg)
+        if not rows:
+            return cls()
+        hour, item, type_, _, events, quantity, value = (list(c) for c in zip(*rows, strict=True))
+        return cls(rows[0].shard, hour, item, type_, events, quantity, value)
+
+    def __len__(self) -> int:
+        return len(self.hour)
+
+    def __iter__(self) -> Iterator[ItemActivityRow]:
+        for hour, item, type_, n, qty, value in zip(
+            self.hour, self.item_id, self.type, self.events, self.quantity, self.value, strict=True
+        ):
+            yield ItemActivityRow(hour, item, type_, self.shard, n, qty, value)
+
+
 def item_rows(
     items: dict[ItemKey, list], touched: set[ItemKey], shard: int, type_names: tuple[str, ...]
-) -> list[ItemActivityRow]:
-    """Rows of ``item_activity`` for the cells a batch touched (cumulative counts of the cell).
+) -> ItemColumns:
+    """Rows of ``item_activity`` for the cells a batch touched (cumulative counts of the cell), as columns.
 
     ``type_names`` (``StateConfig.type_names``) names each cell's type index.
+    A list per column, each built in one comprehension: no tuple per row on
+    the way to the sink (BENCHMARKS.md 6t).
     """
-    new = tuple.__new__  # the named tuple built directly: its generated __new__ is a Python call per row
-    rows = []
-    for key in touched:
-        n, qty, cents = items[key]
-        rows.append(new(ItemActivityRow, (key[0], key[1], type_names[key[2]], shard, n, qty, cents / 100)))
-    return rows
+    keys = list(touched)
+    cells = [items[key] for key in keys]
+    return ItemColumns(
+        shard,
+        [key[0] for key in keys],
+        [key[1] for key in keys],
+        [type_names[key[2]] for key in keys],
+        [cell[0] for cell in cells],
+        [cell[1] for cell in cells],
+        [cell[2] / 100 for cell in cells],
+    )
 
 
 def first_kept_hour(horizon: int | None) -> int | None:

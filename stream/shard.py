@@ -34,9 +34,9 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from schemas.events import DeadLetter, EventRecord, ItemActivityRow
+from schemas.events import DeadLetter, EventRecord
 from schemas.groups import GroupCatalog, ProductGroup
-from stream.apply import ItemKey, apply_events, first_kept_hour, forget_items, item_rows
+from stream.apply import ItemColumns, ItemKey, apply_events, first_kept_hour, forget_items, item_rows
 from stream.clock import ShardClock
 from stream.errors import StreamError
 from stream.roster import CustomerRoster
@@ -156,7 +156,7 @@ class ShardOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     features: FeatureColumns = field(default_factory=FeatureColumns)
     scores: ScoreColumns = field(default_factory=ScoreColumns)
-    item_activity: list[ItemActivityRow] = field(default_factory=list)
+    item_activity: ItemColumns = field(default_factory=ItemColumns)
     horizon: int | None = None  # the shard's retention horizon after the batch: trending closes windows by it
     horizon_moved: bool = False
 
@@ -167,7 +167,7 @@ class ShardOutput:
             or self.dead_letters
             or len(self.features)
             or len(self.scores)
-            or self.item_activity
+            or len(self.item_activity)
             or self.horizon_moved
         )
 

@@ -426,11 +426,12 @@ class CustomerState:
         ids = self._ids
         return set(ids[: len(ids) >> 1].tolist())
 
-    def remember(self, digest: int, ts: int) -> None:
-        """Keep the digest of a new event id and its time (``see`` without the check: the caller made it)."""
+    def remember(self, digests: list[int], ts: int) -> None:
+        """Keep the digests of new event ids of one time (``see`` without the check: the caller made it)."""
         ids = self._ids
-        ids.insert(len(ids) >> 1, digest)
-        ids.append(ts)
+        k = len(ids) >> 1
+        ids[k:k] = array("q", digests)
+        ids.extend([ts] * len(digests))
 
     def apply(
         self,

@@ -79,16 +79,16 @@ def table_rows(outputs: list[ShardOutput], type_names: tuple[str, ...]) -> Table
                 mv += sc.model_version
                 asof += [sc.as_of] * len(sc)
                 ver += sc.version
-        if out.item_activity:
+        ic = out.item_activity
+        if len(ic):
             h, it, ty, sh, n, q, v = cols(ITEM_ACTIVITY.name, *ItemActivityRow._fields)
-            for hour, item, type_, shard, events, qty, value in out.item_activity:
-                h.append(hour // 1000)
-                it.append(item)
-                ty.append(type_)
-                sh.append(shard)
-                n.append(events)
-                q.append(qty)
-                v.append(value)
+            h += [hour // 1000 for hour in ic.hour]
+            it += ic.item_id
+            ty += ic.type
+            sh += [ic.shard] * len(ic)
+            n += ic.events
+            q += ic.quantity
+            v += ic.value
     return t
 
 

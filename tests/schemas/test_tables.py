@@ -15,6 +15,7 @@ from schemas.tables import (
     SCORES,
     row_version,
 )
+from stream.apply import ItemColumns
 from stream.rows import FeatureColumns
 from stream.shard import ScoreColumns, ShardOutput
 from stream.sinks.base import dead_letter_rows, table_rows, trending_rows
@@ -29,7 +30,7 @@ def test_the_sink_writes_exactly_the_columns_of_each_table():
         dead_letters=[DeadLetter("bad JSON", "{", "f:2")],
         features=FeatureColumns.from_rows([FeatureRow("u1", rec.ts_ms, {"grp=all|stat=history_days": 0.0}, 7)]),
         scores=ScoreColumns(rec.ts_ms, ["u1"], ["coffee"], [0.5], [1], [7]),
-        item_activity=[ItemActivityRow(rec.ts_ms, "i1", "purchase", 0, 1, 1.0, 2.5)],
+        item_activity=ItemColumns.from_rows([ItemActivityRow(rec.ts_ms, "i1", "purchase", 0, 1, 1.0, 2.5)]),
     )
     trend = [TrendRow(rec.ts_ms, "1h", "item", "i1", "purchase", 1, 0.5, 0.3, 1, 0)]
     now = datetime.now(tz=UTC)

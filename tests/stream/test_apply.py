@@ -38,7 +38,7 @@ def one_by_one(events: list[EventRecord]) -> dict[str, CustomerState]:
             continue
         seen.add((e.user_id, e.event_id))
         s = states.setdefault(e.user_id, CustomerState())
-        s.apply(CFG, e.ts_ms, e.type_index, CATALOG.groups_of(e.item_id), e.value_cents)
+        s.apply(CFG, e.ts_ms, e.type_index, CATALOG.groups_of(e.item_id), e.value_cents, event_id=e.event_id)
     return states
 
 
@@ -150,6 +150,9 @@ def test_a_batch_equals_applying_the_first_delivery_of_each_event_one_by_one(raw
     assert len(a.dead_letters) + len(b.dead_letters) == len(events) - len(firsts)
     expected = one_by_one(events)
     assert {u: features(s) for u, s in customers.items()} == {u: features(s) for u, s in expected.items()}
+    # the ids kept for duplicate checks, in order (a basket's are kept at once), and the update sequence
+    kept = {u: (list(s.seen), s.seq) for u, s in customers.items()}
+    assert kept == {u: (list(s.seen), s.seq) for u, s in expected.items()}
     cells: dict = {}
     for e in firsts:
         c = cells.setdefault((e.ts_ms - e.ts_ms % HOUR, e.item_id, e.type_index), [0, 0.0, 0])
