@@ -234,6 +234,29 @@ def test_the_sinks_score_history_says_when_each_score_became_visible_in_scores(w
         assert visible[user] <= at < before_history - 500  # when the score was visible, not when history was written
 
 
+def test_a_sink_without_an_age_as_with_a_recovery_store_writes_the_stamped_history_with_every_batch(
+    writer: ClickHouseWriter,
+):
+    """A run with a recovery store writes every table per batch (nothing is held past a snapshot): the score
+    history too, each row stamped with its own batch's ``scores`` write, whatever ``archive_flush_seconds`` says."""
+    for table in (SCORES, SCORE_HISTORY):
+        writer.client.command(create_table_ddl(table, writer.database))
+    timed = TimedWriter(writer)
+    sink = ClickHouseSink(timed, type_names=TYPE_NAMES, flush_rows=10_000, flush_seconds=0, archive_flush_seconds=3_600)
+    part = sink.build("s", 0, 1)
+    for i, user in enumerate(("u1", "u2")):
+        part.write_batch([ShardOutput(0, scores=ScoreColumns(T + i, [user], ["coffee"], [0.5], [1], [i]))])
+        assert [t for t, _, _ in timed.spans] == ["scores", "score_history"] * (i + 1)  # both, before it returns
+        time.sleep(0.05)  # the two batches' writes at distinct times
+    sql = f"SELECT user_id, toUnixTimestamp64Milli(written_at) FROM {writer.database}.score_history ORDER BY user_id"
+    history = writer.client.query(sql).result_rows
+    scores_ends = [end for t, _, end in timed.spans if t == "scores"]
+    history_starts = [start for t, start, _ in timed.spans if t == "score_history"]
+    assert [u for u, _ in history] == ["u1", "u2"]
+    for (_, at), end, start in zip(history, scores_ends, history_starts, strict=True):
+        assert end <= at <= start  # its own batch's scores write, before the history's own
+
+
 def test_without_an_age_the_tables_no_reader_waits_for_are_written_with_every_batch(writer: ClickHouseWriter):
     buf = TableBuffer(writer, max_rows=1_000, max_seconds=0, later=("b",), later_seconds=3_600)
     buf.add({"a": {"n": [1]}, "b": {"n": [10]}}, lambda: None)
