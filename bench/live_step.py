@@ -72,7 +72,7 @@ class Side:
         self.name, self.processor, self.shard = name, processor, shard
         self.code = str(Path(code).resolve().parents[1])
         self.digest = hashlib.sha256()
-        self.timed: dict[str, float] = {"events": 0, "batches": 0, "thread": 0.0, "process": 0.0}
+        self.timed: dict[str, float] = {"events": 0, "batches": 0, "refreshes": 0, "thread": 0.0, "process": 0.0}
 
     def run(self, inp: ShardInput, k: int, is_timed: bool, profiler: cProfile.Profile | None) -> None:
         """Process one batch; count its CPU when timed."""
@@ -88,6 +88,7 @@ class Side:
             self.timed["process"] += d_proc
             self.timed["events"] += k
             self.timed["batches"] += 1
+            self.timed["refreshes"] += len(out.features)  # customers refreshed (each writes a features row)
             out_digest(self.digest, out)
 
     def figures(self) -> dict:

@@ -43,7 +43,7 @@ from stream.roster import CustomerRoster
 from stream.rows import FeatureColumns, FeatureRows
 from stream.scoring import ScoreColumns, ShardScoring
 from stream.snapshots import ShardMarker, ShardSnapshots
-from stream.state import CustomerState, StateConfig
+from stream.state import CustomerState, StateConfig, advance_all, next_changes
 
 # 2: buckets kept in ascending time order, history_days; shards record their layout
 # 3: partition watermarks are event time only, retention horizon, idle partitions not snapshotted
@@ -237,14 +237,15 @@ class CustomerShard(ShardClock):
         """
         customers, roster = self.customers, self.roster
         dropped: list[str] = []
+        live: list[str] = []
         for user in users:
-            state = customers[user]
-            if state.is_empty():
+            if customers[user].is_empty():
                 del customers[user]
                 roster.unschedule(user)
                 dropped.append(user)
-                continue
-            at = state.next_change(cfg)
+            else:
+                live.append(user)
+        for user, at in zip(live, next_changes(cfg, [customers[u] for u in live]), strict=True):
             if at is not None:
                 roster.schedule(user, at)
         return dropped
@@ -355,11 +356,12 @@ class ShardProcessor:
 
     def _advance_customers(self, sh: CustomerShard, dirty: dict[str, set[int]], clock: int) -> None:
         """Move ``dirty`` customers to ``clock`` (adding the groups that changed); forget ids past retention."""
-        cfg, customers, forget_before = self.cfg, sh.customers, sh.horizon
-        for user, changed in dirty.items():
-            state = customers[user]
-            changed.update(state.advance(cfg, clock))
-            if forget_before is not None:
+        customers, forget_before = sh.customers, sh.horizon
+        states = [customers[user] for user in dirty]
+        for changed, moved in zip(dirty.values(), advance_all(self.cfg, states, clock), strict=True):
+            changed.update(moved)
+        if forget_before is not None:
+            for state in states:
                 state.forget_seen_before(forget_before)
 
     def _refresh(

@@ -87,6 +87,8 @@ class StateConfig:
     bands: tuple[tuple[tuple[int, int], ...], ...]  # resolution -> its windows (buckets, window), fewest buckets first
     next_band: tuple[int, ...]  # window -> the next longer window of its resolution (-1: the longest)
     bases_array: np.ndarray = field(compare=False, repr=False)  # ``bases`` as a (window, key) array
+    recency_array: np.ndarray = field(compare=False, repr=False)  # ``recency_table`` as an array
+    following_array: np.ndarray = field(compare=False, repr=False)  # ``next_edges(recency_edges)`` as an array
 
     @classmethod
     def build(cls, spec: FeatureSpec) -> StateConfig:
@@ -148,6 +150,14 @@ class StateConfig:
             bands=bands,
             next_band=tuple(next_band),
             bases_array=np.array(bases, dtype=np.int64).reshape(len(spec.windows), n_keys),
+            recency_array=np.array(
+                [
+                    spec.recency_edges_days[bisect_right(spec.recency_edges_days, d) - 1]
+                    for d in range(spec.recency_edges_days[-1] + 1)
+                ],
+                dtype=np.int64,
+            ),
+            following_array=np.array(next_edges(spec.recency_edges_days), dtype=np.int64),
         )
 
     def new_row(self) -> np.ndarray:
@@ -551,6 +561,44 @@ class CustomerState:
         return frozenset(self._advance(cfg, clock, now))
 
     def _advance(self, cfg: StateConfig, clock: int, now: int) -> set[int]:
+        """Move the clock from ``clock`` to ``now`` (later); the groups whose features changed.
+
+        Windows and ``history_days`` first (``_advance_cells``), then each
+        group's recency; ``advance_all`` is the same for many customers at
+        once, its recency in one array pass.
+        """
+        changed = self._advance_cells(cfg, clock, now)
+        table = cfg.recency_table  # recency_bin, inlined: this loop runs for every group on every advance
+        cap = table[-1]
+        last = self._last
+        k = len(last) >> 1
+        capped = []
+        for j in range(k):
+            since = last[k + j]
+            d0, d1 = (clock - since) // DAY_MS, (now - since) // DAY_MS
+            if d0 == d1:
+                continue
+            after_bin = table[d1] if d1 < cap else cap
+            if (table[d0] if d0 < cap else cap) != after_bin:
+                changed.add(last[j])
+            if after_bin == cap:
+                capped.append(last[j])  # capped recency equals "never": forget it
+        if capped:
+            self._forget_groups(capped)
+        self.clock = now
+        if changed:
+            self.seq += 1
+        return changed
+
+    def _forget_groups(self, groups: Sequence[int]) -> None:
+        """Drop the last event times of ``groups`` (their recency is capped), the others in their order."""
+        last = self._last
+        k = len(last) >> 1
+        keep = [j for j in range(k) if last[j] not in groups]
+        self._last = array("q", [last[j] for j in keep] + [last[k + j] for j in keep])
+
+    def _advance_cells(self, cfg: StateConfig, clock: int, now: int) -> set[int]:
+        """The window and ``history_days`` part of ``_advance``: cells leave windows; the groups changed."""
         changed: set[int] = set()
         n_types = cfg.n_types
         start = self.history_start(cfg)
@@ -573,27 +621,6 @@ class CustomerState:
             after = self.history_start(cfg)
             if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
                 changed.add(cfg.all_index)  # history_days belongs to ``all``
-        table = cfg.recency_table  # recency_bin, inlined: this loop runs for every group on every advance
-        cap = table[-1]
-        last = self._last
-        k = len(last) >> 1
-        capped = []
-        for j in range(k):
-            since = last[k + j]
-            d0, d1 = (clock - since) // DAY_MS, (now - since) // DAY_MS
-            if d0 == d1:
-                continue
-            after_bin = table[d1] if d1 < cap else cap
-            if (table[d0] if d0 < cap else cap) != after_bin:
-                changed.add(last[j])
-            if after_bin == cap:
-                capped.append(j)  # capped recency equals "never": forget it
-        if capped:
-            keep = [j for j in range(k) if j not in capped]
-            self._last = array("q", [last[j] for j in keep] + [last[k + j] for j in keep])
-        self.clock = now
-        if changed:
-            self.seq += 1
         return changed
 
     def _leave_band(
@@ -648,10 +675,11 @@ class CustomerState:
         return (a[0] >> KEY_BITS) * cfg.resolutions_ms[cfg.history_res] if a else None
 
     def next_change(self, cfg: StateConfig) -> int | None:
-        """Earliest clock time at which a feature changes without a new event."""
-        clock = self.clock
-        if clock is None:
-            return None
+        """Earliest clock time at which a feature changes without a new event (``next_changes`` of one)."""
+        return next_changes(cfg, [self])[0]
+
+    def _next_window_change(self, cfg: StateConfig, clock: int) -> int | None:
+        """Earliest clock time at which a cell leaves a window (None: no cell)."""
         best: int | None = None
         cells = self._cells
         for ri, res in enumerate(cfg.resolutions_ms):
@@ -663,41 +691,7 @@ class CustomerState:
                 if j < m:
                     t = ((a[j] >> KEY_BITS) + n_buckets) * res
                     best = t if best is None or t < best else best
-        last = self._last
-        starts = list(last[len(last) >> 1 :])
-        history = self.history_start(cfg)
-        if history is not None:
-            starts.append(history)
-        # cfg.next_edge_time for each start, inlined: a table lookup instead of a call and a bisect each
-        following = next_edges(cfg.recency_edges)
-        cap = len(following)
-        for since in starts:
-            days = (clock - since) // DAY_MS
-            if days >= cap:
-                continue  # past the cap: no edge ahead
-            edge = since + (following[days] if days >= 0 else 0) * DAY_MS  # ahead of the clock: edge 0 is next
-            if best is None or edge < best:
-                best = edge
         return best
-
-    def recency_cells(self, cfg: StateConfig, at: list[int], values: list[int]) -> None:
-        """Append each recency feature not capped, and ``history_days``: positions to ``at``, bins to ``values``."""
-        clock = self.clock
-        if clock is None:
-            return
-        off = cfg.recency_offset
-        last = self._last
-        k = len(last) >> 1
-        at.extend([off + g for g in last[:k]])
-        table = cfg.recency_table  # recency_bin, inlined: a call per group of every refreshed customer otherwise
-        size, cap = len(table), table[-1]
-        for since in last[k:]:
-            days = (clock - since) // DAY_MS
-            values.append(table[days] if days < size else cap)
-        start = self.history_start(cfg)
-        if start is not None:
-            at.append(cfg.history_index)
-            values.append(cfg.recency_bin((clock - start) // DAY_MS))
 
     def renumber(self, remap: Mapping[int, int], n_types: int) -> None:
         """Move the counters of group ``g`` to ``remap[g]``; drop those of groups not in ``remap`` (regroup)."""
@@ -750,6 +744,91 @@ class CustomerState:
         write_rows(cfg, [self], row.reshape(1, -1))
 
 
+def _last_entries(states: Sequence[CustomerState]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The groups' last event times of ``states`` (their ``_last``), flat: per entry its state's index, group, time."""
+    arrays = [state._last for state in states]
+    k = np.fromiter([len(a) >> 1 for a in arrays], np.int64, len(arrays))
+    flat = np.frombuffer(b"".join(arrays), np.int64)
+    owner = np.repeat(np.arange(len(arrays)), k)
+    # entry e (counted over all states) of state i: its group at e + (entries of the states before i), its time k_i on
+    at = np.arange(len(owner)) + np.repeat(np.cumsum(k) - k, k)
+    return owner, flat[at], flat[at + k[owner]]
+
+
+def advance_all(cfg: StateConfig, states: Sequence[CustomerState], now: int) -> list[set[int] | frozenset[int]]:
+    """``state.advance(cfg, now)`` of each of ``states``: the same state afterwards, the same groups changed.
+
+    Windows and ``history_days`` move customer by customer
+    (``_advance_cells``); the recency of every group of every customer in one
+    array pass (a group's recency changes when its bin of whole days since its
+    last event changes; a capped one is forgotten), which ``_advance``
+    walks group by group: the rule of both, tested equal.
+    """
+    out: list[set[int] | frozenset[int]] = [NO_CHANGE] * len(states)
+    moving = [i for i, state in enumerate(states) if state.clock is not None and state.clock < now]
+    if not moving:
+        return out
+    movers = [states[i] for i in moving]
+    changed = [state._advance_cells(cfg, state.clock, now) for state in movers]  # type: ignore[arg-type]
+    owner, groups, since = _last_entries(movers)
+    if len(owner):
+        clocks = np.fromiter([state.clock for state in movers], np.int64, len(movers))
+        d0, d1 = (clocks[owner] - since) // DAY_MS, (now - since) // DAY_MS
+        table = cfg.recency_array
+        cap = len(table) - 1  # the last bin edge, and where days are capped
+        after = table[np.minimum(d1, cap)]
+        moved = d0 != d1
+        hit = np.flatnonzero(moved & (table[np.minimum(d0, cap)] != after))
+        for i, g in zip(owner[hit].tolist(), groups[hit].tolist(), strict=True):
+            changed[i].add(g)
+        capped = np.flatnonzero(moved & (after == cap))
+        if capped.size:
+            forget: dict[int, list[int]] = {}
+            for i, g in zip(owner[capped].tolist(), groups[capped].tolist(), strict=True):
+                forget.setdefault(i, []).append(g)
+            for i, gs in forget.items():
+                movers[i]._forget_groups(gs)
+    for i, state, ch in zip(moving, movers, changed, strict=True):
+        state.clock = now
+        if ch:
+            state.seq += 1
+        out[i] = ch
+    return out
+
+
+def next_changes(cfg: StateConfig, states: Sequence[CustomerState]) -> list[int | None]:
+    """Per state, the earliest clock time at which a feature changes without a new event (None: never).
+
+    A cell leaving a window (``_next_window_change``, customer by customer),
+    or the whole days since a group's last event or since ``history_days``'
+    start reaching the next recency bin edge (every customer's in one array pass).
+    """
+    best = [None if state.clock is None else state._next_window_change(cfg, state.clock) for state in states]
+    live = [i for i, state in enumerate(states) if state.clock is not None]
+    if not live:
+        return best
+    owner, _, since = _last_entries([states[i] for i in live])
+    starts = [(j, start) for j, i in enumerate(live) if (start := states[i].history_start(cfg)) is not None]
+    if starts:
+        owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
+        since = np.concatenate([since, np.array([t for _, t in starts], dtype=np.int64)])
+    following = cfg.following_array
+    if not len(owner) or not len(following):
+        return best
+    clocks = np.fromiter([states[i].clock for i in live], np.int64, len(live))  # type: ignore[misc]
+    days = (clocks[owner] - since) // DAY_MS
+    ahead = np.flatnonzero(days < len(following))  # past the cap: no edge ahead
+    days = days[ahead]
+    edge = since[ahead] + np.where(days >= 0, following[np.maximum(days, 0)], 0) * DAY_MS  # ahead of the clock: edge 0
+    first = np.full(len(live), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, owner[ahead], edge)
+    for j, t in enumerate(first.tolist()):
+        i = live[j]
+        if t != np.iinfo(np.int64).max and (best[i] is None or t < best[i]):  # type: ignore[operator]
+            best[i] = t
+    return best
+
+
 def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: np.ndarray) -> None:
     """Fill ``rows`` (C-contiguous, one row per state, each from ``cfg.new_row()``) with the states' features.
 
@@ -775,9 +854,6 @@ def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: n
     band_tags: list[array] = []
     band_sums: list[array] = []
     owners: list[int] = []  # per state: its number of band records
-    rec_at: list[int] = []
-    rec_values: list[int] = []
-    recency_rows: list[int] = []
     for state in states:
         if state is None:
             owners.append(0)
@@ -785,15 +861,40 @@ def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: n
             band_tags.append(state._band_tags)
             band_sums.append(state._band_sums)
             owners.append(len(state._band_tags))
-            state.recency_cells(cfg, rec_at, rec_values)
-        recency_rows.append(len(rec_at))
     flat = rows.reshape(-1)  # a view: rows is contiguous
     offsets = np.arange(len(states), dtype=np.int64) * n_features
     if any(owners):
         _write_counters(cfg, flat, offsets, band_tags, band_sums, owners)
-    if rec_at:
-        pos = np.asarray(rec_at, dtype=np.int64) + np.repeat(offsets, np.diff(recency_rows, prepend=0))
-        flat[pos] = rec_values
+    _write_recency(cfg, flat, offsets, states)
+
+
+def _write_recency(
+    cfg: StateConfig, flat: np.ndarray, offsets: np.ndarray, states: Sequence[CustomerState | None]
+) -> None:
+    """Each recency feature that is not capped, and ``history_days``, of the states with a clock, in one pass.
+
+    A recency feature is the whole days since its group's last event, rounded
+    down to a bin edge (``StateConfig.recency_bin``); ``history_days`` the same
+    since the start of the oldest bucket of the longest window.
+    """
+    live = [i for i, state in enumerate(states) if state is not None and state.clock is not None]
+    if not live:
+        return
+    kept = [states[i] for i in live]
+    owner, groups, since = _last_entries(kept)  # type: ignore[arg-type]
+    at = groups + cfg.recency_offset
+    starts = [(j, start) for j, state in enumerate(kept) if (start := state.history_start(cfg)) is not None]  # type: ignore[union-attr]
+    if starts:
+        owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
+        since = np.concatenate([since, np.array([t for _, t in starts], dtype=np.int64)])
+        at = np.concatenate([at, np.full(len(starts), cfg.history_index, dtype=np.int64)])
+    if not len(owner):
+        return
+    clocks = np.fromiter([state.clock for state in kept], np.int64, len(kept))  # type: ignore[union-attr,misc]
+    table = cfg.recency_array
+    days = (clocks[owner] - since) // DAY_MS
+    live_rows = offsets[np.asarray(live, dtype=np.int64)]
+    flat[live_rows[owner] + at] = table[np.minimum(days, len(table) - 1)]
 
 
 def _write_counters(

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.features import DAY_MS, STATS, FeatureSpec, feature_name
-from stream.state import CustomerState, StateConfig, next_edges
+from stream.state import CustomerState, StateConfig, advance_all, next_changes, next_edges, write_rows
 
 HOUR_MS = 3_600_000
 SPEC = FeatureSpec(groups=("a", "b"))
@@ -437,6 +437,43 @@ def test_forget_seen_before_keeps_recent_ids():
     s.forget_seen_before(BASE + 1)
     assert "old" not in s.seen
     assert "new" in s.seen
+
+
+# --------------------------------------------------------------------------- (f2) many customers at once
+
+
+@FEW
+@given(st.data())
+def test_many_customers_at_once_equal_each_alone(data):
+    """A shard's batch steps (``advance_all``, ``next_changes``, ``write_rows``) are one customer's, per customer.
+
+    Customers of different histories and clocks (some never seen, some at the
+    time already) move to one time together; each must end as if moved alone
+    (``CustomerState.advance``, group by group): the same changed groups,
+    sequence, clock, bytes, feature row and next change, and the oracle's features.
+    """
+    customers = data.draw(st.lists(scenario(max_size=10), min_size=1, max_size=6))
+    now = max(T for _, T in customers) + data.draw(st.sampled_from([0, 1, DAY_MS, 3 * DAY_MS + 7, 40 * DAY_MS]))
+    together, alone = [], []
+    for events, _ in customers:
+        s = CustomerState()
+        for ts, ti, gs, c in events:
+            s.apply(CFG, ts, ti, gs, c)
+        together.append(s)
+        alone.append(copy.deepcopy(s))
+    moved = advance_all(CFG, together, now)
+    for s, a, changed in zip(together, alone, moved, strict=True):
+        assert set(changed) == set(a.advance(CFG, now))
+        assert (s.clock, s.seq) == (a.clock, a.seq)
+        assert pickle.dumps(s) == pickle.dumps(a)
+    assert next_changes(CFG, together) == [a.next_change(CFG) for a in alone]
+    rows = np.tile(CFG.new_row(), (len(together) + 1, 1))
+    write_rows(CFG, [None, *together], rows)  # a row without a customer among them
+    assert np.array_equal(rows[0], CFG.new_row())
+    for i, ((events, _), a) in enumerate(zip(customers, alone, strict=True), start=1):
+        assert np.array_equal(rows[i], vec(a))
+        if events:
+            assert np.array_equal(rows[i], oracle(events, now))
 
 
 # --------------------------------------------------------------------------- (g) pickling
