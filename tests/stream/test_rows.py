@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.features import FeatureSpec
@@ -84,6 +84,7 @@ rows_of_pairs = st.lists(
 )
 
 
+@settings(deadline=None)  # the first example may pay for imports and warm-up (took 260 ms once)
 @given(st.lists(rows_of_pairs, max_size=4))
 def test_feature_maps_joined_from_parts_with_their_own_names_keep_every_row_and_its_pairs_in_order(
     parts: list[list[dict[str, float]]],
