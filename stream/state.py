@@ -116,6 +116,10 @@ class StateConfig:
         for res_bands in bands:
             for (_, wi), (_, wj) in pairwise(res_bands):
                 next_band[wi] = wj
+        recency_table = tuple(  # whole days -> their bin edge, up to the cap
+            spec.recency_edges_days[bisect_right(spec.recency_edges_days, d) - 1]
+            for d in range(spec.recency_edges_days[-1] + 1)
+        )
         return cls(
             spec=spec,
             n_types=n_types,
@@ -143,20 +147,11 @@ class StateConfig:
             history_res=window_res[spec.history_window],
             all_index=len(spec.all_groups) - 1,
             n_features=len(spec.names),
-            recency_table=tuple(
-                spec.recency_edges_days[bisect_right(spec.recency_edges_days, d) - 1]
-                for d in range(spec.recency_edges_days[-1] + 1)
-            ),
+            recency_table=recency_table,
             bands=bands,
             next_band=tuple(next_band),
             bases_array=np.array(bases, dtype=np.int64).reshape(len(spec.windows), n_keys),
-            recency_array=np.array(
-                [
-                    spec.recency_edges_days[bisect_right(spec.recency_edges_days, d) - 1]
-                    for d in range(spec.recency_edges_days[-1] + 1)
-                ],
-                dtype=np.int64,
-            ),
+            recency_array=np.array(recency_table, dtype=np.int64),
             following_array=np.array(next_edges(spec.recency_edges_days), dtype=np.int64),
         )
 
@@ -755,6 +750,22 @@ def _last_entries(states: Sequence[CustomerState]) -> tuple[np.ndarray, np.ndarr
     return owner, flat[at], flat[at + k[owner]]
 
 
+def _recency_entries(cfg: StateConfig, states: Sequence[CustomerState]) -> tuple[np.ndarray, ...]:
+    """What the recency features of ``states`` count from: per entry its state's index, feature position, start (ms).
+
+    Each group's last event time (its recency feature) and the start of the
+    oldest bucket of the longest window (``history_days``).
+    """
+    owner, groups, since = _last_entries(states)
+    at = groups + cfg.recency_offset
+    starts = [(j, start) for j, state in enumerate(states) if (start := state.history_start(cfg)) is not None]
+    if starts:
+        owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
+        at = np.concatenate([at, np.full(len(starts), cfg.history_index, dtype=np.int64)])
+        since = np.concatenate([since, np.array([t for _, t in starts], dtype=np.int64)])
+    return owner, at, since
+
+
 def advance_all(cfg: StateConfig, states: Sequence[CustomerState], now: int) -> list[set[int] | frozenset[int]]:
     """``state.advance(cfg, now)`` of each of ``states``: the same state afterwards, the same groups changed.
 
@@ -807,11 +818,7 @@ def next_changes(cfg: StateConfig, states: Sequence[CustomerState]) -> list[int 
     live = [i for i, state in enumerate(states) if state.clock is not None]
     if not live:
         return best
-    owner, _, since = _last_entries([states[i] for i in live])
-    starts = [(j, start) for j, i in enumerate(live) if (start := states[i].history_start(cfg)) is not None]
-    if starts:
-        owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
-        since = np.concatenate([since, np.array([t for _, t in starts], dtype=np.int64)])
+    owner, _, since = _recency_entries(cfg, [states[i] for i in live])
     following = cfg.following_array
     if not len(owner) or not len(following):
         return best
@@ -877,20 +884,16 @@ def _write_recency(
     down to a bin edge (``StateConfig.recency_bin``); ``history_days`` the same
     since the start of the oldest bucket of the longest window.
     """
-    live = [i for i, state in enumerate(states) if state is not None and state.clock is not None]
-    if not live:
-        return
-    kept = [states[i] for i in live]
-    owner, groups, since = _last_entries(kept)  # type: ignore[arg-type]
-    at = groups + cfg.recency_offset
-    starts = [(j, start) for j, state in enumerate(kept) if (start := state.history_start(cfg)) is not None]  # type: ignore[union-attr]
-    if starts:
-        owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
-        since = np.concatenate([since, np.array([t for _, t in starts], dtype=np.int64)])
-        at = np.concatenate([at, np.full(len(starts), cfg.history_index, dtype=np.int64)])
+    live: list[int] = []  # rows of the states with a clock
+    kept: list[CustomerState] = []
+    for i, state in enumerate(states):
+        if state is not None and state.clock is not None:
+            live.append(i)
+            kept.append(state)
+    owner, at, since = _recency_entries(cfg, kept)
     if not len(owner):
         return
-    clocks = np.fromiter([state.clock for state in kept], np.int64, len(kept))  # type: ignore[union-attr,misc]
+    clocks = np.fromiter([state.clock for state in kept], np.int64, len(kept))  # type: ignore[misc]
     table = cfg.recency_array
     days = (clocks[owner] - since) // DAY_MS
     live_rows = offsets[np.asarray(live, dtype=np.int64)]
