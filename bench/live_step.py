@@ -95,10 +95,21 @@ class Side:
         n = self.timed["events"] or 1
         return {
             "main_us_per_event": round(self.timed["thread"] / n * 1e6, 2),
+            "main_us_per_refresh": round(self.timed["thread"] / (self.timed["refreshes"] or 1) * 1e6, 1),
             "process_us_per_event": round(self.timed["process"] / n * 1e6, 2),
             "digest": self.digest.hexdigest()[:16],
             "code": self.code,
         }
+
+
+def side_figures(sides: list[Side]) -> dict:
+    """Each side's figures; with two (old, new): new/old of the main thread's CPU, and whether both wrote alike."""
+    result = {side.name: side.figures() for side in sides}
+    if len(sides) == 2:
+        old_side, new_side = sides
+        result["new_over_old_main"] = round(new_side.timed["thread"] / old_side.timed["thread"], 3)
+        result["same_rows"] = old_side.digest.hexdigest() == new_side.digest.hexdigest()
+    return result
 
 
 def load_base(base: Path) -> ModuleType:
@@ -122,6 +133,27 @@ def load_base(base: Path) -> ModuleType:
         sys.modules.update(mine)
 
 
+def production_models(settings, spec):
+    """The production models registered under the settings' data dir, scoring with one thread (None: none)."""
+    from models.registry import ModelRegistry
+    from models.scorer import ProductionModels
+
+    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), 3600.0, threads=1)
+    return models if models.scorers else None
+
+
+def make_sides(settings, cfg: StateConfig, catalog, models, base: Path | None) -> list[Side]:
+    """This checkout's processor and shard; with ``base`` (an export of older code) that code's first, beside it."""
+    lateness = int(settings.stream.allowed_lateness_hours * 3_600_000)
+    sides = [Side("new", ShardProcessor(cfg, catalog, models, lateness), CustomerShard(0), shard_module.__file__)]
+    if base is not None:  # the older code beside this one, fed the same batches, in turn
+        old = load_base(base)
+        sides.insert(
+            0, Side("old", old.ShardProcessor(cfg, catalog, models, lateness), old.CustomerShard(0), old.__file__)
+        )
+    return sides
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="propstream-data")
@@ -138,21 +170,8 @@ def main() -> None:
     catalog = app.load_catalog(settings)
     spec = app.feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
-    models = None
-    if not args.no_models:
-        from models.registry import ModelRegistry
-        from models.scorer import ProductionModels
-
-        models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), 3600.0, threads=1)
-        if not models.scorers:
-            models = None
-    lateness = int(settings.stream.allowed_lateness_hours * 3_600_000)
-    sides = [Side("new", ShardProcessor(cfg, catalog, models, lateness), CustomerShard(0), shard_module.__file__)]
-    if args.base is not None:  # the older code beside this one, fed the same batches, in turn
-        old = load_base(args.base)
-        sides.insert(
-            0, Side("old", old.ShardProcessor(cfg, catalog, models, lateness), old.CustomerShard(0), old.__file__)
-        )
+    models = None if args.no_models else production_models(settings, spec)
+    sides = make_sides(settings, cfg, catalog, models, args.base)
     workload = CloneWorkload(records, args.customers)
     step = 1000 / args.rate
     profiler = cProfile.Profile() if args.profile else None
@@ -194,13 +213,8 @@ def main() -> None:
         "models": models is not None,
         "events": int(sides[-1].timed["events"]),
         "batches": int(sides[-1].timed["batches"]),
+        **side_figures(sides),
     }
-    for side in sides:
-        result[side.name] = side.figures()
-    if len(sides) == 2:
-        old_side, new_side = sides
-        result["new_over_old_main"] = round(new_side.timed["thread"] / old_side.timed["thread"], 3)
-        result["same_rows"] = old_side.digest.hexdigest() == new_side.digest.hexdigest()
     print(json.dumps(result))
 
 

@@ -32,12 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import complete_journey
-from bench.live_step import Side, load_base
+from bench.live_step import make_sides, production_models, side_figures
 from propstream import app
-from stream import shard as shard_module
 from stream.eventcut import DAY_MS, EventTimeCut
 from stream.parse import ParsedBatch
-from stream.shard import CustomerShard, ShardInput, ShardProcessor
+from stream.shard import ShardInput
 from stream.state import StateConfig
 
 
@@ -61,19 +60,10 @@ def main() -> None:
     catalog = app.load_catalog(settings)
     spec = app.feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
-    from models.registry import ModelRegistry
-    from models.scorer import ProductionModels
-
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), 3600.0, threads=1)
-    if not models.scorers:
+    models = production_models(settings, spec)
+    if models is None:
         sys.exit(f"no production models under {settings.models_dir}: run `propstream demo` first")
-    lateness = int(settings.stream.allowed_lateness_hours * 3_600_000)
-    sides = [Side("new", ShardProcessor(cfg, catalog, models, lateness), CustomerShard(0), shard_module.__file__)]
-    if args.base is not None:
-        old = load_base(args.base)
-        sides.insert(
-            0, Side("old", old.ShardProcessor(cfg, catalog, models, lateness), old.CustomerShard(0), old.__file__)
-        )
+    sides = make_sides(settings, cfg, catalog, models, args.base)
     profiler = cProfile.Profile() if args.profile else None
     seen = 0
     for n, batch in enumerate(day_batches(records, args.limit)):
@@ -84,19 +74,12 @@ def main() -> None:
             side.run(inp, len(batch.records), is_timed, profiler if side.name == "new" else None)
     if profiler is not None:
         profiler.dump_stats(args.profile)
-    refreshes = int(sides[-1].timed["refreshes"])
     result: dict = {
         "events": int(sides[-1].timed["events"]),
         "batches": int(sides[-1].timed["batches"]),
-        "refreshes": refreshes,
+        "refreshes": int(sides[-1].timed["refreshes"]),
+        **side_figures(sides),
     }
-    for side in sides:
-        result[side.name] = side.figures()
-        result[side.name]["main_us_per_refresh"] = round(side.timed["thread"] / max(refreshes, 1) * 1e6, 1)
-    if len(sides) == 2:
-        old_side, new_side = sides
-        result["new_over_old_main"] = round(new_side.timed["thread"] / old_side.timed["thread"], 3)
-        result["same_rows"] = old_side.digest.hexdigest() == new_side.digest.hexdigest()
     print(json.dumps(result))
 
 
