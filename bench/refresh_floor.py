@@ -6,17 +6,23 @@
 Loads every group's production model (run `propstream demo` or `propstream
 train` first), builds one big matrix of real feature vectors (The Complete
 Journey's households as of several dates, offline replay, tiled to ``--rows``
-rows) and times one ``inplace_predict`` per group over the whole matrix, with
-one thread, as the stream scores (``models.scorer``). That is the least any
-refresh can cost for the models as they are: each row walks every tree once.
+rows) and scores it for every group with one thread, in turn: as the stream
+scores, one call of every group's booster joined (``models.forest.GroupForest``
+over the dense rows, ``stream.scoring.ShardScoring.predict``), and, the way
+before it, one ``inplace_predict`` per group on a float32 copy of the group's
+columns (``ModelArtifact.raw_scores``). The fastest of ``--repeat`` passes
+counts. That is the least any refresh can cost for the models as they are:
+each row walks every tree once.
 
-Prints rows, trees per group, seconds, µs per row per group and µs per
-customer refresh (all groups), then what the day-cut replay needs: its
-rows predicted (``--predicted``, from ``bench/replay.py --timers``; default
-``--refreshes``, the replay's feature rows, times the groups) times that cost,
-and the events per CPU second it caps the replay at (``--events`` replayed).
-Defaults are the full replay of The Complete Journey with day cuts (README,
-BENCHMARKS.md §1).
+Both ways must give the same scores (checked once before timing). Prints
+rows, trees per group, then for each way its CPU seconds, µs per row
+per group, ns per row and tree and µs per customer refresh (all groups), and
+what the day-cut replay needs with the stream's way: its rows predicted
+(``--predicted``, from ``bench/replay.py --timers``; default
+``--refreshes``, the replay's feature rows, times the groups) times that
+cost, and the events per CPU second it caps the replay at (``--events``
+replayed). Defaults are the full replay of The Complete Journey with day
+cuts (README, BENCHMARKS.md §1, §6v).
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from models.forest import GroupForest
 from models.registry import ModelRegistry
 from models.scorer import ProductionModels
 from offline_train.dataset import replay_features
 from propstream import app, completejourney
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
+from stream.scoring import ShardScoring
 from stream.state import StateConfig
 
 
@@ -78,29 +86,42 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed passes (the fastest counts)")
     args = ap.parse_args()
     settings, events, models = production_models(Path(args.data_dir))
-    spec = models.spec
-    x = feature_matrix(settings, events, args.rows)
-    trees = {}
-    best = float("inf")
+    x = np.ascontiguousarray(feature_matrix(settings, events, args.rows))
+    scorers = list(models.scorers.values())
+    forest = GroupForest.build(scorers, x.shape[1], threads=1)
+    if forest is None:
+        msg = "the production models cannot be joined into one booster (see the log)"
+        raise SystemExit(msg)
+    plan = [(s, np.arange(len(x)), False) for s in scorers]
+    ways = {"joined": forest, "group_by_group": None}  # the stream's way first
+    joined, own = (ShardScoring.predict(x, plan, way) for way in ways.values())
+    if not all(np.array_equal(a, b) for a, b in zip(joined, own, strict=True)):
+        msg = "the joined booster's scores differ from the groups' own: not the same models"
+        raise SystemExit(msg)
+    best = dict.fromkeys(ways, float("inf"))
     for _ in range(args.repeat):
-        t0 = time.process_time()
-        for gi, scorer in models.scorers.items():
-            scorer.artifact.raw_scores(x[:, scorer.positions])  # float32 copy + inplace_predict, as the stream
-            trees[spec.groups[gi]] = scorer.artifact.booster.num_boosted_rounds()
-        best = min(best, time.process_time() - t0)
-    n_groups = len(models.scorers)
-    us_refresh = best / len(x) * 1e6
+        for way, way_forest in ways.items():
+            t0 = time.process_time()
+            ShardScoring.predict(x, plan, way_forest)
+            best[way] = min(best[way], time.process_time() - t0)
+    n_groups = len(scorers)
+    n_trees = sum(s.artifact.booster.num_boosted_rounds() for s in scorers)
     predicted = args.predicted or args.refreshes * n_groups
-    floor = best / len(x) / n_groups * predicted  # CPU seconds of the replay's tree traversal
-    result = {
+    result: dict[str, object] = {
         "rows": len(x),
         "groups": n_groups,
-        "trees_total": sum(trees.values()),
-        "trees_per_group": sorted(set(trees.values())),
-        "cpu_seconds": round(best, 3),
-        "us_per_row_per_group": round(us_refresh / n_groups, 3),
-        "ns_per_row_per_tree": round(best / len(x) / sum(trees.values()) * 1e9, 2),
-        "us_per_customer_refresh": round(us_refresh, 2),
+        "trees_total": n_trees,
+        "trees_per_group": sorted({s.artifact.booster.num_boosted_rounds() for s in scorers}),
+    }
+    for way, seconds in best.items():
+        result[way] = {
+            "cpu_seconds": round(seconds, 3),
+            "us_per_row_per_group": round(seconds / len(x) / n_groups * 1e6, 3),
+            "ns_per_row_per_tree": round(seconds / len(x) / n_trees * 1e9, 2),
+            "us_per_customer_refresh": round(seconds / len(x) * 1e6, 2),
+        }
+    floor = best["joined"] / len(x) / n_groups * predicted  # CPU seconds of the replay's tree traversal
+    result |= {
         "replay_refreshes": args.refreshes,
         "replay_rows_predicted": predicted,
         "replay_floor_cpu_seconds": round(floor, 1),
