@@ -9,6 +9,10 @@ Two times, both moved only forwards by ``ShardClock.advance``:
   ids and item cells before it are forgotten, and an event older than it is a
   dead letter (``late_reason``).
 
+In event time an event waits for the clock (``ShardClock.due_events``): one
+of a partition ahead of the slowest is held until the clock reaches it, so a
+refresh as of the clock reflects no event after it.
+
 >>> from stream.shard import CustomerShard
 >>> sh = CustomerShard(0)
 >>> print(sh.advance("p0", 2, 9_000, None, idle=False, lateness=1_000))  # p1 not heard from yet
@@ -22,6 +26,11 @@ None
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from schemas.events import EventRecord
 
 HOUR_MS = 3_600_000
 
@@ -50,6 +59,7 @@ class ShardClock:
     watermarks: dict[str, int]  # source partition -> its event-time watermark
     idle: set[str]  # partitions with nothing to deliver for now (not kept across restarts)
     resumed: bool  # a run before this one may have written rows after its last snapshot
+    held: list[EventRecord]  # event time: events after the clock, in arrival order, until it reaches them
 
     def advance(
         self, part: str, n_parts: int, watermark: int | None, tick: int | None, idle: bool, lateness: int
@@ -98,6 +108,47 @@ class ShardClock:
             if self.horizon is None or horizon > self.horizon:
                 self.horizon = horizon
         return self.clock
+
+    def due_events(
+        self, events: list[EventRecord], horizon: int | None, clock: int | None, partition_watermark: int | None
+    ) -> list[EventRecord]:
+        """In event time, the events to apply now at ``clock``: those held before that it reached, then ``events``'.
+
+        An event after the clock is held (``held``, in arrival order) until
+        the clock reaches it; an event before ``horizon`` (the horizon its
+        batch was judged against) is not held: it goes on to become a dead
+        letter. While the clock is unknown, every other event waits. An event
+        held is never late when it comes due: the horizon stays at least the
+        lateness behind the clock (``advance``). ``partition_watermark``: of
+        the batch's partition after it, no earlier than any of its events;
+        at or before the clock, nothing of the batch waits (a single
+        partition's replay never holds anything).
+
+        >>> from stream.shard import CustomerShard
+        >>> from schemas.events import EventRecord
+        >>> sh = CustomerShard(0)
+        >>> ev = [EventRecord("u", "i", 2, ts, f"e{ts}", 1.0, 1, "s") for ts in (4_000, 7_000, 8_000)]
+        >>> [e.ts_ms for e in sh.due_events(ev, None, 5_000, 8_000)]
+        [4000]
+        >>> [e.ts_ms for e in sh.due_events([], None, 7_500, 6_000)]  # the clock moved: one comes due
+        [7000]
+        >>> [e.ts_ms for e in sh.held]
+        [8000]
+        """
+        held = self.held
+        ready: list[EventRecord] = []
+        if held and clock is not None:
+            ready = [e for e in held if e.ts_ms <= clock]
+            if ready:
+                self.held = held = [e for e in held if e.ts_ms > clock]
+        if clock is not None and partition_watermark is not None and partition_watermark <= clock:
+            return ready + events if ready else events
+        for e in events:
+            if (clock is not None and e.ts_ms <= clock) or (horizon is not None and e.ts_ms < horizon):
+                ready.append(e)
+            else:
+                held.append(e)
+        return ready
 
     def tick_due(self) -> int | None:
         """When this shard next needs a wall-clock tick (epoch ms; None: nothing scheduled).

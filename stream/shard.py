@@ -14,9 +14,13 @@ owned by a module of its own:
    events older than the shard's retention horizon become dead letters; the
    rest are applied to their customer's state, consecutive events of one
    customer, time and type (a basket's lines) as one update, and counted in
-   their item's hourly cell;
-2. the clock and the retention horizon move (``stream.clock``); customers due
-   in the expiry heap and every touched customer advance to the clock;
+   their item's hourly cell. In event time an event after the shard's clock
+   waits in the shard until the clock reaches it (``ShardClock.due_events``:
+   a partition ahead of the slowest one), so no refresh reflects an event
+   after its as-of time;
+2. the clock and the retention horizon move (``stream.clock``, each batch's
+   before its events are applied, judged against the horizon before it);
+   customers due in the expiry heap and every touched customer advance to the clock;
 3. changed customers' feature vectors are rebuilt (``stream.rows``), and every
    group whose model inputs changed is rescored in one call per group, in a
    scoring thread while the feature records are built (``stream.scoring``);
@@ -120,6 +124,8 @@ def restore_shard(
     for name, default in (("groups", None), ("base_layout", ""), ("generation", 0), ("changed", None)):
         if not hasattr(shard, name):  # snapshots made before the attributes
             setattr(shard, name, default)
+    if not hasattr(shard, "held"):  # made before events waited for the clock: none waits
+        shard.held = []
     if shard.layout != layout and not (migrate is not None and migrate(shard)):
         msg = (
             "recovery snapshot was made for other product groups, feature windows or number of shards "
@@ -218,6 +224,7 @@ class CustomerShard(ShardClock):
         self.horizon: int | None = None  # retention: no event older than this can still be accepted
         self.resumed = False  # a run before this one may have written rows after its last snapshot
         self.pending: dict[str, set[int]] = {}  # changed before the clock was known
+        self.held: list[EventRecord] = []  # event time: events after the clock (``ShardClock.due_events``)
         self.generation = 0  # side store generation of its last incremental snapshot (0: none yet)
         self.changed: set[str] | None = None  # customers changed since that snapshot (None: not tracked)
 
@@ -315,11 +322,15 @@ class ShardProcessor:
         touched: set[ItemKey] = set()
         clock = sh.clock
         for inp in inputs:
-            batch = apply_events(self.cfg, self.catalog, sh.customers, sh.items, inp.events, sh.horizon, dirty)
+            horizon = sh.horizon  # the batch is judged against the horizon its predecessors left
+            clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
+            events = inp.events
+            if inp.tick_ms is None:  # event time: an event after the clock waits for it
+                events = sh.due_events(events, horizon, clock, inp.watermark)
+            batch = apply_events(self.cfg, self.catalog, sh.customers, sh.items, events, horizon, dirty)
             out.applied += batch.applied
             out.dead_letters += batch.dead_letters
             touched |= batch.items
-            clock = sh.advance(inp.part, inp.n_parts, inp.watermark, inp.tick_ms, inp.idle, self.lateness)
         if sh.changed is not None:  # for the next incremental snapshot (due customers are added below)
             sh.changed.update(dirty)
         out.horizon, out.horizon_moved = sh.horizon, sh.horizon != horizon_before

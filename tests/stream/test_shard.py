@@ -244,9 +244,15 @@ def test_events_wait_for_the_clock_before_their_customers_are_refreshed():
     proc = ShardProcessor(CFG, CATALOG, None, L)
     sh = CustomerShard(0)
     early = proc.process(sh, ShardInput(0, [ev("u1", "c1", T, "e1")], None, "p0", 2, watermark=T))
-    assert len(early.applied) == 1 and list(early.features) == []  # p1 has not reported: no clock yet
-    out = proc.process(sh, ShardInput(0, [], None, "p1", 2, watermark=T + HOUR))
-    assert [f.user_id for f in out.features] == ["u1"] and out.features[0].as_of == T
+    assert early.applied == [] and list(early.features) == []  # p1 has not reported: no clock yet, the event waits
+    ahead = proc.process(sh, ShardInput(0, [ev("u2", "c1", T + 2 * HOUR, "e2")], None, "p0", 2, watermark=T + 2 * HOUR))
+    assert ahead.applied == []
+    out = proc.process(sh, ShardInput(0, [], None, "p1", 2, watermark=T + HOUR))  # the clock: T + 2 h and T + 1 h
+    assert [r.event_id for r in out.applied] == ["e1"]  # u2's event is after the clock: it waits on
+    assert [f.user_id for f in out.features] == ["u1"] and out.features[0].as_of == T + HOUR
+    last = proc.process(sh, ShardInput(0, [], None, "p1", 2, idle=True))  # p1 idle: the clock is p0's watermark
+    assert [r.event_id for r in last.applied] == ["e2"] and [f.user_id for f in last.features] == ["u2"]
+    assert last.features[0].as_of == T + 2 * HOUR and sh.held == []
 
 
 def test_live_a_refresh_is_stamped_at_least_at_the_time_of_the_events_it_applied():
