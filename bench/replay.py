@@ -2,12 +2,16 @@
 
     python bench/replay.py [--data-dir DIR] [--batch-size N] [--limit N] [--gc-seconds S]
                            [--max-batch-event-hours H] [--sink-flush-seconds S] [--timers]
-                           [--processes N]
+                           [--processes N] [--split N]
 
 ``--processes N`` (> 1) runs N processes of one dataflow (``--process-id/--addresses``,
 one chDB each in a temporary directory, at least N shards: shard i on process i % N);
 the file is one partition, read by one of them. Its events/s is the events over the
-slowest process's time; rows are summed.
+slowest process's time; rows are summed. ``--split N`` splits the file by customer
+into N files (``input_files``), N partitions of event time, as a partitioned archive:
+each shard's clock is their slowest watermark and a faster one's events wait for it
+(README, Event time); with ``--processes N`` Bytewax places the files over the
+processes (``per_process`` shows who read what).
 
 Uses the production models already registered under the data dir (run
 `propstream demo` or `propstream train` first; without models it measures
@@ -36,6 +40,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.registry import ModelRegistry
@@ -46,7 +52,7 @@ from schemas.mapping import load_mapping
 from schemas.settings import Settings, StreamSettings
 from stream.parse import EventParser
 from stream.scoring import ShardScoring
-from stream.shard import ShardProcessor
+from stream.shard import ShardProcessor, shard_of
 from stream.sinks.clickhouse import ClickHouseWriter
 from stream.state import StateConfig
 
@@ -121,6 +127,32 @@ def history_auc(settings: Settings, client, db: str, events: Path, at: datetime)
     return out
 
 
+def input_files(events: Path, limit: int, split: int, write: bool) -> list[Path]:
+    """The replay's input: ``events``, its first ``limit`` events (0: all), in ``split`` files by customer (> 1).
+
+    Split, customer ``u``'s events go to file ``shard_of(u, split)`` in the
+    file's order: a partitioned archive, as Kafka keys events by customer.
+    ``write``: write the files (else they were written by the caller).
+    """
+    stem = events.parent / (f"transactions_{limit}" if limit else "transactions")
+    if split <= 1:
+        if limit and write:
+            pq.write_table(pq.read_table(events).slice(0, limit), stem.with_suffix(".parquet"))
+        return [stem.with_suffix(".parquet") if limit else events]
+    paths = [Path(f"{stem}_part{k}of{split}.parquet") for k in range(split)]
+    if write:
+        table = pq.read_table(events)
+        if limit:
+            table = table.slice(0, limit)
+        users = table.column("household_id").to_numpy()  # the mapping's user_id (completejourney_mapping.toml)
+        households = np.unique(users)
+        part_of = {h: shard_of(str(h), split) for h in households.tolist()}
+        parts = np.array([part_of[h] for h in households.tolist()])[np.searchsorted(households, users)]
+        for k, path in enumerate(paths):
+            pq.write_table(table.filter(pa.array(parts == k)), path)
+    return paths
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="propstream-data")
@@ -142,6 +174,12 @@ def main() -> None:
     )
     ap.add_argument("--timers", action="store_true", help="also print seconds per step")
     ap.add_argument("--processes", type=int, default=1, help="processes of one dataflow (one chDB each)")
+    ap.add_argument(
+        "--split",
+        type=int,
+        default=1,
+        help="the file split by customer into N files: N partitions (Bytewax places them over the processes)",
+    )
     ap.add_argument("--process-id", type=int, help=argparse.SUPPRESS)  # a process of --processes
     ap.add_argument("--addresses", default="", help=argparse.SUPPRESS)
     ap.add_argument("--chdb-dir", help=argparse.SUPPRESS)
@@ -151,6 +189,8 @@ def main() -> None:
         help="also print each group's ROC AUC of score_history as of DATE (e.g. 2017-12-01) next to its model card's",
     )
     args = ap.parse_args()
+    if args.history_auc and args.split > 1:
+        ap.error("--history-auc reads one input file: leave out --split")
     if args.processes > 1 and args.process_id is None:
         if args.timers or args.history_auc:
             ap.error("--timers and --history-auc measure one process: leave out --processes")
@@ -161,11 +201,7 @@ def main() -> None:
         add_timers(seconds)
     data_dir = Path(args.data_dir)
     events, catalog = completejourney.prepare(data_dir)
-    if args.limit:
-        cut = data_dir / "completejourney" / f"transactions_{args.limit}.parquet"
-        if args.process_id is None:  # the processes of --processes read the parent's
-            pq.write_table(pq.read_table(events).slice(0, args.limit), cut)
-        events = cut
+    paths = input_files(events, args.limit, args.split, write=args.process_id is None)  # --processes: the parent's
     db = f"bench_{uuid.uuid4().hex[:8]}"
     settings = Settings(
         data_dir=data_dir,
@@ -181,7 +217,7 @@ def main() -> None:
         clickhouse={"database": db},
         **({"clickhouse_dsn": f"chdb://{args.chdb_dir}"} if args.chdb_dir else {}),
     )
-    source = app.build_source(settings, [events])
+    source = app.build_source(settings, paths)
     addresses = tuple(a for a in args.addresses.split(",") if a)
     execution = app.Execution(process_id=args.process_id, addresses=addresses)
     stats = app.run_stream(
@@ -205,7 +241,7 @@ def main() -> None:
     if args.timers:
         result["step_seconds"] = {k: round(v, 1) for k, v in seconds.most_common()}
     if args.history_auc:
-        result["history_auc"] = history_auc(settings, client, db, events, datetime.fromisoformat(args.history_auc))
+        result["history_auc"] = history_auc(settings, client, db, paths[0], datetime.fromisoformat(args.history_auc))
     client.command(f"DROP DATABASE IF EXISTS {db}")
     print(json.dumps(result))
 
@@ -213,13 +249,9 @@ def main() -> None:
 def run_processes(args: argparse.Namespace) -> dict:
     """Run ``args.processes`` processes of this script as one dataflow; their figures together."""
     n = args.processes
-    if args.limit:  # written once, before the processes read it
-        data_dir = Path(args.data_dir)
-        events, _ = completejourney.prepare(data_dir)
-        pq.write_table(
-            pq.read_table(events).slice(0, args.limit),
-            data_dir / "completejourney" / f"transactions_{args.limit}.parquet",
-        )
+    if args.limit or args.split > 1:  # written once, before the processes read them
+        events, _ = completejourney.prepare(Path(args.data_dir))
+        input_files(events, args.limit, args.split, write=True)
     ports = []
     for _ in range(n):
         with socket.socket() as s:
