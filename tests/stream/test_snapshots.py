@@ -19,6 +19,7 @@ from stream.shard import (
     STATE_VERSION,
     CustomerShard,
     ShardInput,
+    ShardOutput,
     ShardProcessor,
     SnapshotMismatchError,
     restore_shard,
@@ -88,15 +89,21 @@ def gen_rows(root: Path, shard: int = 0) -> dict[int, tuple[int, int]]:
         con.close()
 
 
+def uninterrupted(proc: ShardProcessor, inputs: list[ShardInput]) -> tuple[list[ShardOutput], list[dict]]:
+    """A shard that runs through ``inputs`` with no snapshot: its output and its fingerprint after each batch."""
+    ref = CustomerShard(0, "layout")
+    outs, prints = [], []
+    for inp in inputs:
+        outs.append(proc.process(ref, inp))
+        prints.append(fingerprint(ref))
+    return outs, prints
+
+
 def test_a_shard_resumed_from_any_generation_continues_exactly_as_the_uninterrupted_shard(tmp_path: Path):
     """Generations written after the marker a resume reads (a killed run's) are abandoned, never read."""
     inputs = batches()
     proc = ShardProcessor(CFG, CATALOG, purchases_models(), L)
-    ref = CustomerShard(0, "layout")
-    ref_prints, ref_outs = [], []
-    for inp in inputs:
-        ref_outs.append(proc.process(ref, inp))
-        ref_prints.append(fingerprint(ref))
+    ref_outs, ref_prints = uninterrupted(proc, inputs)
 
     for cut in (0, 3, 7):
         root = tmp_path / f"cut{cut}"
@@ -149,11 +156,8 @@ def test_events_waiting_for_the_clock_are_in_the_snapshot_and_a_resume_continues
     """Side store or whole pickled shard: a resume from any batch holds the same waiting events and goes on the same."""
     inputs = two_partition_batches()
     proc = ShardProcessor(CFG, CATALOG, purchases_models(), L)
-    ref = CustomerShard(0, "layout")
-    ref_prints, ref_outs = [], []
-    for inp in inputs:
-        ref_outs.append(outputs(proc.process(ref, inp)))
-        ref_prints.append(fingerprint(ref))
+    outs, ref_prints = uninterrupted(proc, inputs)
+    ref_outs = [outputs(o) for o in outs]
     assert all(fp["held"] for fp in ref_prints[:-1])  # p0's latest events always wait for p1
     for cut in (0, 5, 16):
         root = tmp_path / f"cut{cut}"
