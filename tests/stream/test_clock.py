@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.events import EventRecord
 from stream.clock import late_reason
 from stream.shard import CustomerShard
 
@@ -148,3 +154,40 @@ def test_tick_due_is_the_next_expiry_at_once_while_a_rewrite_is_owed_and_none_wi
     proc.process(sh, ShardInput(0, [], far, watermark=t))
     assert sh.resumed is False
     assert sh.tick_due() is None
+
+
+batch_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["p0", "p1", "p2"]),
+        st.lists(st.integers(0, 50), max_size=6),  # event times of the batch, in the partition's arrival order
+        st.booleans(),  # the partition goes idle after it
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(deadline=None)
+@given(batch_strategy)
+def test_in_event_time_every_event_is_applied_once_never_after_the_clock_and_waiting_ones_in_arrival_order(batches):
+    """``due_events`` as the shard calls it, batch by batch, then every partition idle (the end of a replay)."""
+    sh = CustomerShard(0)
+    arrived: list[EventRecord] = []
+    applied: list[EventRecord] = []
+    marks: dict[str, int] = {}
+    parts = ["p0", "p1", "p2"]
+    for k, (part, times, idle) in enumerate([*batches, *((p, [], True) for p in parts)]):
+        watermark = marks[part] = max([marks.get(part, -1), *times])
+        events = [EventRecord("u", "i", 2, ts, f"e{k}.{j}", 1.0, 1, part) for j, ts in enumerate(times)]
+        arrived += events
+        horizon = sh.horizon
+        clock = sh.advance(part, 3, watermark if watermark >= 0 else None, None, idle, lateness=10)
+        due = sh.due_events(events, horizon, clock, watermark if watermark >= 0 else None)
+        assert all((clock is not None and e.ts_ms <= clock) or (horizon is not None and e.ts_ms < horizon) for e in due)
+        assert all(clock is None or e.ts_ms > clock for e in sh.held)
+        applied += due
+    assert sorted(applied) == sorted(arrived) and sh.held == []  # nothing lost, nothing twice
+    order = {id(e): i for i, e in enumerate(arrived)}
+    for a, b in pairwise(applied):  # out of arrival order only when the earlier one still waited for the clock
+        if order[id(a)] > order[id(b)]:
+            assert b.ts_ms > a.ts_ms  # b was after the clock that a was due (or late) by
