@@ -44,6 +44,7 @@ from types import ModuleType
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import complete_journey
+from bench.refresh_floor import registered_models
 from bench.workload import CloneWorkload
 from propstream import app
 from schemas.events import EventRecord
@@ -145,15 +146,6 @@ def load_base(base: Path) -> ModuleType:
         sys.modules.update(mine)
 
 
-def production_models(settings, spec):
-    """The production models registered under the settings' data dir, scoring with one thread (None: none)."""
-    from models.registry import ModelRegistry
-    from models.scorer import ProductionModels
-
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), 3600.0, threads=1)
-    return models if models.scorers else None
-
-
 def make_sides(settings, cfg: StateConfig, catalog, models, base: Path | None) -> list[Side]:
     """This checkout's processor and shard; with ``base`` (an export of older code) that code's first, beside it."""
     lateness = int(settings.stream.allowed_lateness_hours * 3_600_000)
@@ -182,7 +174,7 @@ def main() -> None:
     catalog = app.load_catalog(settings)
     spec = app.feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
-    models = None if args.no_models else production_models(settings, spec)
+    models = None if args.no_models else registered_models(settings, spec)
     sides = make_sides(settings, cfg, catalog, models, args.base)
     workload = CloneWorkload(records, args.customers)
     step = 1000 / args.rate

@@ -40,6 +40,7 @@ from models.registry import ModelRegistry
 from models.scorer import ProductionModels
 from offline_train.dataset import replay_features
 from propstream import app, completejourney
+from schemas.features import FeatureSpec
 from schemas.mapping import load_mapping
 from schemas.settings import Settings
 from stream.scoring import ShardScoring
@@ -59,13 +60,18 @@ def feature_matrix(settings: Settings, events: Path, n_rows: int) -> np.ndarray:
     return np.tile(rows, (reps, 1))[:n_rows]
 
 
+def registered_models(settings: Settings, spec: FeatureSpec) -> ProductionModels | None:
+    """Every group's production model registered under the settings' data dir, scoring with one thread (None: none)."""
+    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), 3600.0, threads=1)
+    return models if models.scorers else None
+
+
 def production_models(data_dir: Path) -> tuple[Settings, Path, ProductionModels]:
     """Settings for The Complete Journey under ``data_dir``, its events file, and every group's production model."""
     events, catalog = completejourney.prepare(data_dir)
     settings = Settings(data_dir=data_dir, catalog_file=catalog, groups_file=completejourney.GROUPS_FILE)
-    spec = app.feature_spec(app.load_catalog(settings), settings.events.types)
-    models = ProductionModels.load(spec, ModelRegistry(settings.models_dir), threads=1)
-    if not models.scorers:
+    models = registered_models(settings, app.feature_spec(app.load_catalog(settings), settings.events.types))
+    if models is None:
         msg = "no production models under the data dir: run `propstream demo` first"
         raise SystemExit(msg)
     return settings, events, models

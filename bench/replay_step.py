@@ -32,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import complete_journey
-from bench.live_step import make_sides, production_models, side_figures
+from bench.live_step import make_sides, side_figures
+from bench.refresh_floor import registered_models
 from propstream import app
 from stream.eventcut import DAY_MS, EventTimeCut
 from stream.parse import ParsedBatch
@@ -60,7 +61,7 @@ def main() -> None:
     catalog = app.load_catalog(settings)
     spec = app.feature_spec(catalog, settings.events.types)
     cfg = StateConfig.build(spec)
-    models = production_models(settings, spec)
+    models = registered_models(settings, spec)
     if models is None:
         sys.exit(f"no production models under {settings.models_dir}: run `propstream demo` first")
     sides = make_sides(settings, cfg, catalog, models, args.base)
