@@ -100,6 +100,35 @@ class EventColumns:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def scaled(self, repeats: int = 1, clones: int = 1) -> EventColumns:
+        """A larger log of the same habits: every event ``repeats`` times, every customer ``clones`` times.
+
+        ``repeats`` keeps the customers and multiplies their events (a denser
+        traffic: each event's counts and value ``repeats`` times over, its
+        recency and history unchanged); ``clones`` multiplies both (clone ``k``
+        of ``u`` is ``u~k``, with ``u``'s events). What the batch costs as its
+        log grows is measured on such logs (bench/suite.py).
+        """
+        n = len(self.users)
+        names = np.array([f"{u}~{k}" for k in range(clones) for u in self.users.tolist()], dtype=object)
+        order = np.argsort(names, kind="stable")
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[order] = np.arange(len(names))  # (clone k of customer u, at k * n + u) -> its code in the sorted ids
+
+        def grow(a: np.ndarray) -> np.ndarray:
+            return np.tile(np.repeat(a, repeats), clones)
+
+        clone = np.repeat(np.arange(clones, dtype=np.int64), len(self) * repeats)
+        return EventColumns(
+            users=names[order],
+            items=self.items,
+            user=rank[clone * n + grow(self.user)],
+            item=grow(self.item),
+            type_index=grow(self.type_index),
+            ts=grow(self.ts),
+            cents=grow(self.cents),
+        )
+
 
 @dataclass(frozen=True)
 class BatchFeatures:

@@ -95,9 +95,12 @@ from bench.common import (  # noqa: E402
 )
 from bench.suite_report import machine, report  # noqa: E402
 from bench.workload import CloneWorkload, offer, offer_customers  # noqa: E402
+from schemas.features import DEFAULT_WINDOWS  # noqa: E402
 
 CJ_EVENTS_PER_DAY = 4025  # The Complete Journey: 1,469,307 events over its 365 days
 FRESHNESS = {"1 min": 60, "1 h": 3600, "1 day": 86400}
+# Days of events a recompute of the features must read: the longest window (365 days by default).
+HORIZON_DAYS = max(w.span_ms for w in DEFAULT_WINDOWS) / 86_400_000
 QUICK = {
     "customers": 3000,
     "rates": [2000],
@@ -366,6 +369,16 @@ def batch_recompute(data_dir: Path, records: list, impl: str = "vectorised", rep
     reads the events archive; turning the records into columns is measured
     apart (``load_cpu_s``) and is not part of the refresh. The refresh runs
     ``repeats`` times; the figures are the median's.
+
+    What a refresh costs as its log grows (``scaling``, vectorised only): the
+    same refresh over the log with every event 2, 4 and 8 times (same
+    customers, more events each) and with every customer cloned 2, 4 and 8
+    times (both grow), the cheapest of 5 each, and the non-negative
+    least-squares fit of CPU = per event x events + per customer x customers
+    over all of them (``fit_us_per_event``, ``fit_us_per_customer``). CPU is
+    user + system; a large log's system time (the kernel handing out and
+    zeroing its pages) varies by 2x from one refresh to the next, hence the
+    cheapest run: the kindest figure for the batch.
     """
     from bench.batch_features import EventColumns, features_as_of
     from offline_train.dataset import replay_features
@@ -376,60 +389,118 @@ def batch_recompute(data_dir: Path, records: list, impl: str = "vectorised", rep
     log = EventColumns.from_records(records) if impl == "vectorised" else None
     load_cpu = time.process_time() - c0
 
-    def features() -> np.ndarray:
-        if log is not None:
-            return features_as_of(log, cfg, catalog, as_of).x
-        rows = replay_features(records, cfg, catalog, [as_of])[as_of]
-        return np.vstack([rows[u] for u in sorted(rows)])
+    def refresh(
+        log: EventColumns | None, repeats: int = repeats, cheapest: bool = False
+    ) -> tuple[float, float, float, float, int]:
+        """The median (``cheapest``: least CPU) of ``repeats`` refreshes: CPU, wall, features' and scoring's CPU,
+        customers."""
+        runs = []
+        for _ in range(max(1, repeats)):
+            c0, w0 = time.process_time(), time.perf_counter()
+            if log is not None:
+                x = features_as_of(log, cfg, catalog, as_of).x
+            else:
+                rows = replay_features(records, cfg, catalog, [as_of])[as_of]
+                x = np.vstack([rows[u] for u in sorted(rows)])
+            c1 = time.process_time()
+            for s in models.scorers.values():
+                s.score(x)
+            c2, w2 = time.process_time(), time.perf_counter()
+            runs.append((c2 - c0, w2 - w0, c1 - c0, c2 - c1, len(x)))
+        return sorted(runs)[0 if cheapest else len(runs) // 2]
 
-    runs = []
-    for _ in range(max(1, repeats)):
-        c0, w0 = time.process_time(), time.perf_counter()
-        x = features()
-        c1 = time.process_time()
-        for s in models.scorers.values():
-            s.score(x)
-        c2, w2 = time.process_time(), time.perf_counter()
-        runs.append((c2 - c0, w2 - w0, c1 - c0, c2 - c1))
-    cpu, wall, feature_cpu, score_cpu = sorted(runs)[len(runs) // 2]
-    return {
+    cpu, wall, feature_cpu, score_cpu, customers = refresh(log)
+    res = {
         "phase": "batch",
         "impl": impl,
-        "customers": len(x),
+        "customers": customers,
         "events": len(records),
         "groups": len(models.scorers),
-        "repeats": len(runs),
+        "repeats": repeats,
         "cpu_s_per_refresh": round(cpu, 2),
         "wall_s_per_refresh": round(wall, 2),
-        "cpu_us_per_customer": round(cpu / len(x) * 1e6),
-        "wall_us_per_customer": round(wall / len(x) * 1e6),
+        "cpu_us_per_customer": round(cpu / customers * 1e6),
+        "wall_us_per_customer": round(wall / customers * 1e6),
         "features_cpu_s": round(feature_cpu, 2),
         "scoring_cpu_s": round(score_cpu, 2),
         "load_cpu_s": round(load_cpu, 2),
     }
+    if log is not None:
+        from scipy.optimize import nnls
+
+        points = [(len(log), customers, cpu)]
+        for k_events, k_clones in ((2, 1), (4, 1), (8, 1), (1, 2), (1, 4), (1, 8)):
+            bigger = log.scaled(repeats=k_events, clones=k_clones)
+            big_cpu, *_, big_customers = refresh(bigger, 5, cheapest=True)
+            points.append((len(bigger), big_customers, big_cpu))
+        per_event, per_customer = nnls(
+            np.array([[e, c] for e, c, _ in points], dtype=float), np.array([t for *_, t in points])
+        )[0]
+        res["scaling"] = [{"events": e, "customers": c, "cpu_s": round(t, 2)} for e, c, t in points]
+        res["fit_us_per_event"] = round(per_event * 1e6, 4)
+        res["fit_us_per_customer"] = round(per_customer * 1e6, 1)
+    return res
+
+
+def batch_cpu_per_refresh(batch: dict, events: float, customers: int) -> float:
+    """The batch's CPU-s per refresh over a log of ``events`` and ``customers`` (its measured scaling fit).
+
+    A batch measured without the fit (``--batch-impl replay``, older runs) is
+    scaled by customers alone, as if every customer had The Complete
+    Journey's events per household.
+    """
+    if "fit_us_per_event" in batch:
+        return (batch["fit_us_per_event"] * events + batch["fit_us_per_customer"] * customers) / 1e6
+    return batch["cpu_s_per_refresh"] / batch["customers"] * customers
 
 
 def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
-    """Batch CPU per day at each freshness / the stream's CPU per day, at each 1-process rate and at CJ's rate."""
-    per_customer = batch["cpu_s_per_refresh"] / batch["customers"]
+    """Batch CPU per day at each freshness / the stream's CPU per day, at each 1-process rate and at CJ's rate.
+
+    At a measured rate the batch reads one horizon of that traffic (the
+    longest feature window, ``HORIZON_DAYS``: what a recompute of the same
+    features must read) for ``customers``; ``archive_days_20x`` is how many
+    days of that traffic its archive must hold for the batch at 1-hour
+    freshness to cost 20x the stream (None: not even the whole horizon).
+    The Complete Journey's row is the measured refresh itself (its year of
+    events is one horizon).
+    """
     out = []
     idle = next((r["idle_cpu_s_per_s"] for r in loads if "idle_cpu_s_per_s" in r), None)
     for r in loads:
         if r["processes"] != 1 or not r["events"] or not r["stream_cpu_s"]:
             continue
         stream_day = r["stream_cpu_s"] / (r["events"] / r["achieved_rate"]) * 86400
-        row = {"traffic": f"{r['achieved_rate']:,} events/s, {customers:,} customers", "stream_cpu_s_day": stream_day}
+        log_events = r["achieved_rate"] * 86400 * HORIZON_DAYS
+        refresh = batch_cpu_per_refresh(batch, log_events, customers)
+        row = {
+            "traffic": f"{r['achieved_rate']:,} events/s, {customers:,} customers",
+            "stream_cpu_s_day": stream_day,
+            "batch_log_events": log_events,
+            "batch_cpu_s_per_refresh": refresh,
+        }
         for name, f in FRESHNESS.items():
-            row[name] = per_customer * customers * 86400 / f / stream_day
+            row[name] = refresh * 86400 / f / stream_day
+        days = None
+        if "fit_us_per_event" in batch:
+            need = 20 * stream_day / (86400 / FRESHNESS["1 h"]) - batch_cpu_per_refresh(batch, 0, customers)
+            days = need / (batch_cpu_per_refresh(batch, r["achieved_rate"] * 86400, 0) or 1e-9)
+        row["archive_days_20x"] = days if days is not None and days <= HORIZON_DAYS else None
         out.append(row)
     if idle is not None and loads:
         per_event = (
             min((r["stream_cpu_per_event_us"] for r in loads if r["stream_cpu_per_event_us"] > 0), default=0) / 1e6
         )
         stream_day = idle * 86400 + CJ_EVENTS_PER_DAY * per_event
-        row = {"traffic": f"The Complete Journey ({CJ_EVENTS_PER_DAY:,} events/day)", "stream_cpu_s_day": stream_day}
+        row = {
+            "traffic": f"The Complete Journey ({CJ_EVENTS_PER_DAY:,} events/day)",
+            "stream_cpu_s_day": stream_day,
+            "batch_log_events": batch["events"],
+            "batch_cpu_s_per_refresh": batch["cpu_s_per_refresh"],
+        }
         for name, f in FRESHNESS.items():
             row[name] = batch["cpu_s_per_refresh"] * 86400 / f / stream_day
+        row["archive_days_20x"] = None
         out.append(row)
     return out
 

@@ -125,16 +125,32 @@ def _alternatives(res: dict) -> list[str]:
         f"- Nightly batch recompute (features of {b['customers']:,} households from {b['events']:,} events "
         f"{_BATCH_IMPL[b.get('impl', 'replay')]}, then one predict per group): {b['cpu_s_per_refresh']} CPU-s "
         f"({b['wall_s_per_refresh']} s wall) per refresh, {b['cpu_us_per_customer']:,} CPU-µs per customer.",
+    ]
+    if "scaling" in b:
+        points = "; ".join(
+            f"{p['events']:,} events of {p['customers']:,} customers {p['cpu_s']} CPU-s" for p in b["scaling"]
+        )
+        lines += [
+            f"- The batch's refresh as its log grows ({points}): **{b['fit_us_per_event']} CPU-µs per event read "
+            f"+ {b['fit_us_per_customer']:,} per customer** (least squares).",
+        ]
+    lines += [
         "",
-        "Batch CPU per day at equal freshness ÷ stream CPU per day for the same traffic (> 1: the stream is cheaper):",
+        "Batch CPU per day at equal freshness ÷ stream CPU per day for the same traffic (> 1: the stream is cheaper). "
+        "At a measured rate the batch reads the events of that traffic the features span (their longest window) "
+        "for the suite's customers, at the fit above; the last column is how many days of that traffic the "
+        "archive must hold for the batch at 1-hour freshness to cost 20x the stream (—: not within the span). "
+        "The Complete Journey's row is the measured refresh.",
         "",
-        "| traffic | stream CPU-s/day | 1 min | 1 h | 1 day |",
-        "|---|---|---|---|---|",
+        "| traffic | stream CPU-s/day | batch reads (events) | batch CPU-s/refresh | 1 min | 1 h | 1 day "
+        "| archive days for 20x at 1 h |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["ratios"]:
         lines.append(
-            f"| {r['traffic']} | {_f(r['stream_cpu_s_day'])} | {_f(r['1 min'], 2)} | {_f(r['1 h'], 2)} "
-            f"| {_f(r['1 day'], 3)} |"
+            f"| {r['traffic']} | {_f(r['stream_cpu_s_day'])} | {_f(r.get('batch_log_events'))} "
+            f"| {_f(r.get('batch_cpu_s_per_refresh'), 1)} | {_f(r['1 min'], 2)} | {_f(r['1 h'], 2)} "
+            f"| {_f(r['1 day'], 3)} | {_f(r.get('archive_days_20x'), 0)} |"
         )
     if b.get("impl", "replay") == "replay":
         vectorised = 1.8 * b["customers"] / 2469  # issue #15's vectorised batch: 1.8 s wall for 2,469

@@ -152,3 +152,25 @@ def test_a_time_before_every_event_gives_no_customers(world):
     log = EventColumns.from_records(batches[0])
     f = features_as_of(log, cfg, catalog, int(log.ts.min()) - 1)
     assert f.users.tolist() == [] and f.x.shape == (0, cfg.n_features)
+
+
+def test_a_scaled_log_is_the_log_of_its_events_written_out(world):
+    """``EventColumns.scaled`` (the suite's larger logs) gives the features of the same events listed one by one:
+    each event ``repeats`` times with ids of its own, each customer ``clones`` times as ``<id>~<k>``."""
+    batches, cfg, catalog = world
+    _, applied, _ = stream_apply(cfg, catalog, batches)
+    end = max(r.ts_ms for r in applied)
+    written_out = [
+        r._replace(user_id=f"{r.user_id}~{k}", event_id=f"{r.event_id}#{j}")
+        for k in range(3)
+        for r in applied
+        for j in range(2)
+    ]
+    scaled = EventColumns.from_records(applied).scaled(repeats=2, clones=3)
+    assert len(scaled) == len(written_out) == 6 * len(applied)
+    got = features_as_of(scaled, cfg, catalog, end)
+    assert got.users.tolist() == sorted({r.user_id for r in written_out})
+    listed = features_as_of(EventColumns.from_records(written_out), cfg, catalog, end)
+    assert mismatches(got.rows(), listed.rows()) == []
+    once = features_as_of(EventColumns.from_records(applied), cfg, catalog, end).rows()
+    assert mismatches({u.rpartition("~")[0]: x for u, x in got.rows().items() if u.endswith("~1")}, once) != []

@@ -194,3 +194,33 @@ def test_the_report_shows_the_events_the_streams_own_counts_leave_unaccounted_fo
     del load["broker_cpu_per_event_us"]  # a broker elsewhere
     row = next(line for line in report(res).splitlines() if line.startswith("| 2 | 10 |"))
     assert row.split(" | ")[13] == "12.5 / —"
+
+
+def test_the_batch_at_a_measured_rate_reads_a_horizon_of_that_traffic_and_the_report_says_so():
+    """Section 3's ratios: the batch's refresh over one feature horizon of the measured traffic (its fit), and the
+    archive length at which the batch at 1-hour freshness costs 20x the stream."""
+    from bench.suite import HORIZON_DAYS, cost_ratios
+    from bench.suite_report import _alternatives
+
+    assert HORIZON_DAYS == 365
+    batch = {
+        "impl": "vectorised", "customers": 10, "events": 1000, "cpu_s_per_refresh": 0.5, "wall_s_per_refresh": 0.5,
+        "cpu_us_per_customer": 50_000, "fit_us_per_event": 0.1, "fit_us_per_customer": 200.0,
+        "scaling": [{"events": 1000, "customers": 10, "cpu_s": 0.5}],
+    }  # fmt: skip
+    load = {"processes": 1, "events": 60_000, "achieved_rate": 1_000, "stream_cpu_s": 1.0}
+    load["stream_cpu_per_event_us"] = 1.0 / 60_000 * 1e6
+    (row,) = cost_ratios(batch, [load], customers=100_000)
+    stream_day = 1.0 / 60 * 86400  # 1,440 CPU-s
+    refresh = (0.1 * 1_000 * 86400 * 365 + 200.0 * 100_000) / 1e6  # 3,173.6 CPU-s
+    assert row["batch_cpu_s_per_refresh"] == pytest.approx(refresh)
+    assert row["1 h"] == pytest.approx(24 * refresh / stream_day)
+    days = row["archive_days_20x"]
+    assert 0 < days < 365
+    assert 24 * (0.1 * 1_000 * 86400 * days + 200.0 * 100_000) / 1e6 == pytest.approx(20 * stream_day)
+    load["stream_cpu_s"] = 6.0  # a stream 6x dearer: 20x is out of reach within the horizon
+    (dear,) = cost_ratios(batch, [load], customers=100_000)
+    assert dear["archive_days_20x"] is None
+    text = "\n".join(_alternatives({"batch": batch, "naive": {"groups": 25, "events_per_cpu_s": 100}, "ratios": [row]}))
+    assert "0.1 CPU-µs per event read + 200.0 per customer" in text
+    assert "| 1,000 events/s, 100,000 customers | 1,440 | 31,536,000,000 | 3,173.6 |" in text
