@@ -132,7 +132,8 @@ def _alternatives(res: dict) -> list[str]:
         )
         lines += [
             f"- The batch's refresh as its log grows ({points}): **{b['fit_us_per_event']} CPU-µs per event read "
-            f"+ {b['fit_us_per_customer']:,} per customer** (least squares).",
+            f"+ {b['fit_us_per_customer']:,} per customer** (non-negative least squares over the cheapest of 5 "
+            "refreshes of each log: the kindest figure for the batch).",
         ]
     lines += [
         "",
