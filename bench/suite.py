@@ -217,10 +217,12 @@ def lag_summary(pairs: list, unseen: int) -> dict:
     }
 
 
-def start_streams(args, bootstrap: str, work: Path, topic: str, n: int, idle_exit: float, **kw) -> list[Stream]:
-    """``n`` stream processes on ``topic`` (``-i/-a`` when more than one), each with its own chDB."""
+def start_streams(
+    args, bootstrap: str, work: Path, topic: str, n: int, idle_exit: float, env: dict[str, str] | None = None, **kw
+) -> list[Stream]:
+    """``n`` stream processes on ``topic`` (``-i/-a`` when more than one), each with its own chDB and ``env``."""
     addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(n)) if n > 1 else ""
-    env = {"PROPSTREAM_STREAM__N_SHARDS": str(args.shards_per_process * n)} if n > 1 else None
+    env = {**(env or {}), **({"PROPSTREAM_STREAM__N_SHARDS": str(args.shards_per_process * n)} if n > 1 else {})}
     streams = [
         Stream(
             ROOT,
@@ -232,7 +234,7 @@ def start_streams(args, bootstrap: str, work: Path, topic: str, n: int, idle_exi
             name=f"{topic}-p{i}",
             process_id=i if n > 1 else None,
             addresses=addresses,
-            env=env,
+            env=env or None,
             **kw,
         )
         for i in range(n)
@@ -256,22 +258,32 @@ def finish(streams: list[Stream], timeout: float) -> list[dict]:
 
 
 def load_phase(
-    args, bootstrap: str, work: Path, workload: CloneWorkload, rate: int, n: int, idle: float, broker_pid: int | None
+    args,
+    bootstrap: str,
+    work: Path,
+    workload: CloneWorkload,
+    rate: int,
+    n: int,
+    idle: float,
+    broker_pid: int | None,
+    freshness: float | None = None,
 ) -> dict:
     """Offer ``rate`` events/s to ``n`` processes for ``--seconds``: freshness, CPU, whether it was sustained.
 
     Beside the streams' CPU, the same window's CPU of the generator (this
     process: the producer and its librdkafka threads) and of the local broker
     (``broker_pid``; None: a broker elsewhere): all share the machine.
+    ``freshness``: the streams run with ``stream.freshness_seconds`` set to it.
     """
     topic = new_topic(bootstrap, args.partitions)
-    streams = start_streams(args, bootstrap, work, topic, n, args.idle_exit + idle + 10)
+    env = {} if freshness is None else {"PROPSTREAM_STREAM__FRESHNESS_SECONDS": f"{freshness:g}"}
+    streams = start_streams(args, bootstrap, work, topic, n, args.idle_exit + idle + 10, env=env)
     time.sleep(10)  # the dataflow builds after the start line; partitions go idle after kafka.idle_seconds
     trace = CpuTrace([s.proc.pid for s in streams])
     beside = {"generator": CpuTrace([os.getpid()])}
     if broker_pid is not None:
         beside["broker"] = CpuTrace([broker_pid])
-    result: dict = {"phase": "load", "processes": n, "rate": rate}
+    result: dict = {"phase": "load", "processes": n, "rate": rate, "freshness_setting": freshness}
     if idle > 0:
         c0, t0 = trace.at(time.time()), time.time()
         time.sleep(idle)
@@ -455,18 +467,21 @@ def batch_cpu_per_refresh(batch: dict, events: float, customers: int) -> float:
 
 
 def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
-    """Batch CPU per day at each freshness / the stream's CPU per day, at each 1-process rate and at CJ's rate.
+    """Batch CPU per day at each freshness / the stream's CPU per day, at each 1-process phase and at CJ's rate.
 
-    At a measured rate the batch reads one horizon of that traffic (the
-    longest feature window, ``HORIZON_DAYS``: what a recompute of the same
-    features must read) for ``customers``; ``archive_days_20x`` is how many
-    days of that traffic its archive must hold for the batch at 1-hour
-    freshness to cost 20x the stream (None: not even the whole horizon).
-    The Complete Journey's row is the measured refresh itself (its year of
-    events is one horizon).
+    Each one-process phase is a row, named by its rate and freshness setting
+    (``stream.freshness_seconds``; none: the default waits); a ratio is given
+    only at a freshness the phase's p99 met (None above it). At a measured
+    rate the batch reads one horizon of that traffic (the longest feature
+    window, ``HORIZON_DAYS``: what a recompute of the same features must read)
+    for ``customers``; ``archive_days_20x`` is how many days of that traffic
+    its archive must hold for the batch at 1-hour freshness to cost 20x the
+    stream (None: not even the whole horizon). The Complete Journey's rows,
+    one per setting whose idle CPU was measured: the stream's idle CPU + 4,025
+    events a day at the cheapest CPU per event of that setting's phases,
+    against the measured refresh itself (its year of events is one horizon).
     """
     out = []
-    idle = next((r["idle_cpu_s_per_s"] for r in loads if "idle_cpu_s_per_s" in r), None)
     for r in loads:
         if r["processes"] != 1 or not r["events"] or not r["stream_cpu_s"]:
             continue
@@ -474,35 +489,47 @@ def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
         log_events = r["achieved_rate"] * 86400 * HORIZON_DAYS
         refresh = batch_cpu_per_refresh(batch, log_events, customers)
         row = {
-            "traffic": f"{r['achieved_rate']:,} events/s, {customers:,} customers",
+            "traffic": f"{r['achieved_rate']:,} events/s, {customers:,} customers{_setting(r)}",
             "stream_cpu_s_day": stream_day,
             "batch_log_events": log_events,
             "batch_cpu_s_per_refresh": refresh,
+            **_ratios(refresh, stream_day, r.get("p99_s")),
         }
-        for name, f in FRESHNESS.items():
-            row[name] = refresh * 86400 / f / stream_day
         days = None
         if "fit_us_per_event" in batch:
             need = 20 * stream_day / (86400 / FRESHNESS["1 h"]) - batch_cpu_per_refresh(batch, 0, customers)
             days = need / (batch_cpu_per_refresh(batch, r["achieved_rate"] * 86400, 0) or 1e-9)
         row["archive_days_20x"] = days if days is not None and days <= HORIZON_DAYS else None
         out.append(row)
-    if idle is not None and loads:
-        per_event = (
-            min((r["stream_cpu_per_event_us"] for r in loads if r["stream_cpu_per_event_us"] > 0), default=0) / 1e6
-        )
-        stream_day = idle * 86400 + CJ_EVENTS_PER_DAY * per_event
+    for setting in dict.fromkeys(r.get("freshness_setting") for r in loads if "idle_cpu_s_per_s" in r):
+        same = [r for r in loads if r.get("freshness_setting") == setting]
+        idle = next(r["idle_cpu_s_per_s"] for r in same if "idle_cpu_s_per_s" in r)
+        per_event = min((r["stream_cpu_per_event_us"] for r in same if r["stream_cpu_per_event_us"] > 0), default=0)
+        stream_day = idle * 86400 + CJ_EVENTS_PER_DAY * per_event / 1e6
+        p99 = max((r["p99_s"] for r in same if r.get("p99_s") is not None), default=None)
         row = {
-            "traffic": f"The Complete Journey ({CJ_EVENTS_PER_DAY:,} events/day)",
+            "traffic": f"The Complete Journey ({CJ_EVENTS_PER_DAY:,} events/day){_setting(same[0])}",
             "stream_cpu_s_day": stream_day,
             "batch_log_events": batch["events"],
             "batch_cpu_s_per_refresh": batch["cpu_s_per_refresh"],
+            **_ratios(batch["cpu_s_per_refresh"], stream_day, p99),
+            "archive_days_20x": None,
         }
-        for name, f in FRESHNESS.items():
-            row[name] = batch["cpu_s_per_refresh"] * 86400 / f / stream_day
-        row["archive_days_20x"] = None
         out.append(row)
     return out
+
+
+def _setting(load: dict) -> str:
+    f = load.get("freshness_setting")
+    return "" if f is None else f", freshness_seconds {f:g}"
+
+
+def _ratios(batch_refresh: float, stream_day: float, p99: float | None) -> dict[str, float | None]:
+    """Batch CPU per day / the stream's at each freshness the stream's p99 met."""
+    return {
+        name: batch_refresh * 86400 / f / stream_day if p99 is not None and p99 <= f else None
+        for name, f in FRESHNESS.items()
+    }
 
 
 # -- 4. state: memory per customer, snapshot bytes per epoch ---------------------------------------------------------
@@ -668,9 +695,11 @@ def next_rate(loads: list[dict], ceiling: float) -> int | None:
 
 
 def max_sustained(loads: list[dict]) -> dict[int, int | None]:
-    """The highest sustained rate of each process count."""
+    """The highest sustained rate of each process count (with the default waits: no freshness setting)."""
     out: dict[int, int | None] = {}
     for r in loads:
+        if r.get("freshness_setting") is not None:
+            continue
         best = out.get(r["processes"])
         if r["sustained"] and (best is None or r["rate"] > best):
             best = r["rate"]
@@ -749,6 +778,15 @@ def run(args) -> dict:
                     if nxt is not None:
                         rates.append(nxt)
                 k += 1
+            if n == 1:  # the same rates at each freshness setting: the stream's cost at equal freshness
+                for f in args.freshness:
+                    first = not any(x.get("freshness_setting") == f for x in loads)
+                    for rate in args.rates:
+                        idle = args.idle if first and rate == args.rates[0] else 0
+                        r = load_phase(args, bootstrap, work, workload, rate, n, idle, broker_pid, freshness=f)
+                        loads.append(r)
+                        say("suite:", json.dumps(r))
+                        save(args, {**res, "loads": loads})
         res["loads"] = loads
         res["max_sustained"] = max_sustained(loads)
         res["ratios"] = cost_ratios(res["batch"], loads, args.customers) if "batch" in res else []
@@ -783,6 +821,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="raise the rate by 1.5x past the last rate while it is sustained",
+    )
+    ap.add_argument(
+        "--freshness",
+        type=float,
+        nargs="*",
+        default=[60.0],
+        help="one process again at each of --rates with stream.freshness_seconds set to each (none: skip)",
     )
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured before the first phase")
     ap.add_argument("--idle-exit", type=float, default=20.0, help="a stream exits this long after its topic drains")

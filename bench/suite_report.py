@@ -33,6 +33,12 @@ def _f(x, digits: int = 0) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+def _setting(load: dict) -> str:
+    """A phase run with ``stream.freshness_seconds`` set says so beside its process count."""
+    f = load.get("freshness_setting")
+    return "" if f is None else f" (freshness_seconds {f:g})"
+
+
 def report(res: dict) -> str:
     """The results as Markdown: machine, command, then one table per section."""
     m = res["machine"]
@@ -62,7 +68,8 @@ def report(res: dict) -> str:
     ]
     for r in res["loads"]:
         lines.append(
-            f"| {r['processes']} | {r['rate']:,} | {r['achieved_rate']:,} | {r['events']:,} | {r['customers']:,} "
+            f"| {r['processes']}{_setting(r)} | {r['rate']:,} | {r['achieved_rate']:,} | {r['events']:,} "
+            f"| {r['customers']:,} "
             f"| {_f(r['p50_s'], 3)} | {_f(r['p99_s'], 3)} | {_f(r['max_s'], 3)} | {r['never_visible']:,} "
             f"| {r.get('applied_no_score_moved', '')} | {_f(r.get('not_applied'))} "
             f"| {_f(r.get('head_median_s'), 2)} → {_f(r.get('tail_median_s'), 2)} "

@@ -149,7 +149,7 @@ def build_source(
         return FileReplaySource(inputs, settings.stream.batch_size, mapping)  # fails fast on a missing file
     from stream.sources.kafka import KafkaSource
 
-    k = settings.kafka
+    k, lat = settings.kafka, settings.latency()
     return KafkaSource(
         k.bootstrap_servers,
         k.topic,
@@ -159,9 +159,9 @@ def build_source(
         tick_seconds=k.tick_seconds,
         exit_when_idle=exit_when_idle,
         idle_seconds=k.idle_seconds,
-        poll_max_seconds=k.poll_max_seconds,
-        batch_wait_seconds=k.batch_wait_seconds,
-        fetch_wait_seconds=k.fetch_wait_seconds,
+        poll_max_seconds=lat.poll_max_seconds,
+        batch_wait_seconds=lat.batch_wait_seconds,
+        fetch_wait_seconds=lat.fetch_wait_seconds,
     )
 
 
@@ -291,8 +291,8 @@ def _run_flow(
         type_names=cfg.type_names,
         # With a recovery store a buffered row could be lost after its epoch's snapshot: write per batch.
         flush_rows=settings.stream.sink_flush_rows,
-        flush_seconds=0.0 if execution.recovery_dir is not None else settings.stream.sink_flush_seconds,
-        archive_flush_seconds=settings.stream.sink_archive_flush_seconds,
+        flush_seconds=0.0 if execution.recovery_dir is not None else settings.latency().sink_flush_seconds,
+        archive_flush_seconds=settings.latency().sink_archive_flush_seconds,
     )
     if models is not None:
         models.on_swap = _models_table_sync(settings, client, sink)

@@ -82,6 +82,16 @@ class StreamSettings(BaseModel):
         description="a replay batch spans at most one such window of event time (aligned to the epoch, so UTC "
         "days for 24): score_history holds a refresh per window; 0: batches are cut by batch_size only",
     )
+    freshness_seconds: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=3600.0,
+        description="target event-to-visible lag of a live stream: sets the waits that trade lag for CPU "
+        "(sink_flush_seconds, sink_archive_flush_seconds, kafka.batch_wait_seconds, kafka.poll_max_seconds, "
+        "kafka.fetch_wait_seconds; one set explicitly wins) so that they add up to a third of it; a minute costs "
+        "about a third of the default's CPU per event at 2,000 events/s (BENCHMARKS.md 6w); unset: their defaults "
+        "(~0.3-0.7 s p99 up to 10,000 events/s)",
+    )
     sink_flush_rows: int = Field(
         default=200_000,
         ge=1,
@@ -529,6 +539,16 @@ class ClickHouseSettings(BaseModel):
     )
 
 
+class Latency(NamedTuple):
+    """The waits between an event's arrival and its score's visibility, as a run uses them (``Settings.latency``)."""
+
+    sink_flush_seconds: float
+    sink_archive_flush_seconds: float
+    batch_wait_seconds: float
+    poll_max_seconds: float
+    fetch_wait_seconds: float
+
+
 class Settings(BaseSettings):
     """Everything configurable, validated once."""
 
@@ -597,6 +617,49 @@ class Settings(BaseSettings):
                 msg = f"{toml_path} (PROPSTREAM_CONFIG) is not valid TOML: {exc}"
                 raise SettingsFileError(msg) from exc
         return tuple(sources)
+
+    def latency(self) -> Latency:
+        """The stream's waits: each set explicitly as given, else from ``stream.freshness_seconds``, else its default.
+
+        From a target F: the source waits F/12 after a poll that brought
+        messages (at most 10 s; librdkafka's fetch F/60, 1 ms to 10 s), the
+        sink writes scores every F/3 and the other tables every F/3 but at
+        least every 2 s: a wait of ~F/3 + F/12 + F/60 (~0.43 F) at most
+        before the insert, leaving the rest for the refresh and the insert
+        itself. Measured at F = 60 s, 2,000 events/s: p99 24.8 s.
+
+        >>> Settings(stream={"freshness_seconds": 60}).latency()
+        Latency(sink_flush_seconds=20.0, sink_archive_flush_seconds=20.0, batch_wait_seconds=5.0, \
+poll_max_seconds=5.0, fetch_wait_seconds=1.0)
+        >>> Settings(stream={"freshness_seconds": 60, "sink_flush_seconds": 1}).latency().sink_flush_seconds
+        1.0
+        >>> Settings().latency() == Settings(stream={"freshness_seconds": None}).latency()
+        True
+        """
+        st, k, f = self.stream, self.kafka, self.stream.freshness_seconds
+        derived: dict[str, float] = {}
+        if f is not None:
+            batch_wait = min(10.0, f / 12)
+            derived = {
+                "sink_flush_seconds": f / 3,
+                "sink_archive_flush_seconds": max(2.0, f / 3),
+                "batch_wait_seconds": batch_wait,
+                "poll_max_seconds": max(k.poll_max_seconds, batch_wait),
+                "fetch_wait_seconds": min(10.0, max(0.001, f / 60)),
+            }
+
+        def wait(model: BaseModel, name: str) -> float:
+            if name in model.model_fields_set or name not in derived:
+                return float(getattr(model, name))
+            return derived[name]
+
+        return Latency(
+            sink_flush_seconds=wait(st, "sink_flush_seconds"),
+            sink_archive_flush_seconds=wait(st, "sink_archive_flush_seconds"),
+            batch_wait_seconds=wait(k, "batch_wait_seconds"),
+            poll_max_seconds=wait(k, "poll_max_seconds"),
+            fetch_wait_seconds=wait(k, "fetch_wait_seconds"),
+        )
 
     @property
     def dsn(self) -> str:

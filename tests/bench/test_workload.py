@@ -208,7 +208,7 @@ def test_the_batch_at_a_measured_rate_reads_a_horizon_of_that_traffic_and_the_re
         "cpu_us_per_customer": 50_000, "fit_us_per_event": 0.1, "fit_us_per_customer": 200.0,
         "scaling": [{"events": 1000, "customers": 10, "cpu_s": 0.5}],
     }  # fmt: skip
-    load = {"processes": 1, "events": 60_000, "achieved_rate": 1_000, "stream_cpu_s": 1.0}
+    load = {"processes": 1, "events": 60_000, "achieved_rate": 1_000, "stream_cpu_s": 1.0, "p99_s": 0.5}
     load["stream_cpu_per_event_us"] = 1.0 / 60_000 * 1e6
     (row,) = cost_ratios(batch, [load], customers=100_000)
     stream_day = 1.0 / 60 * 86400  # 1,440 CPU-s
@@ -224,3 +224,33 @@ def test_the_batch_at_a_measured_rate_reads_a_horizon_of_that_traffic_and_the_re
     text = "\n".join(_alternatives({"batch": batch, "naive": {"groups": 25, "events_per_cpu_s": 100}, "ratios": [row]}))
     assert "0.1 CPU-µs per event read + 200.0 per customer" in text
     assert "| 1,000 events/s, 100,000 customers | 1,440 | 31,536,000,000 | 3,173.6 |" in text
+
+
+def test_a_phase_with_a_freshness_setting_is_its_own_row_and_counts_only_at_the_freshness_it_met():
+    from bench.suite import cost_ratios, max_sustained
+    from bench.suite_report import _alternatives
+
+    batch = {"impl": "vectorised", "customers": 10, "events": 1000, "cpu_s_per_refresh": 0.5}
+    batch |= {"wall_s_per_refresh": 0.5, "cpu_us_per_customer": 50_000}
+    base = {"processes": 1, "rate": 1_000, "events": 60_000, "achieved_rate": 1_000, "sustained": True}
+    default = base | {"stream_cpu_s": 6.0, "stream_cpu_per_event_us": 100.0, "p99_s": 0.5, "idle_cpu_s_per_s": 0.005}
+    minute = base | {"stream_cpu_s": 2.0, "stream_cpu_per_event_us": 33.3, "p99_s": 25.0, "freshness_setting": 60.0}
+    late = minute | {"rate": 2_000, "achieved_rate": 2_000, "events": 120_000, "p99_s": 90.0, "idle_cpu_s_per_s": 0.001}
+    rows = {r["traffic"]: r for r in cost_ratios(batch, [default, minute, late], customers=10)}
+    a, b = rows["1,000 events/s, 10 customers"], rows["1,000 events/s, 10 customers, freshness_seconds 60"]
+    assert b["1 min"] == pytest.approx(3 * a["1 min"])  # a third of the CPU: three times the ratio
+    over = rows["2,000 events/s, 10 customers, freshness_seconds 60"]
+    assert over["1 min"] is None and over["1 h"] is not None  # its p99 (90 s) missed a minute
+    cj = {t: r for t, r in rows.items() if t.startswith("The Complete Journey")}
+    assert set(cj) == {
+        "The Complete Journey (4,025 events/day)",
+        "The Complete Journey (4,025 events/day), freshness_seconds 60",
+    }
+    setting = cj["The Complete Journey (4,025 events/day), freshness_seconds 60"]
+    assert setting["stream_cpu_s_day"] == pytest.approx(0.001 * 86400 + 4025 * 33.3e-6)  # its own idle and events
+    assert setting["1 min"] is None  # the setting's worst p99 (90 s) missed a minute
+    assert max_sustained([default, minute | {"rate": 5_000}]) == {1: 1_000}  # a setting's phases do not count
+    text = "\n".join(
+        _alternatives({"batch": batch, "naive": {"groups": 25, "events_per_cpu_s": 100}, "ratios": [over]})
+    )
+    assert "| 2,000 events/s, 10 customers, freshness_seconds 60 |" in text and "| — |" in text

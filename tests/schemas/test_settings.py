@@ -71,3 +71,35 @@ def test_every_run_option_is_a_setting_and_a_flag_given_wins(tmp_path, monkeypat
     s = _settings(build_parser().parse_args(flags))
     assert (s.input, s.snapshot_seconds, s.kafka.clock, s.process_id) == ("a.csv", 1.0, "wall", 0)
     assert str(s.recovery_dir) == "/srv/recovery"  # not given: the file's
+
+
+def test_a_freshness_target_sets_the_waits_it_can_afford_and_a_wait_set_explicitly_wins(tmp_path, monkeypatch):
+    """``stream.freshness_seconds``: the source's and the sink's waits follow it (from the file or the environment)
+    and add up to under half of it; one given explicitly keeps its value; unset, every default stays."""
+    from propstream.app import build_source
+    from schemas.settings import Latency
+
+    defaults = Settings().latency()
+    assert defaults == Latency(0.2, 2.0, 0.1, 0.5, 0.1)  # the fields' own defaults
+    for target in (0.5, 5.0, 60.0, 600.0, 3600.0):
+        lat = Settings(stream={"freshness_seconds": target}).latency()
+        assert lat.sink_flush_seconds + lat.batch_wait_seconds + lat.fetch_wait_seconds < target / 2
+        assert lat.batch_wait_seconds <= lat.poll_max_seconds
+        assert lat.sink_archive_flush_seconds >= lat.sink_flush_seconds
+    slow, fast = (
+        Settings(stream={"freshness_seconds": 60}).latency(),
+        Settings(stream={"freshness_seconds": 1}).latency(),
+    )
+    assert all(s >= f for s, f in zip(slow, fast, strict=True)) and slow != fast
+    assert (
+        slow.sink_flush_seconds > defaults.sink_flush_seconds and slow.batch_wait_seconds > defaults.batch_wait_seconds
+    )
+    config = tmp_path / "propstream.toml"
+    config.write_text("[stream]\nfreshness_seconds = 60\n[kafka]\nbatch_wait_seconds = 0.3\n")
+    monkeypatch.setenv("PROPSTREAM_CONFIG", str(config))
+    monkeypatch.setenv("PROPSTREAM_STREAM__SINK_FLUSH_SECONDS", "1.5")
+    settings = Settings()
+    assert settings.latency() == slow._replace(sink_flush_seconds=1.5, batch_wait_seconds=0.3)
+    source = build_source(settings, None)  # the run's Kafka source takes them (no broker is contacted)
+    assert (source.batch_wait_seconds, source.poll_max_seconds) == (0.3, slow.poll_max_seconds)
+    assert source.config["fetch.wait.max.ms"] == round(slow.fetch_wait_seconds * 1000)
