@@ -266,24 +266,24 @@ def load_phase(
     n: int,
     idle: float,
     broker_pid: int | None,
-    freshness: float | None = None,
+    setting: float | None = None,
 ) -> dict:
     """Offer ``rate`` events/s to ``n`` processes for ``--seconds``: freshness, CPU, whether it was sustained.
 
     Beside the streams' CPU, the same window's CPU of the generator (this
     process: the producer and its librdkafka threads) and of the local broker
     (``broker_pid``; None: a broker elsewhere): all share the machine.
-    ``freshness``: the streams run with ``stream.freshness_seconds`` set to it.
+    ``setting``: the streams run with ``stream.freshness_seconds`` set to it.
     """
     topic = new_topic(bootstrap, args.partitions)
-    env = {} if freshness is None else {"PROPSTREAM_STREAM__FRESHNESS_SECONDS": f"{freshness:g}"}
+    env = {} if setting is None else {"PROPSTREAM_STREAM__FRESHNESS_SECONDS": f"{setting:g}"}
     streams = start_streams(args, bootstrap, work, topic, n, args.idle_exit + idle + 10, env=env)
     time.sleep(10)  # the dataflow builds after the start line; partitions go idle after kafka.idle_seconds
     trace = CpuTrace([s.proc.pid for s in streams])
     beside = {"generator": CpuTrace([os.getpid()])}
     if broker_pid is not None:
         beside["broker"] = CpuTrace([broker_pid])
-    result: dict = {"phase": "load", "processes": n, "rate": rate, "freshness_setting": freshness}
+    result: dict = {"phase": "load", "processes": n, "rate": rate, "freshness_setting": setting}
     if idle > 0:
         c0, t0 = trace.at(time.time()), time.time()
         time.sleep(idle)
@@ -783,7 +783,7 @@ def run(args) -> dict:
                     first = not any(x.get("freshness_setting") == f for x in loads)
                     for rate in args.rates:
                         idle = args.idle if first and rate == args.rates[0] else 0
-                        r = load_phase(args, bootstrap, work, workload, rate, n, idle, broker_pid, freshness=f)
+                        r = load_phase(args, bootstrap, work, workload, rate, n, idle, broker_pid, setting=f)
                         loads.append(r)
                         say("suite:", json.dumps(r))
                         save(args, {**res, "loads": loads})
