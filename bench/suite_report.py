@@ -148,7 +148,10 @@ def _alternatives(res: dict) -> list[str]:
         "At a measured rate the batch reads the events of that traffic the features span (their longest window) "
         "for the suite's customers, at the fit above; the last column is how many days of that traffic the "
         "archive must hold for the batch at 1-hour freshness to cost 20x the stream (—: not within the span). "
-        "The Complete Journey's row is the measured refresh.",
+        "A row with `freshness_seconds` is the stream run with that setting (its waits follow it, "
+        "`Settings.latency`); a ratio is given only at a freshness the phase's p99 met (—: missed). "
+        "The Complete Journey's rows are the measured refresh against the stream's idle CPU (measured before the "
+        "setting's first phase) plus its events at the setting's cheapest CPU per event.",
         "",
         "| traffic | stream CPU-s/day | batch reads (events) | batch CPU-s/refresh | 1 min | 1 h | 1 day "
         "| archive days for 20x at 1 h |",
