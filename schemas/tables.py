@@ -32,8 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
-
 DATABASE = "propstream"
 
 
@@ -491,13 +489,3 @@ def row_version(as_of_ms: int, seq: int) -> int:
     True
     """
     return (as_of_ms << VERSION_SHIFT) | (seq & ((1 << VERSION_SHIFT) - 1))
-
-
-def row_versions(as_of_ms: int, seqs: np.ndarray) -> np.ndarray:
-    """``row_version(as_of_ms, q)`` for every ``q`` of ``seqs``, as int64 (as-of times up to the year 2248).
-
-    >>> seqs = np.array([0, 7, (1 << 20) + 3])
-    >>> row_versions(1_500_000_000_000, seqs).tolist() == [row_version(1_500_000_000_000, q) for q in seqs.tolist()]
-    True
-    """
-    return (np.int64(as_of_ms) << VERSION_SHIFT) | (seqs.astype(np.int64) & ((1 << VERSION_SHIFT) - 1))

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from schemas.tables import row_versions
+from schemas.tables import row_version
 
 if TYPE_CHECKING:
     from models.forest import GroupForest, ScorePlan
@@ -157,24 +157,19 @@ class ShardScoring:
         """
         predictions = pending.predictions.result()
         last = last_scores.take(users, self.n_groups)
+        versions = [row_version(clock, q) for q in seqs]
         cols.as_of = clock
-        rows, scores, groups, versions = [], [], [], []
         for (scorer, idx, force), probs in zip(pending.plan, predictions, strict=True):
             gi = scorer.group_index
             if not force:
                 moved = probs != last[idx, gi]
                 idx, probs = idx[moved], probs[moved]
             last[idx, gi] = probs
-            rows.append(idx)
-            scores.append(probs)
-            groups.append(self.group_names[gi])
-            versions.append(scorer.version)
-        if rows:  # the written rows, group by group, as columns: one gather each, no Python loop per row
-            at = np.concatenate(rows)
-            counts = [len(idx) for idx in rows]
-            cols.user_id += np.array(users, dtype=object)[at].tolist()
-            cols.group_id += np.repeat(np.array(groups, dtype=object), counts).tolist()
-            cols.score += np.concatenate(scores).tolist()
-            cols.model_version += np.repeat(versions, counts).tolist()
-            cols.version += row_versions(clock, np.asarray(seqs)[at]).tolist()
+            group = self.group_names[gi]
+            ii = idx.tolist()
+            cols.user_id += [users[i] for i in ii]
+            cols.group_id += [group] * len(ii)
+            cols.score += probs.tolist()
+            cols.model_version += [scorer.version] * len(ii)
+            cols.version += [versions[i] for i in ii]
         last_scores.put(users, last)
