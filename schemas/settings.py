@@ -90,7 +90,7 @@ class StreamSettings(BaseModel):
         "(sink_flush_seconds, sink_archive_flush_seconds, kafka.batch_wait_seconds, kafka.poll_max_seconds, "
         "kafka.fetch_wait_seconds; one set explicitly wins) so that they add up to a third of it; a minute costs "
         "about a third of the default's CPU per event at 2,000 events/s (BENCHMARKS.md 6w); unset: their defaults "
-        "(~0.3-0.7 s p99 up to 10,000 events/s)",
+        "(p99 ~0.4-1 s up to 20,000 events/s)",
     )
     sink_flush_rows: int = Field(
         default=200_000,
