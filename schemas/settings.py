@@ -88,7 +88,7 @@ class StreamSettings(BaseModel):
         le=3600.0,
         description="target event-to-visible lag of a live stream: sets the waits that trade lag for CPU "
         "(sink_flush_seconds, sink_archive_flush_seconds, kafka.batch_wait_seconds, kafka.poll_max_seconds, "
-        "kafka.fetch_wait_seconds; one set explicitly wins) so that they add up to a third of it; a minute costs "
+        "kafka.fetch_wait_seconds; one set explicitly wins) so that they add up to under half of it; a minute costs "
         "about a third of the default's CPU per event at 2,000 events/s (BENCHMARKS.md 6w); unset: their defaults "
         "(p99 ~0.4-1 s up to 20,000 events/s)",
     )
