@@ -350,7 +350,10 @@ def _run_flow(
     if progress:
         recovery_note = f"recovery store {execution.recovery_dir}" if execution.recovery_dir else "no recovery"
         board_note = f", dashboard on {board.url}" if board is not None else ""
-        progress(f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}{board_note}")
+        progress(
+            f"{STARTED}: {settings.stream.n_shards} shard(s), {recovery_note}{board_note}"
+            f"{freshness_note(settings, execution.recovery_dir is not None)}"
+        )
         if placement.workers > 1 and not placement.shards_held(settings.stream.n_shards):
             progress(
                 f"process {placement.worker} holds none of the {settings.stream.n_shards} customer shard(s): it reads "
@@ -411,6 +414,20 @@ def _models_table_sync(settings: Settings, client: Any, sink: ClickHouseSink) ->
             log.error("models table not synced with the registry (the next run syncs it): %s", exc)
 
     return sync
+
+
+def freshness_note(settings: Settings, recovery: bool) -> str:
+    """What ``stream.freshness_seconds`` set, for the start line ("" when it is unset)."""
+    target = settings.stream.freshness_seconds
+    if target is None:
+        return ""
+    lat = settings.latency()
+    scores = "with every batch (a recovery store)" if recovery else f"every {lat.sink_flush_seconds:g} s"
+    return (
+        f", freshness target {target:g} s (a busy poll waits {lat.batch_wait_seconds:g} s, a fetch "
+        f"{lat.fetch_wait_seconds:g} s; scores written {scores}, the archive tables every "
+        f"{lat.sink_archive_flush_seconds:g} s)"
+    )
 
 
 def dashboard_in_run(settings: Settings, client: Any, execution: Execution) -> Any:

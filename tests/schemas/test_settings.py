@@ -103,3 +103,17 @@ def test_a_freshness_target_sets_the_waits_it_can_afford_and_a_wait_set_explicit
     source = build_source(settings, None)  # the run's Kafka source takes them (no broker is contacted)
     assert (source.batch_wait_seconds, source.poll_max_seconds) == (0.3, slow.poll_max_seconds)
     assert source.config["fetch.wait.max.ms"] == round(slow.fetch_wait_seconds * 1000)
+
+
+def test_the_start_line_says_what_a_freshness_target_set():
+    from propstream.app import freshness_note
+
+    assert freshness_note(Settings(), recovery=False) == ""
+    note = freshness_note(Settings(stream={"freshness_seconds": 60, "sink_archive_flush_seconds": 30}), False)
+    assert note == (
+        ", freshness target 60 s (a busy poll waits 5 s, a fetch 1 s; scores written every 20 s, "
+        "the archive tables every 30 s)"
+    )
+    assert "scores written with every batch (a recovery store)" in freshness_note(
+        Settings(stream={"freshness_seconds": 60}), recovery=True
+    )
