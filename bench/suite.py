@@ -601,8 +601,14 @@ class SnapshotWatch:
 
 
 def state_phase(args, bootstrap: str, work: Path, workload: CloneWorkload) -> dict:
-    """RSS slope per live customer, and snapshot bytes per epoch as no / few / more customers change."""
+    """RSS slope per live customer, and snapshot bytes per epoch as no / few / more customers change.
+
+    The slope is the least-squares line through the RSS read after each of
+    ``--state-steps`` equal steps from the first ``--state-customers`` count to
+    the second (two readings moved ~15 % from run to run).
+    """
     n1, n2 = args.state_customers
+    counts = [n1 + round(i * (n2 - n1) / args.state_steps) for i in range(args.state_steps + 1)]
     topic = new_topic(bootstrap, args.partitions)
     recovery = work / f"{topic}-recovery"
     snap_s = args.snapshot_seconds
@@ -613,7 +619,7 @@ def state_phase(args, bootstrap: str, work: Path, workload: CloneWorkload) -> di
     try:
         time.sleep(10)
         rss, sent = [], 0
-        for first, last in ((0, n1), (n1, n2)):
+        for first, last in zip([0, *counts], counts, strict=False):
             events = workload.events(first, last, rounds=1)
             sent += offer(bootstrap, topic, events, args.state_rate, 1e9, f"m{first}")["events"]
             if not stream.wait_applied(sent, 1200):
@@ -623,9 +629,9 @@ def state_phase(args, bootstrap: str, work: Path, workload: CloneWorkload) -> di
             rss.append(rss_bytes(pid))
         result.update(
             {
-                "customers": [n1, n2],
+                "customers": counts,
                 "rss_mb": [round(r / 2**20, 1) for r in rss],
-                "bytes_per_customer": round((rss[1] - rss[0]) / (n2 - n1)),
+                "bytes_per_customer": round(float(np.polyfit(counts, rss, 1)[0])),
             }
         )
         time.sleep(2 * snap_s)
@@ -862,6 +868,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --baselines-only: the cost ratios against the live phases of these saved runs (--json-out)",
     )
     ap.add_argument("--state-customers", type=int, nargs=2, default=[20_000, 100_000], metavar=("N1", "N2"))
+    ap.add_argument("--state-steps", type=int, default=4, help="RSS readings from N1 to N2 customers, after N1's")
     ap.add_argument("--no-state", dest="state", action="store_false", help="skip the memory and snapshot phase")
     ap.add_argument("--state-rate", type=int, default=10_000, help="events/s offered while loading state")
     ap.add_argument("--snapshot-seconds", type=float, default=10.0, help="epoch length of the state phase")

@@ -94,11 +94,12 @@ def report(res: dict) -> str:
             "",
             "## 4. State",
             "",
-            f"- Memory per live customer (one basket each): RSS {s['rss_mb'][0]} MB at {s['customers'][0]:,} "
-            f"customers, {s['rss_mb'][1]} MB at {s['customers'][1]:,}: **{s['bytes_per_customer']:,} bytes per "
-            "customer**.",
+            "- Memory per live customer (one basket each): RSS "
+            + ", ".join(f"{mb} MB at {c:,}" for mb, c in zip(s["rss_mb"], s["customers"], strict=True))
+            + f" customers: **{s['bytes_per_customer']:,} bytes per customer**"
+            + (" (the least-squares slope)." if len(s["customers"]) > 2 else "."),
             f"- Snapshot bytes per epoch ({s['snapshot_seconds']:g}-s epochs, median over the epochs; "
-            f"{s['customers'][1]:,} customers in state), by customers changed per epoch: "
+            f"{s['customers'][-1]:,} customers in state), by customers changed per epoch: "
             + ", ".join(f"{int(c):,} changed: {_f(v)}" for c, v in s["snapshot_bytes_per_epoch"].items())
             + ".",
         ]

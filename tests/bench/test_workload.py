@@ -254,3 +254,21 @@ def test_a_phase_with_a_freshness_setting_is_its_own_row_and_counts_only_at_the_
         _alternatives({"batch": batch, "naive": {"groups": 25, "events_per_cpu_s": 100}, "ratios": [over]})
     )
     assert "| 2,000 events/s, 10 customers, freshness_seconds 60 |" in text and "| — |" in text
+
+
+def test_the_state_section_shows_every_rss_reading_and_the_slope_through_them():
+    from bench.suite_report import report
+
+    res = {
+        "started": "s", "ended": "e", "load_before": 0.1, "load_after": 0.2, "command": "c", "customers": 4,
+        "producer_ceiling": 100, "seconds": 1, "loads": [], "max_sustained": {},
+        "machine": {"cores": 2, "cpu": "x", "mem_gib": 1, "commit": "abc"},
+        "state": {
+            "snapshot_seconds": 10.0, "customers": [20_000, 60_000, 100_000], "rss_mb": [600.0, 680.5, 760.0],
+            "bytes_per_customer": 2_000, "snapshot_bytes_per_epoch": {"0": 68, "1000": 1_000_000},
+        },
+    }  # fmt: skip
+    line = next(x for x in report(res).splitlines() if x.startswith("- Memory per live customer"))
+    assert "600.0 MB at 20,000, 680.5 MB at 60,000, 760.0 MB at 100,000 customers" in line
+    assert "**2,000 bytes per customer** (the least-squares slope)" in line
+    assert "100,000 customers in state" in report(res)
