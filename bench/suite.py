@@ -42,8 +42,9 @@ Prints a Markdown table (machine, command, figure) and writes it to
    events/day over 2,469 households; the stream's cost there = its idle CPU +
    events x its CPU per event).
 4. **State.** One process with a recovery store: RSS after the first
-   ``--state-customers`` customers got one basket each, then after the next;
-   memory per live customer = the RSS slope. Snapshot bytes per epoch (the
+   ``--state-customers`` customers got one basket each, then after each of
+   ``--state-steps`` equal steps to the second count; memory per live
+   customer = the least-squares slope through them. Snapshot bytes per epoch (the
    recovery store's ``snaps`` rows written per epoch, read from its SQLite
    files) while no customer, a few and ten times as many change per epoch.
 5. **Replay.** bench/replay.py (The Complete Journey through the dataflow
