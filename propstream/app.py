@@ -422,11 +422,15 @@ def freshness_note(settings: Settings, recovery: bool) -> str:
     if target is None:
         return ""
     lat = settings.latency()
-    scores = "with every batch (a recovery store)" if recovery else f"every {lat.sink_flush_seconds:g} s"
+    writes = (
+        "every table written with every batch (a recovery store)"
+        if recovery
+        else f"scores written every {lat.sink_flush_seconds:g} s, the archive tables every "
+        f"{lat.sink_archive_flush_seconds:g} s"
+    )
     return (
         f", freshness target {target:g} s (a busy poll waits {lat.batch_wait_seconds:g} s, a fetch "
-        f"{lat.fetch_wait_seconds:g} s; scores written {scores}, the archive tables every "
-        f"{lat.sink_archive_flush_seconds:g} s)"
+        f"{lat.fetch_wait_seconds:g} s; {writes})"
     )
 
 

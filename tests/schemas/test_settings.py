@@ -114,6 +114,7 @@ def test_the_start_line_says_what_a_freshness_target_set():
         ", freshness target 60 s (a busy poll waits 5 s, a fetch 1 s; scores written every 20 s, "
         "the archive tables every 30 s)"
     )
-    assert "scores written with every batch (a recovery store)" in freshness_note(
-        Settings(stream={"freshness_seconds": 60}), recovery=True
+    assert freshness_note(Settings(stream={"freshness_seconds": 60}), recovery=True) == (
+        ", freshness target 60 s (a busy poll waits 5 s, a fetch 1 s; every table written with every batch "
+        "(a recovery store))"
     )
