@@ -94,7 +94,7 @@ from bench.common import (  # noqa: E402
     refreshes,
     rss_bytes,
 )
-from bench.suite_report import machine, report  # noqa: E402
+from bench.suite_report import machine, report, setting  # noqa: E402
 from bench.workload import CloneWorkload, offer, offer_customers  # noqa: E402
 from schemas.features import DEFAULT_WINDOWS  # noqa: E402
 
@@ -490,7 +490,7 @@ def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
         log_events = r["achieved_rate"] * 86400 * HORIZON_DAYS
         refresh = batch_cpu_per_refresh(batch, log_events, customers)
         row = {
-            "traffic": f"{r['achieved_rate']:,} events/s, {customers:,} customers{_setting(r)}",
+            "traffic": f"{r['achieved_rate']:,} events/s, {customers:,} customers{setting(r)}",
             "stream_cpu_s_day": stream_day,
             "batch_log_events": log_events,
             "batch_cpu_s_per_refresh": refresh,
@@ -502,14 +502,14 @@ def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
             days = need / (batch_cpu_per_refresh(batch, r["achieved_rate"] * 86400, 0) or 1e-9)
         row["archive_days_20x"] = days if days is not None and days <= HORIZON_DAYS else None
         out.append(row)
-    for setting in dict.fromkeys(r.get("freshness_setting") for r in loads if "idle_cpu_s_per_s" in r):
-        same = [r for r in loads if r.get("freshness_setting") == setting]
+    for chosen in dict.fromkeys(r.get("freshness_setting") for r in loads if "idle_cpu_s_per_s" in r):
+        same = [r for r in loads if r.get("freshness_setting") == chosen]
         idle = next(r["idle_cpu_s_per_s"] for r in same if "idle_cpu_s_per_s" in r)
         per_event = min((r["stream_cpu_per_event_us"] for r in same if r["stream_cpu_per_event_us"] > 0), default=0)
         stream_day = idle * 86400 + CJ_EVENTS_PER_DAY * per_event / 1e6
         p99 = max((r["p99_s"] for r in same if r.get("p99_s") is not None), default=None)
         row = {
-            "traffic": f"The Complete Journey ({CJ_EVENTS_PER_DAY:,} events/day){_setting(same[0])}",
+            "traffic": f"The Complete Journey ({CJ_EVENTS_PER_DAY:,} events/day){setting(same[0])}",
             "stream_cpu_s_day": stream_day,
             "batch_log_events": batch["events"],
             "batch_cpu_s_per_refresh": batch["cpu_s_per_refresh"],
@@ -518,11 +518,6 @@ def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
         }
         out.append(row)
     return out
-
-
-def _setting(load: dict) -> str:
-    f = load.get("freshness_setting")
-    return "" if f is None else f", freshness_seconds {f:g}"
 
 
 def _ratios(batch_refresh: float, stream_day: float, p99: float | None) -> dict[str, float | None]:

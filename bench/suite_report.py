@@ -33,10 +33,11 @@ def _f(x, digits: int = 0) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
-def _setting(load: dict) -> str:
-    """A phase run with ``stream.freshness_seconds`` set says so beside its process count."""
+def setting(load: dict) -> str:
+    """A phase run with ``stream.freshness_seconds`` set says so where it is named (its process count, its
+    traffic)."""
     f = load.get("freshness_setting")
-    return "" if f is None else f" (freshness_seconds {f:g})"
+    return "" if f is None else f", freshness_seconds {f:g}"
 
 
 def report(res: dict) -> str:
@@ -68,7 +69,7 @@ def report(res: dict) -> str:
     ]
     for r in res["loads"]:
         lines.append(
-            f"| {r['processes']}{_setting(r)} | {r['rate']:,} | {r['achieved_rate']:,} | {r['events']:,} "
+            f"| {r['processes']}{setting(r)} | {r['rate']:,} | {r['achieved_rate']:,} | {r['events']:,} "
             f"| {r['customers']:,} "
             f"| {_f(r['p50_s'], 3)} | {_f(r['p99_s'], 3)} | {_f(r['max_s'], 3)} | {r['never_visible']:,} "
             f"| {r.get('applied_no_score_moved', '')} | {_f(r.get('not_applied'))} "
