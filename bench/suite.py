@@ -497,9 +497,10 @@ def cost_ratios(batch: dict, loads: list[dict], customers: int) -> list[dict]:
             **_ratios(refresh, stream_day, r.get("p99_s")),
         }
         days = None
-        if "fit_us_per_event" in batch:
-            need = 20 * stream_day / (86400 / FRESHNESS["1 h"]) - batch_cpu_per_refresh(batch, 0, customers)
-            days = need / (batch_cpu_per_refresh(batch, r["achieved_rate"] * 86400, 0) or 1e-9)
+        if batch.get("fit_us_per_event"):  # refreshes a day x (per day of archive x days + per customers) = 20 x stream
+            per_customers = batch["fit_us_per_customer"] * customers / 1e6
+            per_archive_day = batch["fit_us_per_event"] * r["achieved_rate"] * 86400 / 1e6
+            days = (20 * stream_day / (86400 / FRESHNESS["1 h"]) - per_customers) / per_archive_day
         row["archive_days_20x"] = days if days is not None and days <= HORIZON_DAYS else None
         out.append(row)
     for chosen in dict.fromkeys(r.get("freshness_setting") for r in loads if "idle_cpu_s_per_s" in r):
