@@ -68,6 +68,19 @@ class Table:
         """The columns a writer supplies (all but those the server fills in)."""
         return tuple(c.name for c in self.columns if c.default is None)
 
+    @property
+    def replacing(self) -> tuple[tuple[str, ...], str] | None:
+        """(key, version column) if a row replaces an older one of the same ``order_by`` key by its version.
+
+        ``ReplacingMergeTree(col)`` keeps, per key, the row with the largest
+        ``col`` (the last inserted of equals); FINAL reads only those.
+
+        >>> CUSTOMER_FEATURES.replacing, EVENTS.replacing
+        ((('user_id',), 'version'), None)
+        """
+        engine, _, column = self.engine.partition("(")
+        return (self.order_by, column.removesuffix(")")) if engine == "ReplacingMergeTree" and column else None
+
     def at(self, database: str = DATABASE) -> str:
         """The qualified name for SQL."""
         return f"{database}.{self.name}"

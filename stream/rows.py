@@ -89,23 +89,42 @@ class FeatureMaps:
                 yield dict(zip(keys[start : start + n], vals[start : start + n], strict=True))
                 start += n
 
-    def to_arrow(self) -> pa.MapArray:
-        """One Arrow ``map<dictionary<int32, string>, double>`` array of every row."""
+    def joined(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Every part as one: the names (each once, in order of first part), pairs per row, name index, value."""
         names: dict[str, int] = {}
         index = [np.zeros(0, dtype=np.int32)]
         values = [np.zeros(0, dtype=np.float64)]
-        counts = [np.zeros(1, dtype=np.int64)]
+        counts = [np.zeros(0, dtype=np.int64)]
         for part_names, part_counts, part_index, part_values in self.parts:
             remap = np.array([names.setdefault(n, len(names)) for n in part_names], dtype=np.int32)
             index.append(remap[part_index] if len(remap) else part_index.astype(np.int32))
             values.append(part_values)
             counts.append(part_counts)
-        offsets = np.cumsum(np.concatenate(counts), dtype=np.int64)
+        return list(names), np.concatenate(counts), np.concatenate(index), np.concatenate(values)
+
+    def take(self, rows: Sequence[int]) -> FeatureMaps:
+        """The rows at positions ``rows`` (over all parts, in that order), as one part.
+
+        >>> FeatureMaps.from_dicts([{"x": 1.0}, {}, {"x": 0.5, "y": 2.0}]).take([2, 0]).to_arrow().to_pylist()
+        [[('x', 0.5), ('y', 2.0)], [('x', 1.0)]]
+        """
+        names, counts, index, values = self.joined()
+        at = np.asarray(rows, dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        n = counts[at]
+        # each taken row's pairs: its start, then the next n - 1 (a range per row, without a Python loop)
+        pairs = np.repeat(starts[at] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()), dtype=np.int64)
+        return FeatureMaps([(tuple(names), n, index[pairs], values[pairs])])
+
+    def to_arrow(self) -> pa.MapArray:
+        """One Arrow ``map<dictionary<int32, string>, double>`` array of every row."""
+        names, counts, index, values = self.joined()
+        offsets = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
         if offsets[-1] >= 2**31:
             msg = f"{offsets[-1]} feature values in one insert: more than an Arrow map holds (2**31 - 1)"
             raise ValueError(msg)
-        keys = pa.DictionaryArray.from_arrays(pa.array(np.concatenate(index)), pa.array(list(names), pa.string()))
-        return pa.MapArray.from_arrays(pa.array(offsets.astype(np.int32)), keys, pa.array(np.concatenate(values)))
+        keys = pa.DictionaryArray.from_arrays(pa.array(index), pa.array(names, pa.string()))
+        return pa.MapArray.from_arrays(pa.array(offsets.astype(np.int32)), keys, pa.array(values))
 
 
 @dataclass

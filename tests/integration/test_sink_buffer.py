@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
-from schemas.events import TYPE_NAMES, FeatureRow
-from schemas.tables import CUSTOMER_FEATURES, SCORE_HISTORY, SCORES, create_table_ddl
+from schemas.events import TYPE_NAMES, FeatureRow, ItemActivityRow
+from schemas.tables import CUSTOMER_FEATURES, ITEM_ACTIVITY, SCORE_HISTORY, SCORES, create_table_ddl
+from stream.apply import ItemColumns
 from stream.rows import FeatureColumns
 from stream.scoring import ScoreColumns
 from stream.shard import ShardOutput
@@ -379,3 +380,79 @@ def test_a_declared_table_is_written_with_its_declared_types_in_one_query_per_in
     assert (declared, undeclared) == (5, 10)  # a table of its own asks the store for its types first
     sql = f"SELECT user_id, toUnixTimestamp64Milli(as_of), version FROM {writer.database}.scores ORDER BY user_id"
     assert writer.client.query(sql).result_rows == [(f"u{i}", T, i) for i in range(5)]
+
+
+class CountingWriter(ClickHouseWriter):
+    """Inserts as usual and remembers how many rows each insert was given (what the engine keeps can be fewer)."""
+
+    def __init__(self, writer: ClickHouseWriter):
+        super().__init__(writer.client, writer.database)
+        self.given: list[tuple[str, int]] = []
+
+    def insert(self, table: str, columns: dict[str, list]) -> None:
+        super().insert(table, columns)
+        self.given.append((table, len(next(iter(columns.values())))))
+
+
+def test_a_table_whose_rows_replace_each_other_by_key_is_given_one_newest_row_per_key(writer: ClickHouseWriter):
+    """What FINAL would read, chosen before the insert: the largest version, the last of equals."""
+    writer.client.command(
+        f"CREATE TABLE {writer.database}.r (k String, v Int64, n Int64) ENGINE = ReplacingMergeTree(v) ORDER BY k"
+    )
+    counting = CountingWriter(writer)
+    buf = TableBuffer(counting, max_rows=1_000, max_seconds=3_600, newest={"r": (("k",), "v")})
+    batches = [
+        {"k": ["a", "b"], "v": [1, 1], "n": [10, 20]},
+        {"k": ["a", "c"], "v": [2, 1], "n": [11, 30]},
+        {"k": ["b", "a"], "v": [1, 0], "n": [21, 9]},  # b: an equal version, later; a: an older one, later
+    ]
+    for batch in batches:
+        buf.add({"r": batch, "a": {"n": [1]}}, lambda: None)
+    buf.flush()
+    assert sorted(counting.given) == [("a", 3), ("r", 3)]  # other tables keep every row
+    rows = writer.client.query(f"SELECT k, v, n FROM {writer.database}.r ORDER BY k").result_rows
+    assert rows == [("a", 2, 11), ("b", 1, 21), ("c", 1, 30)]
+
+
+def test_without_an_age_a_table_of_newest_rows_is_written_with_every_batch(writer: ClickHouseWriter):
+    """A run with a recovery store: no row waits past its batch; only a batch's own repeats are left out."""
+    counting = CountingWriter(writer)
+    buf = TableBuffer(counting, max_rows=1_000, max_seconds=0, newest={"a": (("n",), "n")})
+    buf.add({"a": {"n": [1, 1, 2]}}, lambda: None)
+    buf.add({"a": {"n": [1]}}, lambda: None)
+    assert counting.given == [("a", 2), ("a", 1)] and stored(writer, "a") == [1, 1, 2]
+
+
+def test_the_sinks_feature_and_item_rows_leave_one_per_key_the_newest(writer: ClickHouseWriter):
+    """customer_features: one row per customer, its newest features; item_activity: one per hour cell, its count."""
+    for table in (CUSTOMER_FEATURES, ITEM_ACTIVITY):
+        writer.client.command(create_table_ddl(table, writer.database))
+    counting = CountingWriter(writer)
+    sink = ClickHouseSink(counting, type_names=TYPE_NAMES, flush_rows=10_000, flush_seconds=3_600)
+    part = sink.build("s", 0, 1)
+    features = [
+        [FeatureRow("u1", T, {"a": 1.0}, 7), FeatureRow("u2", T, {"b": 2.0, "c": 3.0}, 8)],
+        [FeatureRow("u1", T + 1, {"a": 2.0, "d": 0.5}, 9)],
+        [FeatureRow("u3", T + 2, {}, 10), FeatureRow("u2", T + 2, {"c": 4.0}, 11)],
+    ]
+    hour = T // 3_600_000 * 3_600_000
+    items = [
+        [ItemActivityRow(hour, "i1", "purchase", 0, 1, 1.0, 2.5)],
+        [
+            ItemActivityRow(hour, "i1", "purchase", 0, 3, 4.0, 7.5),
+            ItemActivityRow(hour, "i2", "purchase", 0, 1, 1.0, 1.0),
+        ],
+        [],
+    ]
+    for rows, cells in zip(features, items, strict=True):
+        out = ShardOutput(0, features=FeatureColumns.from_rows(rows), item_activity=ItemColumns.from_rows(cells))
+        part.write_batch([out])
+    part.close()
+    assert sorted(counting.given) == [("customer_features", 3), ("item_activity", 2)]
+    got = writer.client.query(
+        f"SELECT user_id, toUnixTimestamp64Milli(as_of), features, version FROM {writer.database}.customer_features"
+        " ORDER BY user_id"
+    ).result_rows
+    assert [FeatureRow(*r) for r in got] == [features[1][0], features[2][1], features[2][0]]
+    sql = f"SELECT item_id, events, value FROM {writer.database}.item_activity ORDER BY item_id"
+    assert writer.client.query(sql).result_rows == [("i1", 3, 7.5), ("i2", 1, 1.0)]

@@ -96,6 +96,19 @@ def test_feature_maps_joined_from_parts_with_their_own_names_keep_every_row_and_
     assert joined.copy() == joined and joined != FeatureMaps.from_dicts([*everything, {}])
 
 
+@settings(deadline=None)
+@given(st.lists(rows_of_pairs, max_size=4), st.data())
+def test_feature_maps_taken_by_position_are_those_rows_in_that_order(
+    parts: list[list[dict[str, float]]], data: st.DataObject
+):
+    joined = sum((FeatureMaps.from_dicts(p) for p in parts), FeatureMaps())
+    everything = [row for p in parts for row in p]
+    at = data.draw(st.lists(st.integers(0, len(everything) - 1), max_size=8)) if everything else []
+    taken = joined.take(at)
+    assert list(taken) == [everything[i] for i in at]
+    assert taken.to_arrow().to_pylist() == [list(everything[i].items()) for i in at]
+
+
 def test_a_batchs_feature_maps_are_the_records_counters_and_recency_in_layout_order():
     states = customers()
     rows = FeatureRows(CFG)
