@@ -285,11 +285,11 @@ class TableBuffer:
     key's largest version), so a write takes only each key's newest row
     (``newest_rows``). A replay refreshes a customer every day or two of
     event time, each refresh a ``customer_features`` row of ~180 (name,
-    value) pairs, and the 2 s a row of the archive tables waits are ~12 days
-    of The Complete Journey: 12,004 rows leave instead of 102,494 over its
-    first 300,000 events (BENCHMARKS.md 6x). ClickHouse collapses an
-    insert's duplicates too (``optimize_on_insert``), but only after it has
-    read, converted and sorted all of them.
+    value) pairs, and a replay's write holds a 50,000-event batch of its
+    source, ~12 days of The Complete Journey: 12,004 rows leave instead of
+    102,494 over its first 300,000 events (BENCHMARKS.md 6x). ClickHouse
+    collapses an insert's duplicates too (``optimize_on_insert``), but only
+    after it has read, converted and sorted all of them.
 
     Inserts run on one writer thread, in the order the rows were taken: a
     full buffer is written while the dataflow goes on (it waits only when the
@@ -484,6 +484,9 @@ def newest_rows(columns: dict[str, ColumnValues], key: tuple[str, ...], version:
     {'u': ['a', 'b'], 'v': [2, 5], 'x': [30, 40]}
     """
     versions = columns[version]
+    if not isinstance(versions, list):
+        msg = f"a version column is a list of numbers, not {type(versions).__name__}"
+        raise TypeError(msg)
     keys = columns[key[0]] if len(key) == 1 else list(zip(*(columns[k] for k in key), strict=True))
     at: dict[Any, int] = {}
     for i, k in enumerate(keys):
@@ -527,7 +530,9 @@ class ClickHouseSink(DynamicSink[ShardOutput]):
     and ``archive_flush_seconds`` (``later_seconds`` of the tables no reader
     waits for: ``events``, ``customer_features``, ``item_activity``,
     ``score_history``, whose ``written_at`` is stamped with the time the same
-    scores reached ``scores``): see ``TableBuffer``.
+    scores reached ``scores``): see ``TableBuffer``. ``customer_features``
+    and ``item_activity`` rows replace each other by key: a write takes each
+    key's newest (``TableBuffer``'s ``newest``).
     """
 
     def __init__(
