@@ -170,6 +170,9 @@ class BatchRows:
     with_features: list[int]  # rows whose customer_features record is written
 
 
+REUSED_ROW_BYTES = 32 << 20  # feature rows of a batch up to this size are written into one matrix, reused
+
+
 class FeatureRows:
     """Builds a batch's feature vectors and records; holds the feature layout, not state."""
 
@@ -177,6 +180,27 @@ class FeatureRows:
         self.cfg = cfg
         self.n_groups = cfg.n_keys // cfg.n_types  # product groups and ``all``
         self.names = cfg.spec.names
+        self._blank_row = cfg.new_row()
+        self._reused = np.empty((0, cfg.n_features))  # the rows of batches that fit, written over batch after batch
+
+    def _blank(self, n: int) -> np.ndarray:
+        """``n`` rows of ``cfg.new_row()``, C-contiguous; up to ``REUSED_ROW_BYTES``, in the reused matrix.
+
+        A fresh matrix per batch (~17 MB for a replay's day of ~1,500
+        refreshes at 1,431 features) costs its pages' first touch every
+        batch, once the allocator has handed them back to the system: the
+        dataflow thread's CPU 0.88-0.95 of that with the matrix reused
+        (BENCHMARKS.md 6y).
+        """
+        width = self._blank_row.nbytes
+        if n * width > REUSED_ROW_BYTES:
+            return np.tile(self._blank_row, (n, 1))
+        if len(self._reused) < n:
+            grown = min(max(n, 2 * len(self._reused)), REUSED_ROW_BYTES // width)
+            self._reused = np.empty((grown, len(self._blank_row)))
+        rows = self._reused[:n]
+        rows[:] = self._blank_row
+        return rows
 
     def dense(
         self,
@@ -188,10 +212,12 @@ class FeatureRows:
         """Vectors of ``users``, which groups' features changed (``dirty``), and whose records to write.
 
         ``rewrite``: every live customer's record is written, changed or not.
+        The rows of a batch of up to ``REUSED_ROW_BYTES`` are a view of a matrix
+        the next call writes over: a batch is scored and recorded before the next.
         """
         cfg = self.cfg
         n = len(users)
-        rows = np.tile(cfg.new_row(), (n, 1))
+        rows = self._blank(n)
         states = [customers.get(user) for user in users]
         write_rows(cfg, states, rows)
         seqs = [0 if state is None else state.seq for state in states]

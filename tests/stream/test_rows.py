@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,29 @@ def test_dense_rows_are_each_customers_own_features_in_the_order_asked():
     for i, user in enumerate(batch.users):
         assert batch.rows[i].tolist() == own_vector(states[user]).tolist()
     assert batch.seqs == [states[u].seq for u in batch.users]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(["a", "b", "c", "new"]), max_size=6), min_size=1, max_size=5),
+    st.sampled_from([0, 1, 2, 1 << 20]),
+)
+def test_batch_after_batch_each_row_is_its_customers_own_whatever_the_sizes(batches, cap_rows):
+    """The matrix reused from batch to batch holds nothing of the batch before: no stale feature in a row.
+
+    ``cap_rows``: batches of up to that many rows are written into the reused matrix, larger ones not.
+    """
+    states = customers()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("stream.rows.REUSED_ROW_BYTES", cap_rows * CFG.new_row().nbytes)
+        rows = FeatureRows(CFG)
+        for users in batches:
+            batch = rows.dense(states, users, {})
+            assert batch.rows.shape == (len(users), CFG.n_features)
+            assert batch.rows.flags.c_contiguous
+            for i, user in enumerate(users):  # "new" has no state: a customer with no history
+                expected = own_vector(states[user]) if user in states else CFG.new_row()
+                assert batch.rows[i].tolist() == expected.tolist(), (users, i)
 
 
 def test_changed_marks_exactly_the_groups_whose_features_changed():
