@@ -673,21 +673,6 @@ class CustomerState:
         """Earliest clock time at which a feature changes without a new event (``next_changes`` of one)."""
         return next_changes(cfg, [self])[0]
 
-    def _next_window_change(self, cfg: StateConfig, clock: int) -> int | None:
-        """Earliest clock time at which a cell leaves a window (None: no cell)."""
-        best: int | None = None
-        cells = self._cells
-        for ri, res in enumerate(cfg.resolutions_ms):
-            a = cells[ri]
-            m = len(a) // 3
-            hi = clock // res
-            for n_buckets, _ in cfg.bands[ri]:
-                j = bisect_left(a, (hi - n_buckets + 1) << KEY_BITS, 0, m)  # its oldest live bucket leaves first
-                if j < m:
-                    t = ((a[j] >> KEY_BITS) + n_buckets) * res
-                    best = t if best is None or t < best else best
-        return best
-
     def renumber(self, remap: Mapping[int, int], n_types: int) -> None:
         """Move the counters of group ``g`` to ``remap[g]``; drop those of groups not in ``remap`` (regroup)."""
 
@@ -758,7 +743,10 @@ def _recency_entries(cfg: StateConfig, states: Sequence[CustomerState]) -> tuple
     """
     owner, groups, since = _last_entries(states)
     at = groups + cfg.recency_offset
-    starts = [(j, start) for j, state in enumerate(states) if (start := state.history_start(cfg)) is not None]
+    hr, res = cfg.history_res, cfg.resolutions_ms[cfg.history_res]  # ``history_start``, inlined: every refresh
+    starts = [
+        (j, (a[0] >> KEY_BITS) * res) for j, state in enumerate(states) if (cells := state._cells) and (a := cells[hr])
+    ]
     if starts:
         owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
         at = np.concatenate([at, np.full(len(starts), cfg.history_index, dtype=np.int64)])
@@ -810,29 +798,59 @@ def advance_all(cfg: StateConfig, states: Sequence[CustomerState], now: int) -> 
 def next_changes(cfg: StateConfig, states: Sequence[CustomerState]) -> list[int | None]:
     """Per state, the earliest clock time at which a feature changes without a new event (None: never).
 
-    A cell leaving a window (``_next_window_change``, customer by customer),
-    or the whole days since a group's last event or since ``history_days``'
-    start reaching the next recency bin edge (every customer's in one array pass).
+    A cell leaving a window (``_window_changes``), or the whole days since a
+    group's last event or since ``history_days``' start reaching the next
+    recency bin edge: every customer's in one array pass each.
     """
-    best = [None if state.clock is None else state._next_window_change(cfg, state.clock) for state in states]
+    best: list[int | None] = [None] * len(states)
     live = [i for i, state in enumerate(states) if state.clock is not None]
     if not live:
         return best
-    owner, _, since = _recency_entries(cfg, [states[i] for i in live])
+    kept = [states[i] for i in live]
+    clocks = np.fromiter([state.clock for state in kept], np.int64, len(kept))  # type: ignore[misc]
+    first = _window_changes(cfg, kept, clocks)
+    owner, _, since = _recency_entries(cfg, kept)
     following = cfg.following_array
-    if not len(owner) or not len(following):
-        return best
-    clocks = np.fromiter([states[i].clock for i in live], np.int64, len(live))  # type: ignore[misc]
-    days = (clocks[owner] - since) // DAY_MS
-    ahead = np.flatnonzero(days < len(following))  # past the cap: no edge ahead
-    days = days[ahead]
-    edge = since[ahead] + np.where(days >= 0, following[np.maximum(days, 0)], 0) * DAY_MS  # ahead of the clock: edge 0
-    first = np.full(len(live), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, owner[ahead], edge)
-    for j, t in enumerate(first.tolist()):
-        i = live[j]
-        if t != np.iinfo(np.int64).max and (best[i] is None or t < best[i]):  # type: ignore[operator]
+    if len(owner) and len(following):
+        days = (clocks[owner] - since) // DAY_MS
+        ahead = np.flatnonzero(days < len(following))  # past the cap: no edge ahead
+        days = days[ahead]
+        edge = since[ahead] + np.where(days >= 0, following[np.maximum(days, 0)], 0) * DAY_MS  # ahead: edge 0
+        np.minimum.at(first, owner[ahead], edge)
+    for i, t in zip(live, first.tolist(), strict=True):
+        if t != _NEVER:
             best[i] = t
+    return best
+
+
+_NEVER = np.iinfo(np.int64).max  # no change ahead (``_window_changes``, ``next_changes``)
+
+
+def _window_changes(cfg: StateConfig, states: Sequence[CustomerState], clocks: np.ndarray) -> np.ndarray:
+    """Per state (``clocks``: theirs), the earliest clock time at which a cell leaves a window (``_NEVER``: none).
+
+    One array pass per resolution and window over every state's cells: a
+    state's cells ascend by bucket, so those already out of a window are its
+    first ones, and the next after them is the first to leave it.
+    """
+    n = len(states)
+    best = np.full(n, _NEVER, dtype=np.int64)
+    for ri, res in enumerate(cfg.resolutions_ms):
+        arrays = [state._cells[ri] for state in states]
+        m = np.fromiter([len(a) for a in arrays], np.int64, n) // 3  # cells per state
+        total = int(m.sum())
+        if not total:
+            continue
+        first = np.cumsum(m) - m  # each state's first cell, counted over all the states' cells
+        owner = np.repeat(np.arange(n), m)
+        # state i's array starts at 3 * first[i] (its m tags, then their pairs): cell c's tag is at c + 2 * first[i]
+        flat = np.frombuffer(b"".join(arrays), np.int64)
+        bucket = flat[np.arange(total) + 2 * first[owner]] >> KEY_BITS
+        oldest = clocks // res + 1  # minus a window's buckets: its oldest bucket
+        for n_buckets, _ in cfg.bands[ri]:
+            out_of = np.bincount(owner[bucket < (oldest - n_buckets)[owner]], minlength=n)
+            has = np.flatnonzero(out_of < m)
+            best[has] = np.minimum(best[has], (bucket[first[has] + out_of[has]] + n_buckets) * res)
     return best
 
 
