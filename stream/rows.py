@@ -188,9 +188,11 @@ class FeatureRows:
 
         A fresh matrix per batch (~17 MB for a replay's day of ~1,500
         refreshes at 1,431 features) costs its pages' first touch every
-        batch, once the allocator has handed them back to the system: the
-        dataflow thread's CPU 0.88-0.95 of that with the matrix reused
-        (BENCHMARKS.md 6y).
+        batch, once the allocator has handed them back to the system; with
+        the matrix kept, the day-cut replay's dataflow thread takes 0.88-0.95
+        of the CPU (BENCHMARKS.md 6y). One batch at a time: the processor
+        that holds these rows serves one dataflow worker (``propstream.app``
+        runs one per process).
         """
         width = self._blank_row.nbytes
         if n * width > REUSED_ROW_BYTES:
