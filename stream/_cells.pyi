@@ -1,0 +1,30 @@
+from array import array
+
+class CellLayout:
+    args: tuple
+    def __init__(
+        self,
+        resolutions_ms: tuple[int, ...],
+        bands: tuple[tuple[tuple[int, int], ...], ...],
+        next_band: tuple[int, ...],
+        n_types: int,
+        history_res: int,
+        all_index: int,
+        recency_table: tuple[int, ...],
+    ) -> None: ...
+
+def advance_cells(
+    layout: CellLayout, cells: list[array], band_tags: array, band_sums: array, clock: int, now: int
+) -> set[int]: ...
+def apply_counts(
+    layout: CellLayout,
+    cells: list[array],
+    band_tags: array,
+    band_sums: array,
+    last: array,
+    clock: int,
+    ts: int,
+    type_index: int,
+    counts: dict[int, list[int]],
+    changed: set[int],
+) -> None: ...

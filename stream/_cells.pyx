@@ -1,0 +1,283 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The clock moves of the state machine's cells, compiled (issue #15).
+
+``CustomerState._advance_cells`` ran as Python, cell by cell: about a fifth
+of the dataflow thread of a replay (BENCHMARKS.md 6z). The arrays and the
+rule are those of ``stream.state`` (its module docstring has the layout):
+when the clock moves from ``clock`` to ``now``, the cells older than a
+window's oldest bucket leave it, their ``n, cents`` move from the window's
+band to the next longer window's (or go, with the cells, past the longest).
+This module only does that walk in C over the same ``array('q')``s
+(searches and sums in C; a cell or record added or dropped through the
+array's own methods, so the arrays grow and shrink as before);
+``stream.state`` stays the one definition of what it means, and the tests
+hold this walk to the Python rule it replaced (``tests/stream/test_cells.py``).
+
+Cython over a hand-written C extension: it reads like the Python it
+replaces and gives C access to ``array.array`` (``cpython.array``).
+Integer division is Python's (floor, ``cdivision`` off); a bucket becomes
+a tag by multiplying (C's ``<<`` of a negative number is undefined) and a
+tag its bucket by ``>>``, arithmetic for signed integers in GCC and Clang
+(``floor``, as Python's), so clocks before 1970 walk the same.
+"""
+
+from cpython cimport array
+
+cdef long long KEY_BITS = 16  # stream.state's: a tag is (bucket or window) << KEY_BITS | key
+cdef long long KEY_MASK = (1 << 16) - 1
+cdef long long KEY_SPAN = 1 << 16
+DEF MAX_RES = 8
+DEF MAX_BANDS = 8
+DEF MAX_WINDOWS = 64
+
+
+cdef class CellLayout:
+    """What the walks need of a ``StateConfig``, as C values: per resolution its size and bands, per window
+    the next band, the recency bins, ``history_days``' resolution and the index of ``all``."""
+
+    cdef readonly tuple args
+    cdef int n_res
+    cdef long long n_types
+    cdef int history_res
+    cdef long long all_index
+    cdef array.array recency  # whole days -> their bin edge, up to the cap (``StateConfig.recency_table``)
+    cdef long long res_ms[MAX_RES]
+    cdef int n_bands[MAX_RES]
+    cdef long long band_buckets[MAX_RES][MAX_BANDS]
+    cdef int band_window[MAX_RES][MAX_BANDS]
+    cdef int next_band[MAX_WINDOWS]
+
+    def __init__(
+        self, tuple resolutions_ms, tuple bands, tuple next_band, long long n_types, int history_res,
+        long long all_index, tuple recency_table,
+    ):
+        if len(resolutions_ms) > MAX_RES or len(next_band) > MAX_WINDOWS or any(len(b) > MAX_BANDS for b in bands):
+            msg = (
+                f"{len(resolutions_ms)} bucket sizes and {len(next_band)} windows exceed the compiled layout's "
+                f"{MAX_RES} sizes of up to {MAX_BANDS} windows each"
+            )
+            raise ValueError(msg)
+        self.args = (resolutions_ms, bands, next_band, n_types, history_res, all_index, recency_table)
+        self.n_res = len(resolutions_ms)
+        self.n_types = n_types
+        self.history_res = history_res
+        self.all_index = all_index
+        self.recency = array.array("q", recency_table)
+        for ri, res in enumerate(resolutions_ms):
+            self.res_ms[ri] = res
+            self.n_bands[ri] = len(bands[ri])
+            for b, (n_buckets, wi) in enumerate(bands[ri]):
+                self.band_buckets[ri][b] = n_buckets
+                self.band_window[ri][b] = wi
+        for wi, into in enumerate(next_band):
+            self.next_band[wi] = into
+
+    def __reduce__(self):
+        return (CellLayout, self.args)
+
+
+cdef inline Py_ssize_t lower_bound(long long* a, Py_ssize_t lo, Py_ssize_t hi, long long x) noexcept:
+    """``bisect_left(a, x, lo, hi)``."""
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t find(array.array tags, long long tag) noexcept:
+    """``tags.index(tag)``, or -1."""
+    cdef long long* t = tags.data.as_longlongs
+    cdef Py_ssize_t j, n = len(tags)
+    for j in range(n):
+        if t[j] == tag:
+            return j
+    return -1
+
+
+cdef int leave_band(
+    array.array a, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t i1, long long wi, long long into,
+    array.array band_tags, array.array band_sums, set changed, long long n_types,
+) except -1:
+    """Cells ``i0:i1`` of ``a`` (``m`` cells) leave window ``wi``: their band moves to ``into``, or they go (-1)."""
+    cdef long long band_base = wi * KEY_SPAN
+    cdef long long into_base = into * KEY_SPAN
+    cdef long long key, n, cents
+    cdef Py_ssize_t i, j
+    cdef long long* s
+    cdef long long* t
+    cdef long long* c
+    for i in range(i0, i1):
+        c = a.data.as_longlongs
+        key = c[i] & KEY_MASK
+        n = c[m + 2 * i]
+        cents = c[m + 2 * i + 1]
+        j = find(band_tags, band_base | key)
+        if j < 0:
+            msg = f"no band record of window {wi} for counter key {key}: the state is damaged"
+            raise ValueError(msg)
+        s = band_sums.data.as_longlongs
+        if s[3 * j] == n:  # the band's last cell of this key
+            del band_tags[j]
+            del band_sums[3 * j : 3 * j + 3]
+        else:
+            s[3 * j] -= n
+            s[3 * j + 1] -= cents
+            s[3 * j + 2] -= 1
+        changed.add(key // n_types)
+        if into >= 0:
+            j = find(band_tags, into_base | key)
+            if j >= 0:
+                s = band_sums.data.as_longlongs
+                s[3 * j] += n
+                s[3 * j + 1] += cents
+                s[3 * j + 2] += 1
+            else:
+                band_tags.append(into_base | key)
+                band_sums.extend((n, cents, 1))
+    if into < 0:  # out of every window of its resolution: drop the cells (their values first)
+        del a[m + 2 * i0 : m + 2 * i1]
+        del a[i0:i1]
+    return 0
+
+
+def advance_cells(
+    CellLayout layout, list cells, array.array band_tags, array.array band_sums, long long clock, long long now
+):
+    """The cells of every resolution leave the windows they fall out of as the clock moves on; the groups changed.
+
+    ``stream.state.CustomerState._advance_cells`` without its ``history_days`` part.
+    """
+    cdef set changed = set()
+    cdef int ri, b
+    cdef long long res, hi_before, hi_after, n_buckets, new_lo
+    cdef Py_ssize_t m, i0, i1
+    cdef array.array a
+    cdef long long* c
+    for ri in range(layout.n_res):
+        res = layout.res_ms[ri]
+        hi_before = clock // res
+        hi_after = now // res
+        if hi_before == hi_after:
+            continue
+        a = cells[ri]
+        for b in range(layout.n_bands[ri]):  # shortest first: a cell leaving two windows moves on twice
+            n_buckets = layout.band_buckets[ri][b]
+            new_lo = hi_after - n_buckets + 1
+            c = a.data.as_longlongs
+            if len(a) == 0 or c[0] >> KEY_BITS >= new_lo:
+                break  # nothing leaves this window, nor any longer one
+            m = len(a) // 3
+            i0 = lower_bound(c, 0, m, (hi_before - n_buckets + 1) * KEY_SPAN)
+            i1 = lower_bound(c, i0, m, new_lo * KEY_SPAN)
+            if i0 < i1:
+                leave_band(
+                    a, m, i0, i1, layout.band_window[ri][b], layout.next_band[layout.band_window[ri][b]],
+                    band_tags, band_sums, changed, layout.n_types,
+                )
+    return changed
+
+
+cdef inline long long recency_bin(array.array table, long long days) noexcept:
+    """``StateConfig.recency_bin`` (days are never negative here: the clock is the latest time seen)."""
+    cdef Py_ssize_t n = len(table)
+    return table.data.as_longlongs[days if days < n else n - 1]
+
+
+def apply_counts(
+    CellLayout layout, list cells, array.array band_tags, array.array band_sums, array.array last,
+    long long clock, long long ts, long long type_index, dict counts, set changed,
+):
+    """Count a run of events of one time ``ts`` and type (``counts``: group -> [events, cents]) at ``clock``.
+
+    ``stream.state.CustomerState.apply_run`` after its clock move: each
+    resolution's cell of every group gets the run (a new cell where there is
+    none, in tag order) and so does the band of the shortest window holding
+    it; each group's last event time moves on. Adds the groups whose
+    features changed to ``changed``.
+    """
+    cdef int ri, b, band
+    cdef long long res, bucket, age, key, tag, btag, n, cents, base, band_base, g, prev, day_ms = 86_400_000
+    cdef Py_ssize_t m, i, j, k
+    cdef long long new_cell
+    cdef bint in_window = False
+    cdef array.array a
+    cdef long long* c
+    cdef long long* t
+    for ri in range(layout.n_res):
+        res = layout.res_ms[ri]
+        bucket = ts // res
+        age = clock // res - bucket
+        band = -1
+        for b in range(layout.n_bands[ri]):  # the shortest window of this resolution that holds the bucket
+            if age < layout.band_buckets[ri][b]:
+                band = layout.band_window[ri][b]
+                break
+        if band < 0:
+            continue  # older than every window of this resolution: nothing to keep
+        in_window = True
+        a = cells[ri]
+        m = len(a) // 3  # cells: a[:m] tags, a[m:] their (n, cents)
+        if ri == layout.history_res and age > 0 and (m == 0 or bucket < a.data.as_longlongs[0] >> KEY_BITS):
+            changed.add(layout.all_index)  # history_days now reaches further back
+        base = bucket * KEY_SPAN
+        band_base = band * KEY_SPAN
+        for group, run in counts.items():
+            g = group
+            n = run[0]
+            cents = run[1]
+            key = g * layout.n_types + type_index
+            tag = base | key
+            c = a.data.as_longlongs
+            i = lower_bound(c, 0, m, tag)
+            if i < m and c[i] == tag:
+                c[m + 2 * i] += n
+                c[m + 2 * i + 1] += cents
+                new_cell = 0
+            else:
+                a.insert(i, tag)
+                m += 1
+                a.insert(m + 2 * i, cents)
+                a.insert(m + 2 * i, n)
+                new_cell = 1
+            btag = band_base | key
+            j = find(band_tags, btag)
+            if j >= 0:
+                t = band_sums.data.as_longlongs
+                t[3 * j] += n
+                t[3 * j + 1] += cents
+                t[3 * j + 2] += new_cell
+            else:
+                band_tags.append(btag)
+                band_sums.extend((n, cents, 1))
+    if in_window:
+        changed.update(counts)
+    k = len(last) >> 1  # groups, then their last event times
+    for group in counts:
+        g = group
+        t = last.data.as_longlongs
+        j = -1
+        for i in range(k):
+            if t[i] == g:
+                j = i
+                break
+        if j >= 0 and ts <= t[k + j]:
+            continue
+        if not in_window:
+            if j < 0:
+                changed.add(group)
+            else:
+                prev = t[k + j]
+                if recency_bin(layout.recency, (clock - ts) // day_ms) != recency_bin(
+                    layout.recency, (clock - prev) // day_ms
+                ):
+                    changed.add(group)
+        if j >= 0:
+            t[k + j] = ts
+        else:  # a new group at the end of the first half, its time at the end of the second
+            last.insert(k, g)
+            last.append(ts)
+            k += 1
