@@ -10,7 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py stream/_cells.pyx | $(BIN)/python
+	bash tools/compiler/install.sh $(BIN)/python
 	@echo "installing propstream and its dependencies into $(VENV) (a few minutes on a fresh machine)"
 	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)

@@ -36,6 +36,7 @@ import cProfile
 import hashlib
 import importlib
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -125,20 +126,24 @@ def side_figures(sides: list[Side]) -> dict:
     return result
 
 
-def load_base(base: Path) -> ModuleType:
-    """``stream.shard`` of an export of older code, imported beside this checkout's ``stream`` package.
+def load_base(base: Path) -> tuple[ModuleType, ModuleType]:
+    """``stream.shard`` and ``stream.state`` of an export of older code, imported beside this checkout's ``stream``.
 
     The older ``stream.*`` modules are imported from ``base`` while this
     checkout's are out of ``sys.modules``, then this checkout's are put back:
     each version's functions keep the modules they imported (``schemas``,
-    ``models`` and the rest are shared).
+    ``models`` and the rest are shared). An export with the compiled cells
+    (``stream/_cells.pyx``) gets them built in place first (``setup.py``).
     """
+    if (base / "stream" / "_cells.pyx").exists() and not list((base / "stream").glob("_cells.*.so")):
+        build = [sys.executable, "setup.py", "build_ext", "--inplace", "-q"]
+        subprocess.run(build, cwd=base, check=True, capture_output=True)
     mine = {k: m for k, m in sys.modules.items() if k == "stream" or k.startswith("stream.")}
     for k in mine:
         del sys.modules[k]
     sys.path.insert(0, str(base.resolve()))
     try:
-        return importlib.import_module("stream.shard")
+        return importlib.import_module("stream.shard"), importlib.import_module("stream.state")
     finally:
         sys.path.remove(str(base.resolve()))
         for k in [k for k in sys.modules if k == "stream" or k.startswith("stream.")]:
@@ -147,13 +152,17 @@ def load_base(base: Path) -> ModuleType:
 
 
 def make_sides(settings, cfg: StateConfig, catalog, models, base: Path | None) -> list[Side]:
-    """This checkout's processor and shard; with ``base`` (an export of older code) that code's first, beside it."""
+    """This checkout's processor and shard; with ``base`` (an export of older code) that code's first, beside it.
+
+    Each side's state layout is built by its own code from ``cfg``'s spec.
+    """
     lateness = int(settings.stream.allowed_lateness_hours * 3_600_000)
     sides = [Side("new", ShardProcessor(cfg, catalog, models, lateness), CustomerShard(0), shard_module.__file__)]
     if base is not None:  # the older code beside this one, fed the same batches, in turn
-        old = load_base(base)
+        old, old_state = load_base(base)
+        old_cfg = old_state.StateConfig.build(cfg.spec)
         sides.insert(
-            0, Side("old", old.ShardProcessor(cfg, catalog, models, lateness), old.CustomerShard(0), old.__file__)
+            0, Side("old", old.ShardProcessor(old_cfg, catalog, models, lateness), old.CustomerShard(0), old.__file__)
         )
     return sides
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import sys
 import zlib
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,6 +56,7 @@ import lz4.block
 import numpy as np
 
 from schemas.features import DAY_MS, FeatureSpec
+from stream._cells import CellLayout, advance_cells, apply_counts
 
 NO_CHANGE: frozenset[int] = frozenset()
 KEY_BITS = 16  # a cell's or band's tag: (bucket or window) << KEY_BITS | key
@@ -89,6 +90,7 @@ class StateConfig:
     bases_array: np.ndarray = field(compare=False, repr=False)  # ``bases`` as a (window, key) array
     recency_array: np.ndarray = field(compare=False, repr=False)  # ``recency_table`` as an array
     following_array: np.ndarray = field(compare=False, repr=False)  # ``next_edges(recency_edges)`` as an array
+    cell_layout: CellLayout = field(compare=False, repr=False)  # ``bands`` and ``next_band`` for ``advance_cells``
 
     @classmethod
     def build(cls, spec: FeatureSpec) -> StateConfig:
@@ -153,6 +155,10 @@ class StateConfig:
             bases_array=np.array(bases, dtype=np.int64).reshape(len(spec.windows), n_keys),
             recency_array=np.array(recency_table, dtype=np.int64),
             following_array=np.array(next_edges(spec.recency_edges_days), dtype=np.int64),
+            cell_layout=CellLayout(
+                tuple(res), bands, tuple(next_band), n_types, window_res[spec.history_window], len(spec.all_groups) - 1,
+                recency_table,
+            ),
         )
 
     def new_row(self) -> np.ndarray:
@@ -461,6 +467,10 @@ class CustomerState:
 
         The same as applying them one by one (sums are exact), with one update
         per group instead of one per event: a basket's lines share a timestamp.
+        After the clock moves (if ``ts`` is later), each resolution's cell of
+        every group gets the run, and so does the band of the shortest window
+        holding it; each group's last event time moves on
+        (``stream._cells.apply_counts``: this, compiled).
         """
         if self.clock is None:
             self._start(cfg, ts)
@@ -469,84 +479,11 @@ class CustomerState:
             changed = self._advance(cfg, self.clock, ts)
         else:
             changed = set()
-        n_types = cfg.n_types
-        clock: int = self.clock  # type: ignore[assignment]  # set by _start/advance above
-        cells = self._cells
-        band_tags, band_sums = self._band_tags, self._band_sums
-        band_at: dict[int, int] | None = None
-        in_window = False
-        for ri, res in enumerate(cfg.resolutions_ms):
-            b = ts // res
-            age = clock // res - b
-            band = -1
-            for n_buckets, wi in cfg.bands[ri]:  # the shortest window of this resolution that holds bucket b
-                if age < n_buckets:
-                    band = wi
-                    break
-            if band < 0:
-                continue  # older than every window of this resolution: nothing to keep
-            in_window = True
-            a = cells[ri]
-            m = len(a) // 3  # cells: a[:m] tags, a[m:] their (n, cents)
-            if ri == cfg.history_res and age > 0 and (not m or b < a[0] >> KEY_BITS):
-                changed.add(cfg.all_index)  # history_days now reaches further back
-            base = b << KEY_BITS
-            band_base = band << KEY_BITS
-            for g, (n, cents) in counts.items():
-                key = g * n_types + type_index
-                tag = base | key
-                i = bisect_left(a, tag, 0, m)
-                if i < m and a[i] == tag:
-                    v = m + 2 * i
-                    a[v] += n
-                    a[v + 1] += cents
-                    new_cell = 0
-                else:
-                    a.insert(i, tag)
-                    m += 1
-                    v = m + 2 * i
-                    a.insert(v, cents)
-                    a.insert(v, n)
-                    new_cell = 1
-                btag = band_base | key
-                if band_at is None:  # tag -> its record: one dict per call, not a scan of the array per key
-                    band_at = dict(zip(band_tags.tolist(), range(len(band_tags)), strict=True))
-                j = band_at.get(btag, -1)
-                if j >= 0:
-                    j *= 3
-                    band_sums[j] += n
-                    band_sums[j + 1] += cents
-                    band_sums[j + 2] += new_cell
-                else:
-                    band_at[btag] = len(band_tags)
-                    band_tags.append(btag)
-                    band_sums.extend((n, cents, 1))
-        if in_window:
-            changed.update(counts)
-        last = self._last
-        k = len(last) >> 1
-        group_at = dict(zip(last[:k].tolist(), range(k), strict=True))  # group -> its place in the first half
-        for g in counts:
-            j = group_at.get(g, -1)
-            if j >= 0:
-                j += k  # its last event time, in the second half
-                prev: int | None = last[j]
-            else:
-                prev = None
-            if prev is None or ts > prev:
-                if not in_window and (
-                    prev is None or cfg.recency_bin((clock - ts) // DAY_MS) != cfg.recency_bin((clock - prev) // DAY_MS)
-                ):
-                    changed.add(g)
-                if j < 0:
-                    last.insert(k, g)
-                    last.append(ts)
-                    group_at[g] = k
-                    k += 1
-                else:
-                    last[j] = ts
+        clock: int = self.clock  # type: ignore[assignment]  # set by _start/_advance above
+        cells, tags, sums, last = self._cells, self._band_tags, self._band_sums, self._last
+        apply_counts(cfg.cell_layout, cells, tags, sums, last, clock, ts, type_index, counts, changed)
         self.seq += n_events
-        return changed  # type: ignore[return-value]
+        return changed
 
     def advance(self, cfg: StateConfig, now: int) -> frozenset[int]:
         """Move the clock forward to ``now``; expire buckets; return changed groups."""
@@ -593,62 +530,20 @@ class CustomerState:
         self._last = array("q", [last[j] for j in keep] + [last[k + j] for j in keep])
 
     def _advance_cells(self, cfg: StateConfig, clock: int, now: int) -> set[int]:
-        """The window and ``history_days`` part of ``_advance``: cells leave windows; the groups changed."""
-        changed: set[int] = set()
-        n_types = cfg.n_types
+        """The window and ``history_days`` part of ``_advance``: cells leave windows; the groups changed.
+
+        Each resolution's cells older than a window's oldest bucket leave it,
+        shortest window first: their ``n, cents`` move from the window's band
+        to the next longer window's, or go with the cells past the longest
+        (``stream._cells.advance_cells``: this walk, compiled).
+        """
         start = self.history_start(cfg)
-        cells = self._cells
-        for ri, res in enumerate(cfg.resolutions_ms):
-            hi_before, hi_after = clock // res, now // res
-            a = cells[ri]
-            if hi_before == hi_after:
-                continue
-            for n_buckets, wi in cfg.bands[ri]:  # shortest first: a cell leaving two windows moves on twice
-                new_lo = hi_after - n_buckets + 1
-                if not a or a[0] >> KEY_BITS >= new_lo:
-                    break  # nothing leaves this window, nor any longer one
-                m = len(a) // 3
-                i0 = bisect_left(a, (hi_before - n_buckets + 1) << KEY_BITS, 0, m)
-                i1 = bisect_left(a, new_lo << KEY_BITS, i0, m)
-                if i0 < i1:
-                    self._leave_band(a, m, i0, i1, wi, cfg.next_band[wi], changed, n_types)
+        changed: set[int] = advance_cells(cfg.cell_layout, self._cells, self._band_tags, self._band_sums, clock, now)
         if start is not None:
             after = self.history_start(cfg)
             if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
                 changed.add(cfg.all_index)  # history_days belongs to ``all``
         return changed
-
-    def _leave_band(
-        self, a: array, m: int, i0: int, i1: int, wi: int, into: int, changed: set[int], n_types: int
-    ) -> None:
-        """Cells ``i0:i1`` of ``a`` (``m`` cells) leave window ``wi``: their band moves to ``into``, or they go (-1)."""
-        band_tags, band_sums = self._band_tags, self._band_sums
-        band_base, into_base = wi << KEY_BITS, into << KEY_BITS
-        for i in range(i0, i1):
-            key = a[i] & KEY_MASK
-            n, cents = a[m + 2 * i], a[m + 2 * i + 1]
-            j = band_tags.index(band_base | key)
-            if band_sums[3 * j] == n:  # the band's last cell of this key
-                del band_tags[j]
-                del band_sums[3 * j : 3 * j + 3]
-            else:
-                band_sums[3 * j] -= n
-                band_sums[3 * j + 1] -= cents
-                band_sums[3 * j + 2] -= 1
-            changed.add(key // n_types)
-            if into >= 0:
-                btag = into_base | key
-                if btag in band_tags:
-                    j = 3 * band_tags.index(btag)
-                    band_sums[j] += n
-                    band_sums[j + 1] += cents
-                    band_sums[j + 2] += 1
-                else:
-                    band_tags.append(btag)
-                    band_sums.extend((n, cents, 1))
-        if into < 0:  # out of every window of its resolution: drop the cells (their values first)
-            del a[m + 2 * i0 : m + 2 * i1]
-            del a[i0:i1]
 
     def forget_seen_before(self, ts: int) -> None:
         """Drop duplicate-detection ids of events older than ``ts`` (past allowed lateness)."""

@@ -127,6 +127,7 @@ def test_the_image_build_ships_every_module_and_data_file(tmp_path):
     assert "propstream/data/completejourney_groups.toml" in shipped
     assert "collector/static/propstream.js" in shipped
     assert "dashboard/templates/index.html" in shipped
+    assert any(re.fullmatch(r"stream/_cells\.cpython-[^/]+\.so", name) for name in shipped)  # compiled in the build
 
 
 def test_the_deployed_stream_computes_trending_for_the_dashboards(monkeypatch: pytest.MonkeyPatch):
