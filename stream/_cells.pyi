@@ -28,3 +28,12 @@ def apply_counts(
     counts: dict[int, list[int]],
     changed: set[int],
 ) -> None: ...
+def advance_state(
+    layout: CellLayout,
+    cells: list[array],
+    band_tags: array,
+    band_sums: array,
+    last: array,
+    clock: int,
+    now: int,
+) -> set[int]: ...

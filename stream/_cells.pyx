@@ -281,3 +281,61 @@ def apply_counts(
             last.insert(k, g)
             last.append(ts)
             k += 1
+
+
+cdef inline long long history_start(CellLayout layout, list cells, bint *found) noexcept:
+    """``CustomerState.history_start``: the start (ms) of the oldest bucket of the longest window, if any."""
+    cdef array.array a = cells[layout.history_res]
+    found[0] = len(a) > 0
+    if not found[0]:
+        return 0
+    return (a.data.as_longlongs[0] >> KEY_BITS) * layout.res_ms[layout.history_res]
+
+
+def advance_state(
+    CellLayout layout, list cells, array.array band_tags, array.array band_sums, array.array last,
+    long long clock, long long now,
+):
+    """A customer's clock move from ``clock`` to ``now`` (later), but for the clock and sequence; the groups changed.
+
+    ``stream.state.CustomerState._advance``: the cells leave the windows they
+    fall out of (``advance_cells``); ``history_days`` (of ``all``) changes
+    when its oldest bucket goes or its whole days since reach another bin;
+    a group's recency when its whole days since its last event reach another
+    bin, and a group whose recency reaches the cap is forgotten (capped
+    equals "never"), the others keeping their order.
+    """
+    cdef bint had = False, has = False
+    cdef long long start = history_start(layout, cells, &had), after
+    cdef set changed = advance_cells(layout, cells, band_tags, band_sums, clock, now)
+    cdef array.array table = layout.recency
+    cdef long long cap = table.data.as_longlongs[len(table) - 1], day_ms = 86_400_000
+    cdef long long since, d0, d1, after_bin, before_bin
+    cdef Py_ssize_t k, j, kept = 0
+    cdef long long* t
+    if had:
+        after = history_start(layout, cells, &has)
+        if (not has or after != start or recency_bin(table, (clock - start) // day_ms)
+                != recency_bin(table, (now - start) // day_ms)):
+            changed.add(layout.all_index)  # history_days belongs to ``all``
+    k = len(last) >> 1  # groups, then their last event times
+    t = last.data.as_longlongs
+    for j in range(k):
+        since = t[k + j]
+        d0 = (clock - since) // day_ms
+        d1 = (now - since) // day_ms
+        if d0 != d1:
+            after_bin = recency_bin(table, d1)
+            before_bin = recency_bin(table, d0)
+            if before_bin != after_bin:
+                changed.add(t[j])
+            if after_bin == cap:
+                continue  # capped recency equals "never": forget it
+        t[kept] = t[j]
+        t[k + kept] = since
+        kept += 1
+    if kept < k:  # the kept groups' times follow them: first half, then second
+        for j in range(kept):
+            t[kept + j] = t[k + j]
+        del last[2 * kept:]
+    return changed

@@ -56,7 +56,7 @@ import lz4.block
 import numpy as np
 
 from schemas.features import DAY_MS, FeatureSpec
-from stream._cells import CellLayout, advance_cells, apply_counts
+from stream._cells import CellLayout, advance_state, apply_counts
 
 NO_CHANGE: frozenset[int] = frozenset()
 KEY_BITS = 16  # a cell's or band's tag: (bucket or window) << KEY_BITS | key
@@ -90,7 +90,7 @@ class StateConfig:
     bases_array: np.ndarray = field(compare=False, repr=False)  # ``bases`` as a (window, key) array
     recency_array: np.ndarray = field(compare=False, repr=False)  # ``recency_table`` as an array
     following_array: np.ndarray = field(compare=False, repr=False)  # ``next_edges(recency_edges)`` as an array
-    cell_layout: CellLayout = field(compare=False, repr=False)  # ``bands`` and ``next_band`` for ``advance_cells``
+    cell_layout: CellLayout = field(compare=False, repr=False)  # the tables above for ``stream._cells``
 
     @classmethod
     def build(cls, spec: FeatureSpec) -> StateConfig:
@@ -495,54 +495,21 @@ class CustomerState:
     def _advance(self, cfg: StateConfig, clock: int, now: int) -> set[int]:
         """Move the clock from ``clock`` to ``now`` (later); the groups whose features changed.
 
-        Windows and ``history_days`` first (``_advance_cells``), then each
-        group's recency; ``advance_all`` is the same for many customers at
-        once, its recency in one array pass.
+        Each resolution's cells older than a window's oldest bucket leave it,
+        shortest window first: their ``n, cents`` move from the window's band
+        to the next longer window's, or go with the cells past the longest.
+        ``history_days`` (of ``all``) changes when its oldest bucket goes or
+        its whole days reach another bin; a group's recency when its whole
+        days since its last event reach another bin, and a group whose
+        recency is capped is forgotten (capped equals "never").
+        ``stream._cells.advance_state`` is this, compiled.
         """
-        changed = self._advance_cells(cfg, clock, now)
-        table = cfg.recency_table  # recency_bin, inlined: this loop runs for every group on every advance
-        cap = table[-1]
-        last = self._last
-        k = len(last) >> 1
-        capped = []
-        for j in range(k):
-            since = last[k + j]
-            d0, d1 = (clock - since) // DAY_MS, (now - since) // DAY_MS
-            if d0 == d1:
-                continue
-            after_bin = table[d1] if d1 < cap else cap
-            if (table[d0] if d0 < cap else cap) != after_bin:
-                changed.add(last[j])
-            if after_bin == cap:
-                capped.append(last[j])  # capped recency equals "never": forget it
-        if capped:
-            self._forget_groups(capped)
+        changed: set[int] = advance_state(
+            cfg.cell_layout, self._cells, self._band_tags, self._band_sums, self._last, clock, now
+        )
         self.clock = now
         if changed:
             self.seq += 1
-        return changed
-
-    def _forget_groups(self, groups: Sequence[int]) -> None:
-        """Drop the last event times of ``groups`` (their recency is capped), the others in their order."""
-        last = self._last
-        k = len(last) >> 1
-        keep = [j for j in range(k) if last[j] not in groups]
-        self._last = array("q", [last[j] for j in keep] + [last[k + j] for j in keep])
-
-    def _advance_cells(self, cfg: StateConfig, clock: int, now: int) -> set[int]:
-        """The window and ``history_days`` part of ``_advance``: cells leave windows; the groups changed.
-
-        Each resolution's cells older than a window's oldest bucket leave it,
-        shortest window first: their ``n, cents`` move from the window's band
-        to the next longer window's, or go with the cells past the longest
-        (``stream._cells.advance_cells``: this walk, compiled).
-        """
-        start = self.history_start(cfg)
-        changed: set[int] = advance_cells(cfg.cell_layout, self._cells, self._band_tags, self._band_sums, clock, now)
-        if start is not None:
-            after = self.history_start(cfg)
-            if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
-                changed.add(cfg.all_index)  # history_days belongs to ``all``
         return changed
 
     def forget_seen_before(self, ts: int) -> None:
@@ -650,43 +617,12 @@ def _recency_entries(cfg: StateConfig, states: Sequence[CustomerState]) -> tuple
 
 
 def advance_all(cfg: StateConfig, states: Sequence[CustomerState], now: int) -> list[set[int] | frozenset[int]]:
-    """``state.advance(cfg, now)`` of each of ``states``: the same state afterwards, the same groups changed.
-
-    Windows and ``history_days`` move customer by customer
-    (``_advance_cells``); the recency of every group of every customer in one
-    array pass (a group's recency changes when its bin of whole days since its
-    last event changes; a capped one is forgotten), which ``_advance``
-    walks group by group: the rule of both, tested equal.
-    """
+    """``state.advance(cfg, now)`` of each of ``states``: the same state afterwards, the same groups changed."""
     out: list[set[int] | frozenset[int]] = [NO_CHANGE] * len(states)
-    moving = [i for i, state in enumerate(states) if state.clock is not None and state.clock < now]
-    if not moving:
-        return out
-    movers = [states[i] for i in moving]
-    changed = [state._advance_cells(cfg, state.clock, now) for state in movers]  # type: ignore[arg-type]
-    owner, groups, since = _last_entries(movers)
-    if len(owner):
-        clocks = np.fromiter([state.clock for state in movers], np.int64, len(movers))
-        d0, d1 = (clocks[owner] - since) // DAY_MS, (now - since) // DAY_MS
-        table = cfg.recency_array
-        cap = len(table) - 1  # the last bin edge, and where days are capped
-        after = table[np.minimum(d1, cap)]
-        moved = d0 != d1
-        hit = np.flatnonzero(moved & (table[np.minimum(d0, cap)] != after))
-        for i, g in zip(owner[hit].tolist(), groups[hit].tolist(), strict=True):
-            changed[i].add(g)
-        capped = np.flatnonzero(moved & (after == cap))
-        if capped.size:
-            forget: dict[int, list[int]] = {}
-            for i, g in zip(owner[capped].tolist(), groups[capped].tolist(), strict=True):
-                forget.setdefault(i, []).append(g)
-            for i, gs in forget.items():
-                movers[i]._forget_groups(gs)
-    for i, state, ch in zip(moving, movers, changed, strict=True):
-        state.clock = now
-        if ch:
-            state.seq += 1
-        out[i] = ch
+    for i, state in enumerate(states):
+        clock = state.clock
+        if clock is not None and clock < now:
+            out[i] = state._advance(cfg, clock, now)
     return out
 
 

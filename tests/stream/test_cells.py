@@ -1,6 +1,7 @@
 """The compiled walks of the cells (``stream._cells``) against the Python they replaced.
 
-``python_walk`` is ``CustomerState._advance_cells``' window part and
+``python_advance`` is ``CustomerState._advance`` (its cells' walk,
+``python_walk``; ``history_days``; the recency of each group) and
 ``python_counts`` the counting of ``CustomerState.apply_run``, as they were in
 Python (up to 2026-12-05): states built from any events, moved to any later
 time or given any run of events (late ones too), must end with the same
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from array import array
 from bisect import bisect_left
 
 import pytest
@@ -19,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.features import DAY_MS, FeatureSpec, Window
-from stream._cells import CellLayout, advance_cells, apply_counts
+from stream._cells import CellLayout, advance_cells, advance_state, apply_counts
 from stream.state import KEY_BITS, KEY_MASK, CustomerState, StateConfig
 
 SPEC = FeatureSpec(groups=("a", "b", "c"))
@@ -84,6 +86,35 @@ def python_walk(cfg: StateConfig, s: CustomerState, clock: int, now: int) -> set
             if into < 0:
                 del a[m + 2 * i0 : m + 2 * i1]
                 del a[i0:i1]
+    return changed
+
+
+def python_advance(cfg: StateConfig, s: CustomerState, clock: int, now: int) -> set[int]:
+    """``CustomerState._advance`` as it was in Python, but for the clock and sequence."""
+    start = s.history_start(cfg)
+    changed = python_walk(cfg, s, clock, now)
+    if start is not None:
+        after = s.history_start(cfg)
+        if after != start or cfg.recency_bin((clock - start) // DAY_MS) != cfg.recency_bin((now - start) // DAY_MS):
+            changed.add(cfg.all_index)
+    table = cfg.recency_table
+    cap = table[-1]
+    last = s._last
+    k = len(last) >> 1
+    capped = []
+    for j in range(k):
+        since = last[k + j]
+        d0, d1 = (clock - since) // DAY_MS, (now - since) // DAY_MS
+        if d0 == d1:
+            continue
+        after_bin = table[d1] if d1 < cap else cap
+        if (table[d0] if d0 < cap else cap) != after_bin:
+            changed.add(last[j])
+        if after_bin == cap:
+            capped.append(last[j])
+    if capped:
+        keep = [j for j in range(k) if last[j] not in capped]
+        s._last = array("q", [last[j] for j in keep] + [last[k + j] for j in keep])
     return changed
 
 
@@ -204,7 +235,7 @@ moves = st.lists(st.sampled_from([1, 8, 40, 400]).flatmap(times), min_size=1, ma
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(CONFIGS, histories(), moves, st.integers(-20_000, 20_000))
-def test_the_compiled_walk_leaves_the_arrays_and_groups_the_python_walk_left(cfg, evs, steps, epoch_days):
+def test_the_compiled_clock_move_leaves_the_arrays_and_groups_the_python_one_left(cfg, evs, steps, epoch_days):
     base = BASE + epoch_days * DAY_MS  # clocks before 1970 too: buckets and tags negative
     s = CustomerState()
     for at, ti, gs, c in sorted(evs):
@@ -214,10 +245,10 @@ def test_the_compiled_walk_leaves_the_arrays_and_groups_the_python_walk_left(cfg
     for step in steps:
         now = s.clock + step
         reference = copy.deepcopy(s)
-        want = python_walk(cfg, reference, s.clock, now)
-        got = advance_cells(cfg.cell_layout, s._cells, s._band_tags, s._band_sums, s.clock, now)
+        want = python_advance(cfg, reference, s.clock, now)
+        got = advance_state(cfg.cell_layout, s._cells, s._band_tags, s._band_sums, s._last, s.clock, now)
         assert got == want
-        assert arrays(s) == arrays(reference)
+        assert arrays(s) == arrays(reference) and s._last.tolist() == reference._last.tolist()
         s.clock = reference.clock = now
 
 
