@@ -1,5 +1,7 @@
 from array import array
 
+import numpy as np
+
 class CellLayout:
     args: tuple
     def __init__(
@@ -11,6 +13,10 @@ class CellLayout:
         history_res: int,
         all_index: int,
         recency_table: tuple[int, ...],
+        following: tuple[int, ...],
+        bases: tuple[tuple[int, ...], ...],
+        recency_offset: int,
+        history_index: int,
     ) -> None: ...
 
 def advance_cells(
@@ -37,3 +43,5 @@ def advance_state(
     clock: int,
     now: int,
 ) -> set[int]: ...
+def write_features(layout: CellLayout, states: list, rows: np.ndarray) -> None: ...
+def next_changes(layout: CellLayout, states: list) -> list[int | None]: ...

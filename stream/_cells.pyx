@@ -22,6 +22,7 @@ tag its bucket by ``>>``, arithmetic for signed integers in GCC and Clang
 """
 
 from cpython cimport array
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc
 
 cdef long long KEY_BITS = 16  # stream.state's: a tag is (bucket or window) << KEY_BITS | key
 cdef long long KEY_MASK = (1 << 16) - 1
@@ -41,6 +42,9 @@ cdef class CellLayout:
     cdef int history_res
     cdef long long all_index
     cdef array.array recency  # whole days -> their bin edge, up to the cap (``StateConfig.recency_table``)
+    cdef array.array following  # whole days -> the next bin edge, below the cap (``StateConfig.following_array``)
+    cdef array.array bases  # (window, key) -> the feature index of its count (``StateConfig.bases``), flat
+    cdef Py_ssize_t n_keys, recency_offset, history_index
     cdef long long res_ms[MAX_RES]
     cdef int n_bands[MAX_RES]
     cdef long long band_buckets[MAX_RES][MAX_BANDS]
@@ -49,7 +53,8 @@ cdef class CellLayout:
 
     def __init__(
         self, tuple resolutions_ms, tuple bands, tuple next_band, long long n_types, int history_res,
-        long long all_index, tuple recency_table,
+        long long all_index, tuple recency_table, tuple following, tuple bases, Py_ssize_t recency_offset,
+        Py_ssize_t history_index,
     ):
         if len(resolutions_ms) > MAX_RES or len(next_band) > MAX_WINDOWS or any(len(b) > MAX_BANDS for b in bands):
             msg = (
@@ -57,7 +62,15 @@ cdef class CellLayout:
                 f"{MAX_RES} sizes of up to {MAX_BANDS} windows each"
             )
             raise ValueError(msg)
-        self.args = (resolutions_ms, bands, next_band, n_types, history_res, all_index, recency_table)
+        self.args = (
+            resolutions_ms, bands, next_band, n_types, history_res, all_index, recency_table, following, bases,
+            recency_offset, history_index,
+        )
+        self.following = array.array("q", following)
+        self.n_keys = len(bases[0]) if bases else 0
+        self.bases = array.array("q", [i for window in bases for i in window])
+        self.recency_offset = recency_offset
+        self.history_index = history_index
         self.n_res = len(resolutions_ms)
         self.n_types = n_types
         self.history_res = history_res
@@ -339,3 +352,148 @@ def advance_state(
             t[kept + j] = t[k + j]
         del last[2 * kept:]
     return changed
+
+
+def write_features(CellLayout layout, list states, double[:, ::1] rows):
+    """Write each state's features into its row of ``rows`` (each from ``StateConfig.new_row()``; None: left so).
+
+    ``stream.state.write_rows``: per resolution, its windows' sums are its
+    bands' accumulated shortest first (a window is its own band plus the
+    shorter windows'), written as count, ``cents / 100`` (IEEE division of
+    the cents as a double, as numpy's) and active, for every key counted;
+    then, for a state with a clock, each remembered group's recency and
+    ``history_days`` (whole days since, rounded down to a bin edge).
+    """
+    cdef Py_ssize_t n_keys = layout.n_keys, i, r, nb, key, touched, x, w
+    cdef long long* acc = <long long*> PyMem_Calloc(3 * n_keys + 1, sizeof(long long))
+    cdef Py_ssize_t* keys = <Py_ssize_t*> PyMem_Malloc((n_keys + 1) * sizeof(Py_ssize_t))
+    cdef char* seen = <char*> PyMem_Calloc(n_keys + 1, 1)
+    cdef long long* tags
+    cdef long long* sums
+    cdef long long* bases = layout.bases.data.as_longlongs
+    cdef double* row
+    cdef int ri, b, wi
+    cdef array.array band_tags, band_sums
+    if acc == NULL or keys == NULL or seen == NULL:
+        PyMem_Free(acc)
+        PyMem_Free(keys)
+        PyMem_Free(seen)
+        raise MemoryError
+    try:
+        for i in range(len(states)):
+            state = states[i]
+            if state is None:
+                continue
+            row = &rows[i, 0]
+            band_tags = state._band_tags
+            band_sums = state._band_sums
+            nb = len(band_tags)
+            tags = band_tags.data.as_longlongs
+            sums = band_sums.data.as_longlongs
+            for ri in range(layout.n_res if nb else 0):
+                touched = 0
+                for b in range(layout.n_bands[ri]):  # shortest first: each window adds its own band to the shorter ones'
+                    wi = layout.band_window[ri][b]
+                    for r in range(nb):
+                        if tags[r] >> KEY_BITS == wi:
+                            key = tags[r] & KEY_MASK
+                            if not seen[key]:
+                                seen[key] = 1
+                                keys[touched] = key
+                                touched += 1
+                            acc[3 * key] += sums[3 * r]
+                            acc[3 * key + 1] += sums[3 * r + 1]
+                            acc[3 * key + 2] += sums[3 * r + 2]
+                    for x in range(touched):
+                        key = keys[x]
+                        if acc[3 * key]:
+                            w = bases[wi * n_keys + key]
+                            row[w] = acc[3 * key]
+                            row[w + 1] = <double> acc[3 * key + 1] / 100.0
+                            row[w + 2] = acc[3 * key + 2]
+                for x in range(touched):
+                    key = keys[x]
+                    seen[key] = 0
+                    acc[3 * key] = acc[3 * key + 1] = acc[3 * key + 2] = 0
+            if state.clock is not None:
+                write_recency(layout, state._last, state._cells, state.clock, row)
+    finally:
+        PyMem_Free(acc)
+        PyMem_Free(keys)
+        PyMem_Free(seen)
+
+
+cdef int write_recency(CellLayout layout, array.array last, list cells, long long clock, double* row) except -1:
+    """Each remembered group's recency and ``history_days`` as of ``clock``: whole days since, as a bin edge."""
+    cdef Py_ssize_t k = len(last) >> 1, j
+    cdef long long* t = last.data.as_longlongs
+    cdef long long day_ms = 86_400_000
+    cdef bint found
+    cdef long long start
+    for j in range(k):
+        row[layout.recency_offset + t[j]] = recency_bin(layout.recency, (clock - t[k + j]) // day_ms)
+    if cells:
+        start = history_start(layout, cells, &found)
+        if found:
+            row[layout.history_index] = recency_bin(layout.recency, (clock - start) // day_ms)
+    return 0
+
+
+def next_changes(CellLayout layout, list states):
+    """Per state, the earliest clock time at which a feature changes without a new event (None: never).
+
+    ``stream.state.next_changes``: a cell leaving a window (a state's cells
+    ascend by bucket: the first one inside a window is the next to leave
+    it), or the whole days since a group's last event, or since
+    ``history_days``' start, reaching the next recency bin edge.
+    """
+    cdef list out = [None] * len(states)
+    cdef Py_ssize_t i, m, at, k, j, n_following = len(layout.following)
+    cdef long long clock, best, res, lo, when, since, days, start
+    cdef long long never = 0x7FFFFFFFFFFFFFFF, day_ms = 86_400_000
+    cdef long long* following = layout.following.data.as_longlongs
+    cdef long long* c
+    cdef long long* t
+    cdef int ri, b
+    cdef bint found
+    cdef array.array a, last
+    cdef list cells
+    for i in range(len(states)):
+        state = states[i]
+        if state.clock is None:
+            continue
+        clock = state.clock
+        best = never
+        cells = state._cells
+        for ri in range(layout.n_res):
+            a = cells[ri]
+            m = len(a) // 3
+            if m == 0:
+                continue
+            c = a.data.as_longlongs
+            res = layout.res_ms[ri]
+            for b in range(layout.n_bands[ri]):
+                lo = clock // res + 1 - layout.band_buckets[ri][b]  # the window's oldest bucket
+                at = lower_bound(c, 0, m, lo * KEY_SPAN)
+                if at < m:
+                    when = ((c[at] >> KEY_BITS) + layout.band_buckets[ri][b]) * res
+                    if when < best:
+                        best = when
+        last = state._last
+        k = len(last) >> 1
+        t = last.data.as_longlongs
+        for j in range(k + 1):
+            if j < k:
+                since = t[k + j]
+            else:
+                since = history_start(layout, cells, &found)
+                if not found:
+                    break
+            days = (clock - since) // day_ms
+            if days < n_following:  # past the cap: no edge ahead
+                when = since + (following[days] if days >= 0 else 0) * day_ms
+                if when < best:
+                    best = when
+        if best != never:
+            out[i] = best
+    return out

@@ -56,7 +56,8 @@ import lz4.block
 import numpy as np
 
 from schemas.features import DAY_MS, FeatureSpec
-from stream._cells import CellLayout, advance_state, apply_counts
+from stream._cells import CellLayout, advance_state, apply_counts, write_features
+from stream._cells import next_changes as _next_changes
 
 NO_CHANGE: frozenset[int] = frozenset()
 KEY_BITS = 16  # a cell's or band's tag: (bucket or window) << KEY_BITS | key
@@ -87,10 +88,7 @@ class StateConfig:
     recency_table: tuple[int, ...]  # whole days -> bin edge, up to the cap
     bands: tuple[tuple[tuple[int, int], ...], ...]  # resolution -> its windows (buckets, window), fewest buckets first
     next_band: tuple[int, ...]  # window -> the next longer window of its resolution (-1: the longest)
-    bases_array: np.ndarray = field(compare=False, repr=False)  # ``bases`` as a (window, key) array
-    recency_array: np.ndarray = field(compare=False, repr=False)  # ``recency_table`` as an array
-    following_array: np.ndarray = field(compare=False, repr=False)  # ``next_edges(recency_edges)`` as an array
-    cell_layout: CellLayout = field(compare=False, repr=False)  # the tables above for ``stream._cells``
+    cell_layout: CellLayout = field(compare=False, repr=False)  # the tables above, for ``stream._cells``
 
     @classmethod
     def build(cls, spec: FeatureSpec) -> StateConfig:
@@ -152,12 +150,10 @@ class StateConfig:
             recency_table=recency_table,
             bands=bands,
             next_band=tuple(next_band),
-            bases_array=np.array(bases, dtype=np.int64).reshape(len(spec.windows), n_keys),
-            recency_array=np.array(recency_table, dtype=np.int64),
-            following_array=np.array(next_edges(spec.recency_edges_days), dtype=np.int64),
             cell_layout=CellLayout(
                 tuple(res), bands, tuple(next_band), n_types, window_res[spec.history_window], len(spec.all_groups) - 1,
-                recency_table,
+                recency_table, next_edges(spec.recency_edges_days), bases, spec.recency_offset,
+                spec.index[spec.history_name],
             ),
         )
 
@@ -586,36 +582,6 @@ class CustomerState:
         write_rows(cfg, [self], row.reshape(1, -1))
 
 
-def _last_entries(states: Sequence[CustomerState]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The groups' last event times of ``states`` (their ``_last``), flat: per entry its state's index, group, time."""
-    arrays = [state._last for state in states]
-    k = np.fromiter([len(a) >> 1 for a in arrays], np.int64, len(arrays))
-    flat = np.frombuffer(b"".join(arrays), np.int64)
-    owner = np.repeat(np.arange(len(arrays)), k)
-    # entry e (counted over all states) of state i: its group at e + (entries of the states before i), its time k_i on
-    at = np.arange(len(owner)) + np.repeat(np.cumsum(k) - k, k)
-    return owner, flat[at], flat[at + k[owner]]
-
-
-def _recency_entries(cfg: StateConfig, states: Sequence[CustomerState]) -> tuple[np.ndarray, ...]:
-    """What the recency features of ``states`` count from: per entry its state's index, feature position, start (ms).
-
-    Each group's last event time (its recency feature) and the start of the
-    oldest bucket of the longest window (``history_days``).
-    """
-    owner, groups, since = _last_entries(states)
-    at = groups + cfg.recency_offset
-    hr, res = cfg.history_res, cfg.resolutions_ms[cfg.history_res]  # ``history_start``, inlined: every refresh
-    starts = [
-        (j, (a[0] >> KEY_BITS) * res) for j, state in enumerate(states) if (cells := state._cells) and (a := cells[hr])
-    ]
-    if starts:
-        owner = np.concatenate([owner, np.array([j for j, _ in starts], dtype=np.int64)])
-        at = np.concatenate([at, np.full(len(starts), cfg.history_index, dtype=np.int64)])
-        since = np.concatenate([since, np.array([t for _, t in starts], dtype=np.int64)])
-    return owner, at, since
-
-
 def advance_all(cfg: StateConfig, states: Sequence[CustomerState], now: int) -> list[set[int] | frozenset[int]]:
     """``state.advance(cfg, now)`` of each of ``states``: the same state afterwards, the same groups changed."""
     out: list[set[int] | frozenset[int]] = [NO_CHANGE] * len(states)
@@ -629,70 +595,23 @@ def advance_all(cfg: StateConfig, states: Sequence[CustomerState], now: int) -> 
 def next_changes(cfg: StateConfig, states: Sequence[CustomerState]) -> list[int | None]:
     """Per state, the earliest clock time at which a feature changes without a new event (None: never).
 
-    A cell leaving a window (``_window_changes``), or the whole days since a
-    group's last event or since ``history_days``' start reaching the next
-    recency bin edge: every customer's in one array pass each.
+    A cell leaving a window (a state's cells ascend by bucket, so the first
+    one still inside a window is the next to leave it), or the whole days
+    since a group's last event or since ``history_days``' start reaching the
+    next recency bin edge (``stream._cells.next_changes``: this, compiled).
     """
-    best: list[int | None] = [None] * len(states)
-    live = [i for i, state in enumerate(states) if state.clock is not None]
-    if not live:
-        return best
-    kept = [states[i] for i in live]
-    clocks = np.fromiter([state.clock for state in kept], np.int64, len(kept))  # type: ignore[misc]
-    first = _window_changes(cfg, kept, clocks)
-    owner, _, since = _recency_entries(cfg, kept)
-    following = cfg.following_array
-    if len(owner) and len(following):
-        days = (clocks[owner] - since) // DAY_MS
-        ahead = np.flatnonzero(days < len(following))  # past the cap: no edge ahead
-        days = days[ahead]
-        edge = since[ahead] + np.where(days >= 0, following[np.maximum(days, 0)], 0) * DAY_MS  # ahead: edge 0
-        np.minimum.at(first, owner[ahead], edge)
-    for i, t in zip(live, first.tolist(), strict=True):
-        if t != _NEVER:
-            best[i] = t
-    return best
-
-
-_NEVER = np.iinfo(np.int64).max  # no change ahead (``_window_changes``, ``next_changes``)
-
-
-def _window_changes(cfg: StateConfig, states: Sequence[CustomerState], clocks: np.ndarray) -> np.ndarray:
-    """Per state (``clocks``: theirs), the earliest clock time at which a cell leaves a window (``_NEVER``: none).
-
-    One array pass per resolution and window over every state's cells: a
-    state's cells ascend by bucket, so those already out of a window are its
-    first ones, and the next after them is the first to leave it.
-    """
-    n = len(states)
-    best = np.full(n, _NEVER, dtype=np.int64)
-    for ri, res in enumerate(cfg.resolutions_ms):
-        arrays = [state._cells[ri] for state in states]
-        m = np.fromiter([len(a) for a in arrays], np.int64, n) // 3  # cells per state
-        total = int(m.sum())
-        if not total:
-            continue
-        first = np.cumsum(m) - m  # each state's first cell, counted over all the states' cells
-        owner = np.repeat(np.arange(n), m)
-        # state i's array starts at 3 * first[i] (its m tags, then their pairs): cell c's tag is at c + 2 * first[i]
-        flat = np.frombuffer(b"".join(arrays), np.int64)
-        bucket = flat[np.arange(total) + 2 * first[owner]] >> KEY_BITS
-        oldest = clocks // res + 1  # minus a window's buckets: its oldest bucket
-        for n_buckets, _ in cfg.bands[ri]:
-            out_of = np.bincount(owner[bucket < (oldest - n_buckets)[owner]], minlength=n)
-            has = np.flatnonzero(out_of < m)
-            best[has] = np.minimum(best[has], (bucket[first[has] + out_of[has]] + n_buckets) * res)
-    return best
+    return _next_changes(cfg.cell_layout, list(states))
 
 
 def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: np.ndarray) -> None:
     """Fill ``rows`` (C-contiguous, one row per state, each from ``cfg.new_row()``) with the states' features.
 
-    The band sums of every state are gathered into one array first, then
-    each window's sums are accumulated band by band in int64 (a window is its
-    own band plus the shorter windows' of its resolution) and written as
-    count, ``cents / 100`` (numpy's float division, the same IEEE result as
-    Python's) and active, for all states at once.
+    Per resolution, each window's sums are its bands' accumulated in int64,
+    shortest first (a window is its own band plus the shorter windows' of
+    its resolution), and written as count, ``cents / 100`` (the cents as a
+    double divided by 100, the same IEEE result as Python's for any cents a
+    double holds exactly) and active; then the recency of each remembered
+    group and ``history_days`` (``stream._cells.write_features``: this, compiled).
 
     >>> from schemas.features import FeatureSpec
     >>> cfg = StateConfig.build(FeatureSpec(groups=("coffee",)))
@@ -703,79 +622,7 @@ def write_rows(cfg: StateConfig, states: Sequence[CustomerState | None], rows: n
     >>> bool((rows[0] == cfg.new_row()).all())  # no state: a customer with no history
     True
     """
-    if not rows.flags.c_contiguous:
-        msg = "write_rows needs C-contiguous rows"
+    if not rows.flags.c_contiguous or rows.dtype != np.float64 or rows.shape != (len(states), cfg.n_features):
+        msg = f"write_rows needs C-contiguous float64 rows, {len(states)} of {cfg.n_features} features: {rows.shape}"
         raise ValueError(msg)
-    n_features = cfg.n_features
-    band_tags: list[array] = []
-    band_sums: list[array] = []
-    owners: list[int] = []  # per state: its number of band records
-    for state in states:
-        if state is None:
-            owners.append(0)
-        else:
-            band_tags.append(state._band_tags)
-            band_sums.append(state._band_sums)
-            owners.append(len(state._band_tags))
-    flat = rows.reshape(-1)  # a view: rows is contiguous
-    offsets = np.arange(len(states), dtype=np.int64) * n_features
-    if any(owners):
-        _write_counters(cfg, flat, offsets, band_tags, band_sums, owners)
-    _write_recency(cfg, flat, offsets, states)
-
-
-def _write_recency(
-    cfg: StateConfig, flat: np.ndarray, offsets: np.ndarray, states: Sequence[CustomerState | None]
-) -> None:
-    """Each recency feature that is not capped, and ``history_days``, of the states with a clock, in one pass.
-
-    A recency feature is the whole days since its group's last event, rounded
-    down to a bin edge (``StateConfig.recency_bin``); ``history_days`` the same
-    since the start of the oldest bucket of the longest window.
-    """
-    live: list[int] = []  # rows of the states with a clock
-    kept: list[CustomerState] = []
-    for i, state in enumerate(states):
-        if state is not None and state.clock is not None:
-            live.append(i)
-            kept.append(state)
-    owner, at, since = _recency_entries(cfg, kept)
-    if not len(owner):
-        return
-    clocks = np.fromiter([state.clock for state in kept], np.int64, len(kept))  # type: ignore[misc]
-    table = cfg.recency_array
-    days = (clocks[owner] - since) // DAY_MS
-    live_rows = offsets[np.asarray(live, dtype=np.int64)]
-    flat[live_rows[owner] + at] = table[np.minimum(days, len(table) - 1)]
-
-
-def _write_counters(
-    cfg: StateConfig,
-    flat: np.ndarray,
-    offsets: np.ndarray,
-    band_tags: list[array],
-    band_sums: list[array],
-    owners: list[int],
-) -> None:
-    """Every window's counters of the states whose band records these are (``owners``: records per state)."""
-    tags = np.frombuffer(b"".join(band_tags), dtype=np.int64)
-    sums = np.frombuffer(b"".join(band_sums), dtype=np.int64).reshape(-1, 3)
-    n_keys = cfg.n_keys
-    cell = np.repeat(np.arange(len(owners), dtype=np.int64), owners) * n_keys + (tags & KEY_MASK)
-    cells, slot = np.unique(cell, return_inverse=True)  # one accumulator per (state, key)
-    row_offset = offsets[cells // n_keys]
-    keys = cells % n_keys
-    band = tags >> KEY_BITS
-    for res_bands in cfg.bands:
-        acc = np.zeros((len(cells), 3), dtype=np.int64)
-        for _, wi in res_bands:  # shortest first: each window adds its own band to the shorter ones'
-            mine = band == wi
-            if mine.any():
-                acc[slot[mine]] += sums[mine]  # one record per (state, key) and band: no index twice
-            live = np.flatnonzero(acc[:, 0])
-            if live.size:
-                pos = row_offset[live] + cfg.bases_array[wi][keys[live]]
-                vals = acc[live]
-                flat[pos] = vals[:, 0]
-                flat[pos + 1] = vals[:, 1] / 100
-                flat[pos + 2] = vals[:, 2]
+    write_features(cfg.cell_layout, list(states), rows)

@@ -284,4 +284,4 @@ def test_a_missing_band_record_is_a_one_line_error_not_a_crash():
 def test_the_layout_pickles_with_its_config_and_refuses_more_windows_than_it_holds():
     assert pickle.loads(pickle.dumps(CFG)).cell_layout.args == CFG.cell_layout.args
     with pytest.raises(ValueError, match="exceed the compiled layout"):
-        CellLayout(tuple(range(1, 10)), ((),) * 9, (), 4, 0, 0, (0,))
+        CellLayout(tuple(range(1, 10)), ((),) * 9, (), 4, 0, 0, (0,), (), (), 0, 0)
