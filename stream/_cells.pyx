@@ -170,6 +170,7 @@ def advance_cells(
     cdef Py_ssize_t m, i0, i1
     cdef array.array a
     cdef long long* c
+    check_arrays(layout, cells, band_tags, band_sums, None)
     for ri in range(layout.n_res):
         res = layout.res_ms[ri]
         hi_before = clock // res
@@ -194,10 +195,34 @@ def advance_cells(
     return changed
 
 
-cdef inline long long recency_bin(array.array table, long long days) noexcept:
-    """``StateConfig.recency_bin`` (days are never negative here: the clock is the latest time seen)."""
+cdef inline long long recency_bin(array.array table, long long days) except? -1:
+    """``StateConfig.recency_bin``: ``table[days]``, the last edge past it (a negative index as Python's)."""
     cdef Py_ssize_t n = len(table)
+    if days < 0:  # not in a sound state: every time it keeps is at most its clock
+        days += n
+        if days < 0:
+            raise IndexError("recency table index out of range")
     return table.data.as_longlongs[days if days < n else n - 1]
+
+
+cdef int check_arrays(
+    CellLayout layout, list cells, array.array band_tags, array.array band_sums, array.array last
+) except -1:
+    """Refuse arrays the walks would read past (``last`` None: not read): one line, not a crash."""
+    cdef array.array a
+    cdef bint sound = len(cells) == layout.n_res and len(band_sums) == 3 * len(band_tags)
+    if last is not None and len(last) % 2:
+        sound = False
+    for a in cells:
+        if len(a) % 3:
+            sound = False
+    if not sound:
+        msg = (
+            f"customer state arrays do not fit the layout ({len(cells)} cell arrays for {layout.n_res} bucket sizes, "
+            f"{len(band_sums)} band sums for {len(band_tags)} tags): the state is damaged"
+        )
+        raise ValueError(msg)
+    return 0
 
 
 def apply_counts(
@@ -220,6 +245,7 @@ def apply_counts(
     cdef array.array a
     cdef long long* c
     cdef long long* t
+    check_arrays(layout, cells, band_tags, band_sums, last)
     for ri in range(layout.n_res):
         res = layout.res_ms[ri]
         bucket = ts // res
@@ -319,6 +345,7 @@ def advance_state(
     equals "never"), the others keeping their order.
     """
     cdef bint had = False, has = False
+    check_arrays(layout, cells, band_tags, band_sums, last)
     cdef long long start = history_start(layout, cells, &had), after
     cdef set changed = advance_cells(layout, cells, band_tags, band_sums, clock, now)
     cdef array.array table = layout.recency
@@ -355,7 +382,7 @@ def advance_state(
 
 
 def write_features(CellLayout layout, list states, double[:, ::1] rows):
-    """Write each state's features into its row of ``rows`` (each from ``StateConfig.new_row()``; None: left so).
+    """Write each state's features into its row of ``rows`` (each from ``StateConfig.new_row()``; None or no clock: left so).
 
     ``stream.state.write_rows``: per resolution, its windows' sums are its
     bands' accumulated shortest first (a window is its own band plus the
@@ -382,11 +409,12 @@ def write_features(CellLayout layout, list states, double[:, ::1] rows):
     try:
         for i in range(len(states)):
             state = states[i]
-            if state is None:
-                continue
+            if state is None or state.clock is None:
+                continue  # a customer with no history: the blank row
             row = &rows[i, 0]
             band_tags = state._band_tags
             band_sums = state._band_sums
+            check_arrays(layout, state._cells, band_tags, band_sums, state._last)
             nb = len(band_tags)
             tags = band_tags.data.as_longlongs
             sums = band_sums.data.as_longlongs
@@ -397,6 +425,9 @@ def write_features(CellLayout layout, list states, double[:, ::1] rows):
                     for r in range(nb):
                         if tags[r] >> KEY_BITS == wi:
                             key = tags[r] & KEY_MASK
+                            if key >= n_keys:
+                                msg = f"a band record of counter key {key} of {n_keys}: the state is damaged"
+                                raise ValueError(msg)
                             if not seen[key]:
                                 seen[key] = 1
                                 keys[touched] = key
@@ -415,8 +446,7 @@ def write_features(CellLayout layout, list states, double[:, ::1] rows):
                     key = keys[x]
                     seen[key] = 0
                     acc[3 * key] = acc[3 * key + 1] = acc[3 * key + 2] = 0
-            if state.clock is not None:
-                write_recency(layout, state._last, state._cells, state.clock, row)
+            write_recency(layout, state._last, state._cells, state.clock, row)
     finally:
         PyMem_Free(acc)
         PyMem_Free(keys)
@@ -431,6 +461,9 @@ cdef int write_recency(CellLayout layout, array.array last, list cells, long lon
     cdef bint found
     cdef long long start
     for j in range(k):
+        if not 0 <= t[j] <= layout.all_index:
+            msg = f"a last event time of group {t[j]} of {layout.all_index + 1}: the state is damaged"
+            raise ValueError(msg)
         row[layout.recency_offset + t[j]] = recency_bin(layout.recency, (clock - t[k + j]) // day_ms)
     if cells:
         start = history_start(layout, cells, &found)
@@ -465,6 +498,8 @@ def next_changes(CellLayout layout, list states):
         clock = state.clock
         best = never
         cells = state._cells
+        last = state._last
+        check_arrays(layout, cells, state._band_tags, state._band_sums, last)
         for ri in range(layout.n_res):
             a = cells[ri]
             m = len(a) // 3
@@ -479,7 +514,6 @@ def next_changes(CellLayout layout, list states):
                     when = ((c[at] >> KEY_BITS) + layout.band_buckets[ri][b]) * res
                     if when < best:
                         best = when
-        last = state._last
         k = len(last) >> 1
         t = last.data.as_longlongs
         for j in range(k + 1):

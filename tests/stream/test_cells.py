@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from schemas.features import DAY_MS, FeatureSpec, Window
 from stream._cells import CellLayout, advance_cells, advance_state, apply_counts
-from stream.state import KEY_BITS, KEY_MASK, CustomerState, StateConfig
+from stream.state import KEY_BITS, KEY_MASK, CustomerState, StateConfig, next_changes, write_rows
 
 SPEC = FeatureSpec(groups=("a", "b", "c"))
 CFG = StateConfig.build(SPEC)
@@ -279,6 +279,43 @@ def test_a_missing_band_record_is_a_one_line_error_not_a_crash():
     del s._band_sums[:]
     with pytest.raises(ValueError, match=r"no band record of window .* the state is damaged"):
         advance_cells(CFG.cell_layout, s._cells, s._band_tags, s._band_sums, BASE, BASE + 2 * DAY_MS)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s._band_sums.pop(),  # a band record's sums cut short
+        lambda s: s._cells[0].pop(),  # a cell without its pair
+        lambda s: s._cells.pop(),  # a bucket size without its cells
+        lambda s: s._last.pop(),  # a group without its time
+    ],
+)
+def test_arrays_that_do_not_fit_the_layout_are_a_one_line_error_in_every_walk(damage):
+    """A damaged state is refused before the compiled walks read past its arrays (they do not check bounds)."""
+    for walk in (
+        lambda s: s.advance(CFG, BASE + 40 * DAY_MS),
+        lambda s: s.apply_run(CFG, BASE, 1, {0: [1, 5]}, 1),
+        lambda s: write_rows(CFG, [s], CFG.new_row().reshape(1, -1)),
+        lambda s: next_changes(CFG, [s]),
+    ):
+        s = CustomerState()
+        s.apply_run(CFG, BASE, 0, {0: [1, 100], 3: [1, 100]}, 1)
+        damage(s)
+        with pytest.raises(ValueError, match="the state is damaged"):
+            walk(s)
+
+
+def test_a_key_or_group_beyond_the_layout_is_refused_where_a_row_is_written():
+    s = CustomerState()
+    s.apply_run(CFG, BASE, 0, {0: [1, 100]}, 1)
+    s._band_tags[0] |= KEY_MASK  # a counter key past the layout's
+    with pytest.raises(ValueError, match=r"counter key 65535 of .*: the state is damaged"):
+        write_rows(CFG, [s], CFG.new_row().reshape(1, -1))
+    s = CustomerState()
+    s.apply_run(CFG, BASE, 0, {0: [1, 100]}, 1)
+    s._last[0] = 99  # a group past the layout's
+    with pytest.raises(ValueError, match="group 99 of 4: the state is damaged"):
+        write_rows(CFG, [s], CFG.new_row().reshape(1, -1))
 
 
 def test_the_layout_pickles_with_its_config_and_refuses_more_windows_than_it_holds():
