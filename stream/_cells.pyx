@@ -382,7 +382,9 @@ def advance_state(
 
 
 def write_features(CellLayout layout, list states, double[:, ::1] rows):
-    """Write each state's features into its row of ``rows`` (each from ``StateConfig.new_row()``; None or no clock: left so).
+    """Write each state's features into its row of ``rows`` (each from ``StateConfig.new_row()``).
+
+    A state that is None or has no clock (no history) leaves its row blank.
 
     ``stream.state.write_rows``: per resolution, its windows' sums are its
     bands' accumulated shortest first (a window is its own band plus the
@@ -420,7 +422,7 @@ def write_features(CellLayout layout, list states, double[:, ::1] rows):
             sums = band_sums.data.as_longlongs
             for ri in range(layout.n_res if nb else 0):
                 touched = 0
-                for b in range(layout.n_bands[ri]):  # shortest first: each window adds its own band to the shorter ones'
+                for b in range(layout.n_bands[ri]):  # shortest first: a window adds its band to the shorter ones'
                     wi = layout.band_window[ri][b]
                     for r in range(nb):
                         if tags[r] >> KEY_BITS == wi:
