@@ -28,7 +28,7 @@ basket or two each per batch; BENCHMARKS.md section 1d).
 (['e1', 'e2'], ["duplicate: event_id 'e1' was already applied"])
 >>> {user: sorted(groups) for user, groups in batch.dirty.items()}  # coffee (0) and all (1) changed
 {'u1': [0, 1]}
->>> [(row.item_id, row.type, row.events, row.value) for row in sorted(item_rows(items, batch.items, 0, cfg.type_names))]
+>>> [(row.item_id, row.type, row.events, row.value) for row in sorted(item_rows(batch.items, 0, cfg.type_names))]
 [('c1', 'purchase', 1, 2.5), ('x', 'purchase', 1, 2.5)]
 """
 
@@ -52,7 +52,7 @@ class AppliedEvents:
     dirty: dict[str, set[int]]  # customer -> groups (``all`` last) whose features changed
     applied: list[EventRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    items: set[ItemKey] = field(default_factory=set)  # item-activity cells the batch touched
+    items: dict[ItemKey, list] = field(default_factory=dict)  # the item-activity cells the batch touched, by key
 
 
 def apply_events(
@@ -118,14 +118,14 @@ def apply_events(
                 c[1] += cents
         applied.append(rec)
         item_key = (ts - ts % 3_600_000, item, type_index)  # the hour (HOUR_MS) it falls in
-        touched_items.add(item_key)
         cell = items.get(item_key)
         if cell is None:
-            items[item_key] = [1, quantity, cents]
+            cell = items[item_key] = [1, quantity, cents]
         else:
             cell[0] += 1
             cell[1] += quantity
             cell[2] += cents
+        touched_items[item_key] = cell  # the cell itself: its row needs no second lookup (a tuple key's hash)
     if run_ids:
         _apply_run(cfg, dirty, run_key, run_state, run_counts, run_ids)
     return out
@@ -189,17 +189,15 @@ class ItemColumns:
             yield ItemActivityRow(hour, item, type_, self.shard, n, qty, value)
 
 
-def item_rows(
-    items: dict[ItemKey, list], touched: set[ItemKey], shard: int, type_names: tuple[str, ...]
-) -> ItemColumns:
-    """Rows of ``item_activity`` for the cells a batch touched (cumulative counts of the cell), as columns.
+def item_rows(touched: dict[ItemKey, list], shard: int, type_names: tuple[str, ...]) -> ItemColumns:
+    """Rows of ``item_activity`` for the cells a batch touched (``AppliedEvents.items``, cumulative counts), as columns.
 
     ``type_names`` (``StateConfig.type_names``) names each cell's type index.
     A list per column, each built in one comprehension: no tuple per row on
     the way to the sink (BENCHMARKS.md 6t).
     """
     keys = list(touched)
-    cells = [items[key] for key in keys]
+    cells = list(touched.values())
     return ItemColumns(
         shard,
         [key[0] for key in keys],

@@ -319,7 +319,7 @@ class ShardProcessor:
         # 1. Events onto their customers (with those changed before the clock was known), and
         # 2. the clock moves, batch by batch.
         dirty, sh.pending = sh.pending, {}
-        touched: set[ItemKey] = set()
+        touched: dict[ItemKey, list] = {}
         clock = sh.clock
         for inp in inputs:
             horizon = sh.horizon  # the batch is judged against the horizon its predecessors left
@@ -351,14 +351,14 @@ class ShardProcessor:
         # 4. Everything that changed, for the sinks.
         return out
 
-    def _item_activity(self, sh: CustomerShard, out: ShardOutput, touched: set[ItemKey]) -> None:
+    def _item_activity(self, sh: CustomerShard, out: ShardOutput, touched: dict[ItemKey, list]) -> None:
         """Rows of the item cells ``touched``; cells past the retention horizon forgotten.
 
         The cells are looked at only when the oldest hour kept moved (or the
         shard's cells are not those it last forgot from): a batch's new cells
         are never older than that hour, since older events are dead letters.
         """
-        out.item_activity = item_rows(sh.items, touched, sh.shard, self.cfg.type_names)
+        out.item_activity = item_rows(touched, sh.shard, self.cfg.type_names)
         kept = first_kept_hour(sh.horizon)
         last = self._forgotten.get(sh.shard)
         if last is None or last[0] is not sh.items or last[1] != kept:

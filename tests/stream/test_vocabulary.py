@@ -78,7 +78,7 @@ def test_wishlist_events_parse_and_count_in_their_own_features():
     assert row[at["grp=coffee|type=wishlist|stat=count|win=1d"]] == 3
     assert row[at["grp=all|type=view|stat=count|win=1d"]] == 1
     assert row[at["grp=all|type=click|stat=count|win=1d"]] == 0
-    assert sorted(r.type for r in item_rows(items, batch.items, 0, cfg.type_names)) == ["view", "wishlist"]
+    assert sorted(r.type for r in item_rows(batch.items, 0, cfg.type_names)) == ["view", "wishlist"]
     tables = table_rows([ShardOutput(shard=0, applied=batch.applied)], cfg.type_names)
     assert sorted(tables["events"]["type"]) == ["view", "wishlist", "wishlist", "wishlist"]
     again = p.check("k:2", recs[0].to_json(p.types.names))  # the wire format reads back as the same record
