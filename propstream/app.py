@@ -284,7 +284,7 @@ def _run_flow(
 
         sync_models_table(client, settings.clickhouse.database, ModelRegistry(settings.models_dir))
     sink = ClickHouseSink(
-        ClickHouseWriter(client, settings.clickhouse.database),
+        ClickHouseWriter(client, settings.clickhouse.database, settings.stream.sink_retry_seconds),
         stats,
         report=(lambda s: progress(s.line())) if progress else None,
         report_every_s=settings.stream.progress_seconds,

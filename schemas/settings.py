@@ -111,6 +111,13 @@ class StreamSettings(BaseModel):
         "item_activity, score_history) waits in the sink's buffer (at least sink_flush_seconds): fewer inserts and "
         "parts to merge; scores still leave every sink_flush_seconds, and score_history's written_at is when they did",
     )
+    sink_retry_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="how long the sink tries an insert again that ClickHouse refused for a passing reason "
+        "(unreachable, restarting, too many parts, out of memory) before the stream stops with the error; "
+        "batches wait meanwhile (stream/sinks/clickhouse.py ClickHouseWriter)",
+    )
     allowed_lateness_hours: float = Field(
         default=24.0,
         ge=0.0,

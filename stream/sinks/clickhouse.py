@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import clickhouse_connect
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, Error, OperationalError
 
 from schemas.events import DeadLetter
 from schemas.tables import (
@@ -187,15 +187,77 @@ def apply_retention(client: Any, database: str, days: int | None) -> str | None:
     return None
 
 
-class ClickHouseWriter(TableWriter):
-    """Column-oriented inserts into ``database``; serialised by a lock (chDB is one engine)."""
+# ClickHouse error codes an insert can meet that go away by themselves: the server is busy, merging, short of
+# memory or between replicas. Any other code (a missing table, a wrong type...) fails the insert at once.
+TRANSIENT_CODES = {
+    159: "TIMEOUT_EXCEEDED",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY",
+    252: "TOO_MANY_PARTS",
+    999: "KEEPER_EXCEPTION",
+}
 
-    def __init__(self, client: Any, database: str = DATABASE):
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed insert may succeed if tried again: a transient code, or no answer at all (the network).
+
+    >>> transient(OperationalError("Error executing HTTP request")), transient(Error("x", code=252))
+    (True, True)
+    >>> transient(Error("Unknown table", code=60)), transient(ValueError("no Arrow type"))
+    (False, False)
+    """
+    if isinstance(exc, Error) and exc.code in TRANSIENT_CODES:
+        return True
+    return isinstance(exc, OperationalError) and exc.code is None  # refused, reset, timed out: no server answer
+
+
+class ClickHouseWriter(TableWriter):
+    """Column-oriented inserts into ``database``; serialised by a lock (chDB is one engine).
+
+    An insert that fails for a reason that goes away by itself (``transient``:
+    a server that is restarting, unreachable or busy merging) is tried again,
+    after 0.25 s, then twice as long each time up to 5 s, for
+    ``retry_seconds`` (``stream.sink_retry_seconds``) before its error is
+    raised as a ``ClickHouseUnavailableError``. Trying again is safe: every
+    table the stream writes replaces rows by key (``ReplacingMergeTree``), so
+    an insert that landed although its answer was lost reads once with FINAL.
+    ``retries`` counts the tries again.
+    """
+
+    def __init__(self, client: Any, database: str = DATABASE, retry_seconds: float = 0.0):
         self.client = client
         self.database = database
+        self.retry_seconds = retry_seconds
+        self.retries = 0
         self._lock = threading.Lock()
 
     def insert(self, table: str, columns: dict[str, ColumnValues]) -> None:
+        """Insert rows given as columns (``_insert``), trying again while the failure is ``transient``."""
+        delay, started = 0.25, time.monotonic()
+        while True:
+            try:
+                self._insert(table, columns)
+                return
+            except Exception as exc:
+                spent = time.monotonic() - started
+                if not transient(exc):
+                    raise
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if spent + delay > self.retry_seconds:
+                    msg = (
+                        f"ClickHouse did not take an insert into {table} for {spent:.1f} s "
+                        f"(stream.sink_retry_seconds {self.retry_seconds:g}): {first_line}"
+                    )
+                    raise ClickHouseUnavailableError(msg) from exc
+                log.warning("insert into %s failed, trying again in %.2f s: %s", table, delay, first_line)
+                self.retries += 1
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+
+    def _insert(self, table: str, columns: dict[str, ColumnValues]) -> None:
         """Insert rows given as columns; a table with a ``FeatureMaps`` column goes as Arrow (``arrow_table``).
 
         A table of ``schemas.tables`` is written with its declared column

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -139,6 +140,40 @@ def test_order_and_duplicate_invariance(clean_run, world, tmp_path, chdb_dsn):
     for u in a:
         np.testing.assert_array_equal(a[u], b[u], err_msg=u)
     assert stored_scores(settings) == stored_scores(other)
+
+
+def test_a_store_that_refuses_inserts_for_a_while_changes_nothing(clean_run, world, tmp_path, chdb_dsn, caplog):
+    """ClickHouse refusing the score inserts (TOO_MANY_PARTS) for 2 s: the sink tries again, nothing is lost."""
+    settings, _ = clean_run
+    data_dir = tmp_path / "refused"
+    shutil.copytree(settings.models_dir, data_dir / "models")
+    other = make_settings(data_dir, world, chdb_dsn, sink_flush_seconds=0)  # an insert per batch, as with recovery
+    client = app.client_for(other)  # the store, migrated, before the run
+    table = f"{other.clickhouse.database}.scores"
+    client.command(f"SYSTEM STOP MERGES {table}")
+    client.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 2, parts_to_delay_insert = 100")
+
+    def recover() -> None:
+        client.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 3000, parts_to_delay_insert = 1000")
+        client.command(f"SYSTEM START MERGES {table}")
+
+    store_back = threading.Timer(2.0, recover)
+    store_back.start()
+    try:
+        stats = run(other, [write_events(tmp_path / "events.jsonl", world.events)])
+    finally:
+        store_back.cancel()
+        store_back.join()
+    assert any("insert into scores failed, trying again" in r.getMessage() for r in caplog.records)
+    assert stats.events_in == len(world.events) and stats.dead_letters == 0
+    events = query(other, "SELECT count() FROM {db}.events FINAL")[0][0]
+    assert events == len(world.events)
+    a, b = stored_features(settings), stored_features(other)
+    assert a.keys() == b.keys()
+    for u in a:
+        np.testing.assert_array_equal(a[u], b[u], err_msg=u)
+    assert stored_scores(other) == stored_scores(settings)
+    assert_scores_current(other)
 
 
 BAD_LINES = [

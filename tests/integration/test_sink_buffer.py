@@ -15,7 +15,13 @@ from stream.rows import FeatureColumns
 from stream.scoring import ScoreColumns
 from stream.shard import ShardOutput
 from stream.sinks.base import table_rows
-from stream.sinks.clickhouse import ClickHouseSink, ClickHouseWriter, TableBuffer, open_client
+from stream.sinks.clickhouse import (
+    ClickHouseSink,
+    ClickHouseUnavailableError,
+    ClickHouseWriter,
+    TableBuffer,
+    open_client,
+)
 
 T = 1_500_000_000_000
 
@@ -456,3 +462,64 @@ def test_the_sinks_feature_and_item_rows_leave_one_per_key_the_newest(writer: Cl
     assert [FeatureRow(*r) for r in got] == [features[1][0], features[2][1], features[2][0]]
     sql = f"SELECT item_id, events, value FROM {writer.database}.item_activity ORDER BY item_id"
     assert writer.client.query(sql).result_rows == [("i1", 3, 7.5), ("i2", 1, 1.0)]
+
+
+def refusing_inserts(w: ClickHouseWriter) -> str:
+    """A score table whose inserts the engine refuses (TOO_MANY_PARTS: merges stopped, 2 parts at most) once full."""
+    table = f"{w.database}.{SCORES.name}"
+    w.client.command(create_table_ddl(SCORES, w.database))
+    w.client.command(f"SYSTEM STOP MERGES {table}")
+    w.client.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 2, parts_to_delay_insert = 100")
+    return table
+
+
+def score_row(i: int) -> dict[str, list]:
+    return {"user_id": [f"u{i}"], "group_id": ["coffee"], "score": [0.5], "model_version": [1], "as_of": [T]} | {
+        "version": [i]
+    }
+
+
+def test_an_insert_the_engine_refuses_for_too_many_parts_is_tried_again_until_merges_catch_up(
+    writer: ClickHouseWriter,
+):
+    table = refusing_inserts(writer)
+    patient = ClickHouseWriter(writer.client, writer.database, retry_seconds=60)
+    buf = TableBuffer(patient)  # no age: each batch waits for its write, as with a recovery store
+    for i in range(2):
+        buf.add({SCORES.name: score_row(i)}, lambda: None)
+    def merge() -> None:
+        writer.client.command(f"SYSTEM START MERGES {table}")
+        writer.client.command(f"OPTIMIZE TABLE {table} FINAL")  # the merge a server's background pool would do
+
+    merges = threading.Timer(1.5, merge)
+    merges.start()
+    started = time.monotonic()
+    written: list[int] = []
+    buf.add({SCORES.name: score_row(2)}, lambda: written.append(2))  # refused until the parts are merged
+    merges.join()
+    assert written == [2] and time.monotonic() - started >= 1.5 and patient.retries >= 2
+    users = writer.client.query(f"SELECT user_id FROM {table} FINAL ORDER BY user_id").result_rows
+    assert users == [("u0",), ("u1",), ("u2",)]
+
+
+def test_a_refusal_that_lasts_past_sink_retry_seconds_stops_the_sink_with_a_one_line_error(writer: ClickHouseWriter):
+    refusing_inserts(writer)
+    patient = ClickHouseWriter(writer.client, writer.database, retry_seconds=1.0)
+    for i in range(2):
+        patient.insert(SCORES.name, score_row(i))
+    started = time.monotonic()
+    with pytest.raises(ClickHouseUnavailableError) as refused:
+        patient.insert(SCORES.name, score_row(2))
+    message = str(refused.value)
+    assert "\n" not in message and "insert into scores" in message and "TOO_MANY_PARTS" in message
+    assert "stream.sink_retry_seconds 1" in message
+    assert 0.7 <= time.monotonic() - started < 5 and patient.retries >= 2
+
+
+def test_an_insert_refused_for_a_lasting_reason_is_not_tried_again(writer: ClickHouseWriter):
+    patient = ClickHouseWriter(writer.client, writer.database, retry_seconds=60)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="missing_table") as refused:
+        patient.insert("missing_table", {"n": [1]})
+    assert not isinstance(refused.value, ClickHouseUnavailableError)  # the engine's own error, at once
+    assert patient.retries == 0 and time.monotonic() - started < 5
