@@ -34,6 +34,7 @@ def apply_counts(
     counts: dict[int, list[int]],
     changed: set[int],
 ) -> None: ...
+def count_run(groups: list[tuple[int, ...]], cents: list[int], n_groups: int) -> dict[int, list[int]]: ...
 def advance_state(
     layout: CellLayout,
     cells: list[array],

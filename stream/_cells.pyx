@@ -322,6 +322,46 @@ def apply_counts(
             k += 1
 
 
+def count_run(list groups, list cents, Py_ssize_t n_groups):
+    """A run's ``counts`` for ``apply_counts``: group -> [events, cents], the groups in the order first met.
+
+    ``groups[i]`` (a tuple of group indices below ``n_groups``) and
+    ``cents[i]`` are the run's i-th event's. ``stream.apply.apply_events``
+    counted this in Python, a dictionary lookup per event and group; here
+    the sums are C integers and the dictionary is built once per run.
+    """
+    if len(cents) != len(groups):
+        raise ValueError(f"{len(groups)} events' groups but {len(cents)} events' cents")
+    cdef long long* n = <long long*> PyMem_Calloc(2 * n_groups + 1, sizeof(long long))
+    cdef Py_ssize_t* order = <Py_ssize_t*> PyMem_Malloc((n_groups + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t i, k, met = 0
+    cdef long long g, c
+    cdef dict counts = {}
+    if n == NULL or order == NULL:
+        PyMem_Free(n)
+        PyMem_Free(order)
+        raise MemoryError()
+    try:
+        for i in range(len(groups)):
+            c = cents[i]
+            for group in <tuple> groups[i]:
+                g = group
+                if g < 0 or g >= n_groups:
+                    raise ValueError(f"group {g} of an event is beyond the layout's {n_groups} groups")
+                if n[2 * g] == 0:
+                    order[met] = g
+                    met += 1
+                n[2 * g] += 1
+                n[2 * g + 1] += c
+        for k in range(met):
+            g = order[k]
+            counts[g] = [n[2 * g], n[2 * g + 1]]
+        return counts
+    finally:
+        PyMem_Free(n)
+        PyMem_Free(order)
+
+
 cdef inline long long history_start(CellLayout layout, list cells, bint *found) noexcept:
     """``CustomerState.history_start``: the start (ms) of the oldest bucket of the longest window, if any."""
     cdef array.array a = cells[layout.history_res]

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from schemas.events import DeadLetter, EventRecord, ItemActivityRow
 from schemas.groups import GroupCatalog
+from stream._cells import count_run
 from stream.clock import HOUR_MS, late_reason
 from stream.state import CustomerState, StateConfig, event_digest
 
@@ -77,10 +78,12 @@ def apply_events(
     touched_items = out.items
     item_groups, only_all = catalog.groups_lookup()  # catalog.groups_of, without a call per event
     type_names = cfg.type_names
+    n_groups = cfg.all_index + 1
     # Consecutive events of one customer, time and type (a basket's lines) are counted as one run.
     run_key = ("", 0, 0)  # (user, ts, type); no ids: no run yet
     run_state = CustomerState()
-    run_counts: dict[int, list[int]] = {}
+    run_groups: list[tuple[int, ...]] = []  # each event of the run: its item's groups (``all`` included)
+    run_cents: list[int] = []  # and its value in cents
     run_ids: list[int] = []  # digests of the run's event ids, kept by its customer once the run is applied
     # customer -> digests of the ids it has seen: one set per customer and batch, not a scan of its ids per event
     seen: dict[str, set[int]] = {}
@@ -106,16 +109,11 @@ def apply_events(
         key = (user, ts, type_index)
         if key != run_key:
             if run_ids:
-                _apply_run(cfg, dirty, run_key, run_state, run_counts, run_ids)
-            run_key, run_state, run_counts, run_ids = key, state, {}, []
+                _apply_run(cfg, dirty, run_key, run_state, count_run(run_groups, run_cents, n_groups), run_ids)
+            run_key, run_state, run_groups, run_cents, run_ids = key, state, [], [], []
         run_ids.append(digest)
-        for g in item_groups.get(item, only_all):
-            c = run_counts.get(g)
-            if c is None:
-                run_counts[g] = [1, cents]
-            else:
-                c[0] += 1
-                c[1] += cents
+        run_groups.append(item_groups.get(item, only_all))
+        run_cents.append(cents)
         applied.append(rec)
         item_key = (ts - ts % 3_600_000, item, type_index)  # the hour (HOUR_MS) it falls in
         cell = items.get(item_key)
@@ -127,7 +125,7 @@ def apply_events(
             cell[2] += cents
         touched_items[item_key] = cell  # the cell itself: its row needs no second lookup (a tuple key's hash)
     if run_ids:
-        _apply_run(cfg, dirty, run_key, run_state, run_counts, run_ids)
+        _apply_run(cfg, dirty, run_key, run_state, count_run(run_groups, run_cents, n_groups), run_ids)
     return out
 
 

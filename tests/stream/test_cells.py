@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.features import DAY_MS, FeatureSpec, Window
-from stream._cells import CellLayout, advance_cells, advance_state, apply_counts
+from stream._cells import CellLayout, advance_cells, advance_state, apply_counts, count_run
 from stream.state import KEY_BITS, KEY_MASK, CustomerState, StateConfig, next_changes, write_rows
 
 SPEC = FeatureSpec(groups=("a", "b", "c"))
@@ -270,6 +270,40 @@ def test_the_compiled_count_leaves_the_arrays_and_groups_the_python_count_left(c
         apply_counts(cfg.cell_layout, s._cells, s._band_tags, s._band_sums, s._last, s.clock, ts, ti, counts, got)
         assert got == want
         assert arrays(s) == arrays(reference) and s._last.tolist() == reference._last.tolist()
+
+
+def python_count_run(groups: list[tuple[int, ...]], cents: list[int]) -> dict[int, list[int]]:
+    """The counting ``stream.apply.apply_events`` did per event, in Python (up to 2026-12-05)."""
+    counts: dict[int, list[int]] = {}
+    for gs, c in zip(groups, cents, strict=True):
+        for g in gs:
+            run = counts.get(g)
+            if run is None:
+                counts[g] = [1, c]
+            else:
+                run[0] += 1
+                run[1] += c
+    return counts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.integers(0, 6), min_size=1, max_size=4).map(tuple), st.integers(0, 10**11)),
+        max_size=40,
+    )
+)
+def test_a_runs_counts_are_the_python_counts_in_the_order_their_groups_were_met(events):
+    groups, cents = [gs for gs, _ in events], [c for _, c in events]
+    got, want = count_run(groups, cents, 7), python_count_run(groups, cents)
+    assert got == want and list(got) == list(want)  # the order matters: records are added in it
+
+
+def test_a_run_with_a_group_beyond_the_layout_is_a_one_line_error():
+    with pytest.raises(ValueError, match="group 7 of an event is beyond the layout's 7 groups"):
+        count_run([(1, 7)], [100], 7)
+    with pytest.raises(ValueError, match="groups but"):
+        count_run([(1,)], [], 7)
 
 
 def test_a_missing_band_record_is_a_one_line_error_not_a_crash():
