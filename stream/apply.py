@@ -9,7 +9,10 @@ and each to its item's hourly cell ``(hour_ms, item_id, type_index) ->
 [events, quantity, cents]``.
 
 The loop is inlined: it runs for every event, so it calls only what each
-event needs (its id's digest, remembering it) and one function per basket.
+event needs (its id's digest, remembering it) and, per basket, the count of
+its events into their groups (``stream._cells.count_run``, compiled: a
+dictionary lookup per event and group was most of the loop, BENCHMARKS.md
+6za) and one state update.
 Duplicates are checked against one set of digests per customer and batch,
 not a scan of the customer's ids per event (live traffic: many customers, a
 basket or two each per batch; BENCHMARKS.md section 1d).
