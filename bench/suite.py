@@ -278,13 +278,18 @@ def load_phase(
     """
     topic = new_topic(bootstrap, args.partitions)
     env = {} if setting is None else {"PROPSTREAM_STREAM__FRESHNESS_SECONDS": f"{setting:g}"}
-    streams = start_streams(args, bootstrap, work, topic, n, args.idle_exit + idle + 10, env=env)
+    # a preload's streams must outlast its settling (a stream exits once its topic was quiet that long)
+    wait = args.idle_exit + idle + 10 + (args.preload_settle if args.preload else 0)
+    streams = start_streams(args, bootstrap, work, topic, n, wait, env=env)
     time.sleep(10)  # the dataflow builds after the start line; partitions go idle after kafka.idle_seconds
+    result: dict = {"phase": "load", "processes": n, "rate": rate, "freshness_setting": setting}
+    if args.preload:
+        result["preload"] = preload(args, bootstrap, topic, workload, streams)
+        say("suite: preloaded", json.dumps(result["preload"]))
     trace = CpuTrace([s.proc.pid for s in streams])
     beside = {"generator": CpuTrace([os.getpid()])}
     if broker_pid is not None:
         beside["broker"] = CpuTrace([broker_pid])
-    result: dict = {"phase": "load", "processes": n, "rate": rate, "freshness_setting": setting}
     if idle > 0:
         c0, t0 = trace.at(time.time()), time.time()
         time.sleep(idle)
@@ -292,7 +297,7 @@ def load_phase(
     start = time.time()
     sent = offer(bootstrap, topic, workload.events(), rate, args.seconds, uuid.uuid4().hex[:6])
     offered = time.time()
-    summaries = finish(streams, args.seconds * 2 + 70 + args.idle_exit + idle)
+    summaries = finish(streams, args.seconds * 2 + 70 + wait)
     trace.stop()
     for t in beside.values():
         t.stop()
@@ -308,7 +313,7 @@ def load_phase(
             "customers": len(sent["produced"]),
             "never_visible": unseen,
             "applied_no_score_moved": unmoved,
-            "not_applied": not_applied(sent["events"], summaries),
+            "not_applied": not_applied(sent["events"] + result.get("preload", {}).get("events", 0), summaries),
             **lag_summary(pairs, unseen),
             "stream_cpu_s": round(cpu, 1),
             "stream_cpu_per_event_us": round(cpu / max(sent["events"], 1) * 1e6, 1),
@@ -329,6 +334,60 @@ def load_phase(
         for s in streams:
             shutil.rmtree(s.dir, ignore_errors=True)
     return result
+
+
+def preload(args, bootstrap: str, topic: str, workload: CloneWorkload, streams: list[Stream]) -> dict:
+    """Give the first ``--preload`` customers one basket each, wait until the streams applied them and settled.
+
+    The phase measured next draws its customers from the same workload, so at
+    ``--preload`` = ``--customers`` every event it offers is a customer the
+    streams already hold: the rate is served with that many customers in
+    state (issue #15: 100k and 1M). While they load, the streams' RSS is read
+    every second against the events applied: ``bytes_per_customer`` is the
+    least-squares slope through the readings of the last four fifths of the
+    load (events applied x customers / events: baskets come in a random
+    order), ``rss_mb_before``/``after`` the totals. Then the streams are left
+    until their CPU falls under 0.05 of a core over 5 s (chDB merging the
+    loaded rows' parts), for at most ``--preload-settle`` seconds, so the
+    phase measures the rate, not the load's tail.
+    """
+    pids = [s.proc.pid for s in streams]
+    before = sum(rss_bytes(pid) for pid in pids)
+    t0 = time.time()
+    sent = offer(bootstrap, topic, workload.events(0, args.preload, rounds=1), args.preload_rate, 1e9, "pre")
+    events, customers = sent["events"], len(sent["produced"])
+    deadline = time.time() + args.preload_timeout
+    readings: list[tuple[int, int]] = []  # (events applied, RSS bytes)
+    while (applied := sum(s.applied() for s in streams)) < events:
+        if time.time() > deadline or any(s.proc.poll() is not None for s in streams):
+            msg = f"preload: the streams applied {applied:,} of {events:,} events in {time.time() - t0:,.0f} s"
+            raise SystemExit(msg)
+        readings.append((applied, sum(rss_bytes(pid) for pid in pids)))
+        time.sleep(1.0)
+    took = time.time() - t0
+    settle_until = time.time() + args.preload_settle
+    trace = CpuTrace(pids, every=1.0)
+    while time.time() < settle_until:
+        time.sleep(5.0)
+        now = time.time()
+        if trace.at(now) - trace.at(now - 5.0) < 0.05 * 5.0:
+            break
+    trace.stop()
+    settled = time.time() - t0 - took
+    after = sum(rss_bytes(pid) for pid in pids)
+    late = [(a, r) for a, r in readings if a >= events / 5]
+    slope = float(np.polyfit(*zip(*late, strict=True), 1)[0]) * events / customers if len(late) > 2 else None
+    return {
+        "customers": customers,
+        "events": events,
+        "seconds": round(took, 1),
+        "events_per_s": round(events / took),
+        "settle_s": round(settled, 1),
+        "rss_mb_before": round(before / 2**20, 1),
+        "rss_mb_after": round(after / 2**20, 1),
+        "bytes_per_customer": None if slope is None else round(slope),
+        "bytes_per_customer_overall": round((after - before) / max(customers, 1)),
+    }
 
 
 # -- 3. baselines ----------------------------------------------------------------------------------------------------
@@ -831,6 +890,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[60.0],
         help="one process again at each of --rates with stream.freshness_seconds set to each (none: skip)",
+    )
+    ap.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="before each live phase, the first N customers get one basket each (N = --customers: every measured "
+        "event is a customer the stream holds; 0: none)",
+    )
+    ap.add_argument("--preload-rate", type=int, default=0, help="events/s offered while preloading (0: at once)")
+    ap.add_argument("--preload-timeout", type=float, default=3600.0, help="seconds the streams get to apply it")
+    ap.add_argument(
+        "--preload-settle",
+        type=float,
+        default=180.0,
+        help="at most this long after a preload for the streams' CPU to fall under 0.05 of a core (chDB's merges)",
     )
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured before the first phase")
     ap.add_argument("--idle-exit", type=float, default=20.0, help="a stream exits this long after its topic drains")

@@ -37,7 +37,10 @@ def setting(load: dict) -> str:
     """A phase run with ``stream.freshness_seconds`` set says so where it is named (its process count, its
     traffic)."""
     f = load.get("freshness_setting")
-    return "" if f is None else f", freshness_seconds {f:g}"
+    held = load.get("preload")
+    return ("" if f is None else f", freshness_seconds {f:g}") + (
+        f", {held['customers']:,} customers in state" if held else ""
+    )
 
 
 def report(res: dict) -> str:
@@ -78,6 +81,22 @@ def report(res: dict) -> str:
             f"| {_f(r.get('generator_cpu_per_event_us'), 1)} / {_f(r.get('broker_cpu_per_event_us'), 1)} "
             f"| {'yes' if r['sustained'] else 'no'} |"
         )
+    held = [r for r in res["loads"] if r.get("preload")]
+    if held:
+        lines += [
+            "",
+            "Customers in state before a phase (`--preload`: one basket each, offered at once; then the streams "
+            "left until their CPU fell under 0.05 of a core; bytes per customer: the RSS slope through readings "
+            "every second over the last four fifths of the load, and RSS after less before over the customers):",
+        ]
+        lines += [
+            f"- {r['processes']}{setting(r)} at {r['rate']:,} events/s: {p['events']:,} events applied in "
+            f"{p['seconds']:,} s ({p['events_per_s']:,} events/s), settled in {_f(p.get('settle_s'), 1)} s; RSS "
+            f"{p['rss_mb_before']:,} → {p['rss_mb_after']:,} MB, **{_f(p['bytes_per_customer'])} bytes per "
+            f"customer** (slope), {_f(p.get('bytes_per_customer_overall'))} overall"
+            for r in held
+            for p in (r["preload"],)
+        ]
     lines += [
         "",
         "Maximum sustained rate (of the rates tried): "

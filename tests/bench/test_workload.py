@@ -272,3 +272,30 @@ def test_the_state_section_shows_every_rss_reading_and_the_slope_through_them():
     assert "600.0 MB at 20,000, 680.5 MB at 60,000, 760.0 MB at 100,000 customers" in line
     assert "**2,000 bytes per customer** (the least-squares slope)" in line
     assert "100,000 customers in state" in report(res)
+
+
+def test_a_phase_served_with_customers_preloaded_says_how_many_and_what_they_cost():
+    from bench.suite_report import report
+
+    load = {
+        "processes": 1, "rate": 10, "achieved_rate": 10, "events": 10, "customers": 4, "p50_s": 0.5, "p99_s": 0.9,
+        "max_s": 1.0, "never_visible": 0, "not_applied": 0, "stream_cpu_per_event_us": 100.0, "sustained": True,
+        "preload": {
+            "customers": 1_000_000, "events": 12_700_000, "seconds": 400.0, "events_per_s": 31_750,
+            "settle_s": 35.0, "rss_mb_before": 600.0, "rss_mb_after": 2_300.0, "bytes_per_customer": 1_783,
+            "bytes_per_customer_overall": 1_990,
+        },
+    }  # fmt: skip
+    res = {
+        "started": "s", "ended": "e", "load_before": 0.1, "load_after": 0.2, "command": "c", "customers": 4,
+        "producer_ceiling": 100, "seconds": 1, "loads": [load, {**load, "preload": None}], "max_sustained": {1: 10},
+        "machine": {"cores": 2, "cpu": "x", "mem_gib": 1, "commit": "abc"},
+    }  # fmt: skip
+    lines = report(res).splitlines()
+    assert sum(x.startswith("| 1, 1,000,000 customers in state | 10 |") for x in lines) == 1
+    assert sum(x.startswith("| 1 | 10 |") for x in lines) == 1  # a phase without preload is named as before
+    held = [x for x in lines if x.startswith("- 1, 1,000,000 customers in state at 10 events/s")]
+    assert held == [
+        "- 1, 1,000,000 customers in state at 10 events/s: 12,700,000 events applied in 400.0 s (31,750 events/s), "
+        "settled in 35.0 s; RSS 600.0 → 2,300.0 MB, **1,783 bytes per customer** (slope), 1,990 overall"
+    ]
