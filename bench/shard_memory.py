@@ -126,6 +126,23 @@ class Harness:
             migrate(client)
             self.writer = ClickHouseWriter(client)
 
+    def chdb_memory(self) -> dict[str, int]:
+        """The embedded engine's own account of its memory (``--chdb``): tracked, caches, primary keys, parts."""
+        if self.writer is None:
+            return {}
+        q = self.writer.client.query
+        tracked = dict(
+            q(
+                "SELECT metric, value FROM system.metrics WHERE metric IN ('MemoryTracking', 'MarkCacheBytes', "
+                "'PrimaryIndexCacheBytes', 'UncompressedCacheBytes', 'MergesMutationsMemoryTracking')"
+            ).result_rows
+        )
+        keys, parts, rows = q(
+            "SELECT sum(primary_key_bytes_in_memory_allocated), count(), sum(rows) FROM system.parts "
+            "WHERE active AND database = 'propstream'"
+        ).result_rows[0]
+        return {**{k: int(v) for k, v in tracked.items()}, "primary_keys": int(keys), "parts": parts, "rows": rows}
+
     def load(self, first: int, last: int) -> int:
         """Offer customers ``first..last`` one basket each; events applied."""
         from stream.shard import ShardInput
@@ -207,6 +224,7 @@ def main() -> None:
                     "cpu_s": round(time.process_time() - t0, 1),
                     "rss_mb": round(rss() / 2**20, 1),
                     "containers": container_bytes(h.sh),
+                    "chdb": h.chdb_memory(),
                 }
             )
             if args.trace:
