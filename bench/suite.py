@@ -15,7 +15,10 @@ Prints a Markdown table (machine, command, figure) and writes it to
    offered through the local Kafka broker (tools/kafka) with a batching
    confluent-kafka Producer at fixed rates, each stamped with its produce
    time. The producer's own ceiling (as fast as it can, no stream reading) and
-   the rate it achieved in each phase are reported.
+   the rate it achieved in each phase are reported. ``--preload N`` first
+   gives the first N customers one basket each and waits for the streams to
+   apply them and settle (``preload``), so a phase is served with N customers
+   in state (``--customers 1000000 --preload 1000000``: the issue's million).
 2. **Freshness.** Per rate and process count, a fresh topic and fresh
    `propstream run --clock wall` processes; freshness of an event = the first
    `score_history` row of its customer refreshed at or after it
