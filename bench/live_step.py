@@ -26,7 +26,9 @@ code that print the same digest wrote the same rows.
 that code's ``stream`` package is imported beside this one and both take every
 batch, in turn (who goes first alternates), each with a shard of its own; the
 figures are printed for both, with new/old and whether they wrote the same
-rows (BENCHMARKS.md section 1d).
+rows (BENCHMARKS.md section 1d). Garbage is collected as the stream
+collects it (``stream.gc_seconds``, on a thread of its own), not by the
+allocation counts that charged whole collections to one side.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from bench.workload import CloneWorkload
 from propstream import app
 from schemas.events import EventRecord
 from stream import shard as shard_module
+from stream.gcpolicy import collected_every
 from stream.shard import CustomerShard, ShardInput, ShardOutput, ShardProcessor
 from stream.state import StateConfig
 
@@ -151,6 +154,18 @@ def load_base(base: Path) -> tuple[ModuleType, ModuleType]:
         sys.modules.update(mine)
 
 
+def collected_as_the_stream(settings):
+    """Garbage collected as a stream collects it: on a timer, on a thread of its own (``stream.gcpolicy``).
+
+    Left to CPython's allocation counts, a collection of every generation
+    (over both sides' customers) lands on whichever side's batch crosses the
+    count, and its CPU is charged to that side: the same code on both sides
+    measured 0.927 in one run (BENCHMARKS.md 6zc). A stream's dataflow thread
+    never collects; its ``stream.gc_seconds`` thread does.
+    """
+    return collected_every(settings.stream.gc_seconds, settings.stream.gc_full_seconds)
+
+
 def make_sides(settings, cfg: StateConfig, catalog, models, base: Path | None) -> list[Side]:
     """This checkout's processor and shard; with ``base`` (an export of older code) that code's first, beside it.
 
@@ -200,24 +215,27 @@ def main() -> None:
     ]
     feed = workload.events(rounds=args.warm + args.rounds)
     n_batches = 0
-    for r, n in enumerate(per_round):
-        is_timed = r >= args.warm
-        left = n
-        while left:
-            k = min(args.batch, left)
-            left -= k
-            batch = []
-            for _ in range(k):
-                user, rec = next(feed)
-                ts = T0 + int(i * step)
-                batch.append(
-                    EventRecord(user, rec.item_id, rec.type_index, ts, f"e{i}", rec.quantity, rec.value_cents, "bench")
-                )
-                i += 1
-            n_batches += 1
-            for side in sides if n_batches % 2 else sides[::-1]:  # who goes first alternates
-                inp = ShardInput(0, list(batch), batch[-1].ts_ms, "p0", 1, False, batch[-1].ts_ms)
-                side.run(inp, k, is_timed, profiler if side.name == "new" else None)
+    with collected_as_the_stream(settings):
+        for r, n in enumerate(per_round):
+            is_timed = r >= args.warm
+            left = n
+            while left:
+                k = min(args.batch, left)
+                left -= k
+                batch = []
+                for _ in range(k):
+                    user, rec = next(feed)
+                    ts = T0 + int(i * step)
+                    batch.append(
+                        EventRecord(
+                            user, rec.item_id, rec.type_index, ts, f"e{i}", rec.quantity, rec.value_cents, "bench"
+                        )
+                    )
+                    i += 1
+                n_batches += 1
+                for side in sides if n_batches % 2 else sides[::-1]:  # who goes first alternates
+                    inp = ShardInput(0, list(batch), batch[-1].ts_ms, "p0", 1, False, batch[-1].ts_ms)
+                    side.run(inp, k, is_timed, profiler if side.name == "new" else None)
     if profiler is not None:
         profiler.dump_stats(args.profile)
     result: dict = {

@@ -19,6 +19,8 @@ both versions take every batch, in turn, who goes first alternating, each
 with a shard of its own; prints new/old and whether both wrote the same rows.
 One process, interleaved: a loaded machine slows both alike, which two runs of
 ``bench/replay.py`` cannot promise.
+Garbage is collected as the stream collects it (``stream.gc_seconds``, on a
+thread of its own: ``bench.live_step.collected_as_the_stream``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import complete_journey
-from bench.live_step import make_sides, side_figures
+from bench.live_step import collected_as_the_stream, make_sides, side_figures
 from bench.refresh_floor import registered_models
 from propstream import app
 from stream.eventcut import DAY_MS, EventTimeCut
@@ -67,12 +69,13 @@ def main() -> None:
     sides = make_sides(settings, cfg, catalog, models, args.base)
     profiler = cProfile.Profile() if args.profile else None
     seen = 0
-    for n, batch in enumerate(day_batches(records, args.limit)):
-        is_timed = seen >= args.warm
-        seen += len(batch.records)
-        for side in sides if n % 2 else sides[::-1]:
-            inp = ShardInput(0, list(batch.records), None, batch.part, 1, batch.idle, batch.watermark)
-            side.run(inp, len(batch.records), is_timed, profiler if side.name == "new" else None)
+    with collected_as_the_stream(settings):
+        for n, batch in enumerate(day_batches(records, args.limit)):
+            is_timed = seen >= args.warm
+            seen += len(batch.records)
+            for side in sides if n % 2 else sides[::-1]:
+                inp = ShardInput(0, list(batch.records), None, batch.part, 1, batch.idle, batch.watermark)
+                side.run(inp, len(batch.records), is_timed, profiler if side.name == "new" else None)
     if profiler is not None:
         profiler.dump_stats(args.profile)
     result: dict = {
