@@ -64,14 +64,14 @@ def allowance(batch_cpu_per_refresh: float, refreshes_per_day: float = 24.0, rat
     return batch_cpu_per_refresh * refreshes_per_day / ratio
 
 
-def child(part: str, bootstrap: str, topic: str, freshness: float) -> None:
-    """Hold ``part`` idle until killed (run as ``--child PART``): print READY once it is up."""
+def child(part: str, bootstrap: str, topic: str, freshness: float, work: Path) -> None:
+    """Hold ``part`` idle until killed (run as ``--child PART``; chDB's files under ``work``): print READY once up."""
     import stream.dataflow  # noqa: F401  (the stream's modules: numpy, xgboost, bytewax, pyarrow, ...)
 
     if part == "chdb":
         from stream.sinks.clickhouse import migrate, open_client
 
-        client = open_client(f"chdb://{tempfile.mkdtemp(prefix='idle-floor-')}/chdb")
+        client = open_client(f"chdb://{work / 'chdb'}")
         migrate(client)
     if part == "kafka":
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
@@ -111,7 +111,7 @@ def part_floor(part: str, args: argparse.Namespace, bootstrap: str, work: Path) 
         finally:
             s.stop()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part, "--bootstrap", bootstrap]
-    cmd += ["--topic", topic, "--freshness", str(args.freshness)]
+    cmd += ["--topic", topic, "--freshness", str(args.freshness), "--work", str(work / part)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert proc.stdout is not None
@@ -136,9 +136,10 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=None, help="a broker elsewhere (default: a local one, tools/kafka)")
     ap.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     ap.add_argument("--topic", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.bootstrap, args.topic, args.freshness)
+        child(args.child, args.bootstrap, args.topic, args.freshness, args.work or Path(tempfile.mkdtemp()))
         return
     batch = args.batch_cpu_per_refresh or batch_refresh_cpu(ROOT / "bench" / "results" / "suite.json")
     if batch is None:

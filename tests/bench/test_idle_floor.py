@@ -52,6 +52,7 @@ def test_a_part_is_read_while_it_runs_and_ended_after(part: str, tmp_path: Path)
     cpu_a_day = idle_floor.part_floor(part, _args(), "", tmp_path)
     assert cpu_a_day >= 0.0
     assert _children() == before  # its process was ended
+    assert (tmp_path / part / "chdb").exists() == (part == "chdb")  # its store under the work dir, nowhere else
 
 
 def test_the_kafka_part_consumes_an_empty_topic_and_is_ended_after(bootstrap, tmp_path: Path):
